@@ -1,0 +1,194 @@
+// CUDA implementation of deform_conv2d: the shared per-element math (deform_conv2d_kernel.h) in
+// grid-stride kernels, 32-bit indexing when every size allows it, 64-bit otherwise. GEMMs go to
+// cuBLAS through the shared driver.
+//
+// grad_input: by default an atomic scatter into a float/double buffer (no half atomics needed, so
+// the code stays portable to sm_61). Under torch.use_deterministic_algorithms(True) a gather with
+// one thread per (image, channel, tap) into per-tap buffers, summed in a fixed order, replaces it.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/Atomic.cuh>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <limits>
+
+#include "deform_conv2d/deform_conv2d_driver.h"
+
+namespace hybridops {
+namespace dcn {
+namespace {
+
+constexpr int kThreads = 256;
+
+inline int64_t grid_for(int64_t n) { return std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20)); }
+
+// 32-bit indices are safe when every flat index, plus a grid stride, stays below 2^31.
+inline bool fits_int32(std::initializer_list<int64_t> sizes) {
+  for (int64_t s : sizes) {
+    if (s >= (int64_t(1) << 30)) return false;
+  }
+  return true;
+}
+
+template <typename T>
+const T* data_or_null(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+template <typename scalar_t, typename index_t>
+__global__ void im2col_kernel(Geometry g, const scalar_t* in, const scalar_t* off, const scalar_t* msk,
+                              scalar_t* col, index_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<index_t>(blockDim.x) * gridDim.x) {
+    im2col_item<scalar_t, acc_t, index_t>(g, in, off, msk, col, i);
+  }
+}
+
+template <typename scalar_t, typename index_t>
+__global__ void offset_mask_grad_kernel(Geometry g, const scalar_t* in, const scalar_t* off, const scalar_t* msk,
+                                        const scalar_t* gcol, scalar_t* goff, scalar_t* gmsk, index_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<index_t>(blockDim.x) * gridDim.x) {
+    offset_mask_grad_item<scalar_t, acc_t, index_t>(g, in, off, msk, gcol, goff, gmsk, i);
+  }
+}
+
+struct AtomicAdd {
+  template <typename T>
+  __device__ __forceinline__ void operator()(T* address, T value) const {
+    gpuAtomicAdd(address, value);
+  }
+};
+
+template <typename scalar_t, typename index_t>
+__global__ void col2im_atomic_kernel(Geometry g, const scalar_t* off, const scalar_t* msk, const scalar_t* gcol,
+                                     at::opmath_type<scalar_t>* gin, index_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<index_t>(blockDim.x) * gridDim.x) {
+    col2im_item<scalar_t, acc_t, index_t, acc_t>(g, off, msk, gcol, gin, i, AtomicAdd());
+  }
+}
+
+// One thread per (b, c, k): gathers tap k's contributions to plane (b, c) into buffer k.
+template <typename scalar_t, typename index_t>
+__global__ void col2im_deterministic_kernel(Geometry g, const scalar_t* off, const scalar_t* msk,
+                                            const scalar_t* gcol, at::opmath_type<scalar_t>* gin_per_tap,
+                                            index_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const index_t C = static_cast<index_t>(g.channels);
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t plane_set = static_cast<index_t>(g.batch) * C * static_cast<index_t>(g.height * g.width);
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<index_t>(blockDim.x) * gridDim.x) {
+    const index_t k = i % K;
+    const index_t c = (i / K) % C;
+    const index_t b = i / (K * C);
+    col2im_planes<scalar_t, acc_t, index_t, acc_t>(g, off, msk, gcol, gin_per_tap + k * plane_set, b, c, c + 1, k,
+                                                   k + 1);
+  }
+}
+
+struct CudaBackend {
+  static void im2col(const Geometry& g, const at::Tensor& input, const at::Tensor& offset,
+                     const c10::optional<at::Tensor>& mask, at::Tensor& columns) {
+    const int64_t n = g.sample_items();
+    auto stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_im2col_cuda", [&] {
+      if (fits_int32({n, input.numel(), columns.numel(), offset.numel()})) {
+        im2col_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+            g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
+            columns.data_ptr<scalar_t>(), static_cast<int32_t>(n));
+      } else {
+        im2col_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+            g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
+            columns.data_ptr<scalar_t>(), n);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void offset_mask_grad(const Geometry& g, const at::Tensor& input, const at::Tensor& offset,
+                               const c10::optional<at::Tensor>& mask, const at::Tensor& grad_columns,
+                               at::Tensor& grad_offset, at::Tensor& grad_mask) {
+    const int64_t n = g.sample_items();
+    auto stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_offset_grad_cuda", [&] {
+      scalar_t* gmsk = g.use_mask ? grad_mask.data_ptr<scalar_t>() : nullptr;
+      if (fits_int32({n, input.numel(), grad_columns.numel(), offset.numel()})) {
+        offset_mask_grad_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+            g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
+            grad_columns.data_ptr<scalar_t>(), grad_offset.data_ptr<scalar_t>(), gmsk, static_cast<int32_t>(n));
+      } else {
+        offset_mask_grad_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+            g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
+            grad_columns.data_ptr<scalar_t>(), grad_offset.data_ptr<scalar_t>(), gmsk, n);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void col2im(const Geometry& g, const at::Tensor& offset, const c10::optional<at::Tensor>& mask,
+                     const at::Tensor& grad_columns, at::Tensor& grad_input) {
+    auto stream = at::cuda::getCurrentCUDAStream();
+    const bool deterministic = at::globalContext().deterministicAlgorithms();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, offset.scalar_type(), "deform_col2im_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      if (!deterministic) {
+        const int64_t n = g.sample_items();
+        if (fits_int32({n, grad_input.numel(), grad_columns.numel(), offset.numel()})) {
+          col2im_atomic_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+              g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
+              grad_input.data_ptr<acc_t>(), static_cast<int32_t>(n));
+        } else {
+          col2im_atomic_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+              g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
+              grad_input.data_ptr<acc_t>(), n);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+      const int64_t n = g.batch * g.channels * g.taps();
+      at::Tensor per_tap = at::zeros({g.taps(), g.batch, g.channels, g.height, g.width}, grad_input.options());
+      if (fits_int32({per_tap.numel(), grad_columns.numel(), offset.numel()})) {
+        col2im_deterministic_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+            g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
+            per_tap.data_ptr<acc_t>(), static_cast<int32_t>(n));
+      } else {
+        col2im_deterministic_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+            g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
+            per_tap.data_ptr<acc_t>(), n);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      grad_input.add_(per_tap.sum(0));
+    });
+  }
+};
+
+at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
+                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  c10::cuda::CUDAGuard guard(input.device());
+  return forward<CudaBackend>(input, offset, weight, mask, bias, stride, padding, dilation);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
+    const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation) {
+  c10::cuda::CUDAGuard guard(input.device());
+  return backward<CudaBackend>(grad_out, input, offset, weight, mask, stride, padding, dilation);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hybridops, CUDA, m) {
+  m.impl("deform_conv2d", &deform_conv2d_cuda);
+  m.impl("deform_conv2d_backward", &deform_conv2d_backward_cuda);
+}
+
+}  // namespace dcn
+}  // namespace hybridops

@@ -1,0 +1,239 @@
+// Host-side algorithm of deform_conv2d, shared by the CPU and CUDA implementations.
+//
+// Forward, per block of images: sample the deformed columns (im2col_item, one pass over the
+// input, bilinear weights computed once per tap and reused across the channels of an offset
+// group), then one batched GEMM per weight group writes the output (bias fused into the GEMM).
+// Backward, per block: grad_columns = W^T @ grad_out (GEMM), offset/mask gradients (a channel
+// reduction per tap, no atomics), grad_input (scatter), columns again and grad_weight (GEMM).
+// Blocks are sized so the columns buffer stays under a fixed budget at any batch size.
+//
+// `Backend` provides the three sampling kernels for its device:
+//   Backend::im2col(geometry, input, offset, mask, columns)
+//   Backend::offset_mask_grad(geometry, input, offset, mask, grad_columns, grad_offset, grad_mask)
+//   Backend::col2im(geometry, offset, mask, grad_columns, grad_input)   // grad_input in opmath dtype
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "deform_conv2d/deform_conv2d_kernel.h"
+
+namespace hybridops {
+namespace dcn {
+
+// Columns buffer budget per block (elements of the input dtype), and the number of GEMM columns
+// we aim for per block so small feature maps still give the GEMM enough work.
+constexpr int64_t kColumnsBudgetBytes = int64_t(256) << 20;
+constexpr int64_t kTargetGemmColumns = 4096;
+
+inline void check_same(const at::Tensor& a, const char* name, const at::Tensor& input) {
+  TORCH_CHECK(a.device() == input.device(), "hybridops.deform_conv2d: ", name, " is on ", a.device(),
+              " but input is on ", input.device());
+  TORCH_CHECK(a.scalar_type() == input.scalar_type(), "hybridops.deform_conv2d: ", name, " has dtype ",
+              a.scalar_type(), " but input has dtype ", input.scalar_type());
+}
+
+// Validates the arguments (the Python wrapper checks the same things first with friendlier text;
+// these checks keep direct torch.ops calls safe) and returns the geometry of the whole batch.
+inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& mask, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(input.dim() == 4, "hybridops.deform_conv2d: input must be 4-D [N, C, H, W], got ", input.dim(), "-D");
+  TORCH_CHECK(weight.dim() == 4, "hybridops.deform_conv2d: weight must be 4-D [C_out, C_in/groups, kH, kW], got ",
+              weight.dim(), "-D");
+  TORCH_CHECK(offset.dim() == 4, "hybridops.deform_conv2d: offset must be 4-D, got ", offset.dim(), "-D");
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "hybridops.deform_conv2d: stride, padding and dilation must have 2 values each");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), "hybridops.deform_conv2d: input must be floating point, got ",
+              input.scalar_type());
+  check_same(offset, "offset", input);
+  check_same(weight, "weight", input);
+  Geometry g{};
+  g.channels = input.size(1);
+  g.height = input.size(2);
+  g.width = input.size(3);
+  g.kernel_h = weight.size(2);
+  g.kernel_w = weight.size(3);
+  g.stride_h = stride[0];
+  g.stride_w = stride[1];
+  g.pad_h = padding[0];
+  g.pad_w = padding[1];
+  g.dil_h = dilation[0];
+  g.dil_w = dilation[1];
+  TORCH_CHECK(g.kernel_h > 0 && g.kernel_w > 0, "hybridops.deform_conv2d: weight has an empty kernel ", g.kernel_h,
+              "x", g.kernel_w);
+  TORCH_CHECK(g.stride_h > 0 && g.stride_w > 0, "hybridops.deform_conv2d: stride must be positive, got (",
+              g.stride_h, ", ", g.stride_w, ")");
+  TORCH_CHECK(g.dil_h > 0 && g.dil_w > 0, "hybridops.deform_conv2d: dilation must be positive, got (", g.dil_h, ", ",
+              g.dil_w, ")");
+  TORCH_CHECK(g.pad_h >= 0 && g.pad_w >= 0, "hybridops.deform_conv2d: padding must be non-negative, got (", g.pad_h,
+              ", ", g.pad_w, ")");
+  TORCH_CHECK(weight.size(1) > 0 && g.channels % weight.size(1) == 0,
+              "hybridops.deform_conv2d: input channels (", g.channels, ") must be divisible by weight.shape[1] (",
+              weight.size(1), ")");
+  const int64_t groups = g.channels / weight.size(1);
+  TORCH_CHECK(weight.size(0) % groups == 0, "hybridops.deform_conv2d: weight.shape[0] (", weight.size(0),
+              ") must be divisible by groups (", groups, ")");
+  g.out_h = (g.height + 2 * g.pad_h - (g.dil_h * (g.kernel_h - 1) + 1)) / g.stride_h + 1;
+  g.out_w = (g.width + 2 * g.pad_w - (g.dil_w * (g.kernel_w - 1) + 1)) / g.stride_w + 1;
+  TORCH_CHECK(g.out_h > 0 && g.out_w > 0, "hybridops.deform_conv2d: output size would be ", g.out_h, "x", g.out_w,
+              " for input ", g.height, "x", g.width);
+  const int64_t K = g.taps();
+  TORCH_CHECK(offset.size(1) > 0 && offset.size(1) % (2 * K) == 0,
+              "hybridops.deform_conv2d: offset.shape[1] must be a positive multiple of 2*kH*kW = ", 2 * K, ", got ",
+              offset.size(1));
+  g.offset_groups = offset.size(1) / (2 * K);
+  TORCH_CHECK(g.channels % g.offset_groups == 0, "hybridops.deform_conv2d: input channels (", g.channels,
+              ") must be divisible by offset groups (", g.offset_groups, ")");
+  TORCH_CHECK(offset.size(0) == input.size(0) && offset.size(2) == g.out_h && offset.size(3) == g.out_w,
+              "hybridops.deform_conv2d: offset must be [", input.size(0), ", ", offset.size(1), ", ", g.out_h, ", ",
+              g.out_w, "], got ", offset.sizes());
+  g.use_mask = mask.has_value() && mask->defined();
+  if (g.use_mask) {
+    check_same(*mask, "mask", input);
+    TORCH_CHECK(mask->dim() == 4 && mask->size(0) == input.size(0) && mask->size(1) == g.offset_groups * K &&
+                    mask->size(2) == g.out_h && mask->size(3) == g.out_w,
+                "hybridops.deform_conv2d: mask must be [", input.size(0), ", ", g.offset_groups * K, ", ", g.out_h,
+                ", ", g.out_w, "], got ", mask->sizes());
+  }
+  g.batch = input.size(0);
+  return g;
+}
+
+// Images per block: enough GEMM columns, within the columns budget.
+inline int64_t block_images(const Geometry& g, int64_t element_size) {
+  const int64_t per_image = std::max<int64_t>(1, g.channels * g.taps() * g.out_pixels() * element_size);
+  const int64_t by_budget = std::max<int64_t>(1, kColumnsBudgetBytes / per_image);
+  const int64_t by_gemm = (kTargetGemmColumns + g.out_pixels() - 1) / g.out_pixels();
+  return std::max<int64_t>(1, std::min({g.batch, by_budget, by_gemm}));
+}
+
+inline at::Tensor block_of(const at::Tensor& t, int64_t n0, int64_t nb) { return t.narrow(0, n0, nb); }
+
+inline c10::optional<at::Tensor> block_of(const c10::optional<at::Tensor>& t, bool use, int64_t n0, int64_t nb) {
+  if (!use) return c10::nullopt;
+  return t->narrow(0, n0, nb);
+}
+
+template <typename Backend>
+at::Tensor forward(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
+                   const c10::optional<at::Tensor>& mask_, const c10::optional<at::Tensor>& bias_,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor offset = offset_.contiguous();
+  const at::Tensor weight = weight_.contiguous();
+  const bool use_mask = g.use_mask;
+  const c10::optional<at::Tensor> mask = use_mask ? c10::optional<at::Tensor>(mask_->contiguous()) : c10::nullopt;
+  const bool use_bias = bias_.has_value() && bias_->defined();
+  const int64_t N = input.size(0), Cout = weight.size(0);
+  if (use_bias) {
+    check_same(*bias_, "bias", input);
+    TORCH_CHECK(bias_->dim() == 1 && bias_->size(0) == Cout, "hybridops.deform_conv2d: bias must be [", Cout,
+                "], got ", bias_->sizes());
+  }
+  const int64_t G = g.channels / weight.size(1);
+  const int64_t K = g.taps(), P = g.out_pixels();
+  const int64_t rows_g = weight.size(1) * K;  // GEMM inner dimension per group
+  at::Tensor out = at::empty({N, Cout, g.out_h, g.out_w}, input.options());
+  if (N == 0) return out;
+
+  const at::Tensor w_g = weight.view({G, Cout / G, rows_g});
+  const c10::optional<at::Tensor> bias_g =
+      use_bias ? c10::optional<at::Tensor>(bias_->view({G, Cout / G, 1})) : c10::nullopt;
+  const int64_t B = block_images(g, input.element_size());
+  at::Tensor columns_storage = at::empty({g.channels * K * B * P}, input.options());
+  for (int64_t n0 = 0; n0 < N; n0 += B) {
+    const int64_t nb = std::min(B, N - n0);
+    Geometry gb = g;
+    gb.batch = nb;
+    at::Tensor columns = columns_storage.narrow(0, 0, g.channels * K * nb * P).view({G, rows_g, nb * P});
+    Backend::im2col(gb, block_of(input, n0, nb), block_of(offset, n0, nb), block_of(mask, use_mask, n0, nb), columns);
+    if (nb == 1) {
+      at::Tensor out_g = out.select(0, n0).view({G, Cout / G, P});
+      if (use_bias) {
+        at::baddbmm_out(out_g, bias_g->expand({G, Cout / G, P}), w_g, columns);
+      } else {
+        at::bmm_out(out_g, w_g, columns);
+      }
+    } else {
+      at::Tensor res = use_bias ? at::baddbmm(bias_g->expand({G, Cout / G, nb * P}), w_g, columns)
+                                : at::bmm(w_g, columns);
+      // [G, Cout/G, nb, P] -> [nb, G, Cout/G, P]
+      out.narrow(0, n0, nb).view({nb, G, Cout / G, P}).copy_(res.view({G, Cout / G, nb, P}).permute({2, 0, 1, 3}));
+    }
+  }
+  return out;
+}
+
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
+    const c10::optional<at::Tensor>& mask_, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation) {
+  Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
+  check_same(grad_out_, "grad_output", input_);
+  const int64_t N = input_.size(0), Cout = weight_.size(0);
+  TORCH_CHECK(grad_out_.dim() == 4 && grad_out_.size(0) == N && grad_out_.size(1) == Cout &&
+                  grad_out_.size(2) == g.out_h && grad_out_.size(3) == g.out_w,
+              "hybridops.deform_conv2d_backward: grad_output must be [", N, ", ", Cout, ", ", g.out_h, ", ", g.out_w,
+              "], got ", grad_out_.sizes());
+  const at::Tensor grad_out = grad_out_.contiguous();
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor offset = offset_.contiguous();
+  const at::Tensor weight = weight_.contiguous();
+  const bool use_mask = g.use_mask;
+  const c10::optional<at::Tensor> mask = use_mask ? c10::optional<at::Tensor>(mask_->contiguous()) : c10::nullopt;
+
+  const int64_t G = g.channels / weight.size(1);
+  const int64_t K = g.taps(), P = g.out_pixels();
+  const int64_t rows_g = weight.size(1) * K;
+  const auto acc_dtype = at::toOpMathType(input.scalar_type());
+
+  at::Tensor grad_input_acc = at::zeros(input.sizes(), input.options().dtype(acc_dtype));
+  at::Tensor grad_offset = at::empty(offset.sizes(), offset.options());
+  at::Tensor grad_mask = use_mask ? at::empty(mask->sizes(), mask->options()) : at::empty({0}, offset.options());
+  at::Tensor grad_weight_acc = at::zeros({G, Cout / G, rows_g}, weight.options().dtype(acc_dtype));
+  if (N == 0) {
+    return {grad_input_acc.to(input.scalar_type()), grad_offset, grad_weight_acc.view(weight.sizes()).to(weight.scalar_type()),
+            grad_mask};
+  }
+
+  const at::Tensor w_g_t = weight.view({G, Cout / G, rows_g}).transpose(1, 2);
+  const int64_t B = block_images(g, input.element_size());
+  at::Tensor columns_storage = at::empty({g.channels * K * B * P}, input.options());
+  for (int64_t n0 = 0; n0 < N; n0 += B) {
+    const int64_t nb = std::min(B, N - n0);
+    Geometry gb = g;
+    gb.batch = nb;
+    const at::Tensor in_b = block_of(input, n0, nb), off_b = block_of(offset, n0, nb);
+    const c10::optional<at::Tensor> mask_b = block_of(mask, use_mask, n0, nb);
+    // grad_out of the block as [G, Cout/G, nb * P]
+    at::Tensor go_g = nb == 1 ? grad_out.select(0, n0).view({G, Cout / G, P})
+                              : grad_out.narrow(0, n0, nb).view({nb, G, Cout / G, P}).permute({1, 2, 0, 3})
+                                    .reshape({G, Cout / G, nb * P});
+    at::Tensor grad_columns = at::bmm(w_g_t, go_g);  // [G, rows_g, nb * P] == [C * K, nb * P]
+    at::Tensor grad_offset_b = block_of(grad_offset, n0, nb);
+    at::Tensor grad_mask_b = use_mask ? block_of(grad_mask, n0, nb) : grad_mask;
+    Backend::offset_mask_grad(gb, in_b, off_b, mask_b, grad_columns, grad_offset_b, grad_mask_b);
+    at::Tensor grad_input_b = block_of(grad_input_acc, n0, nb);
+    Backend::col2im(gb, off_b, mask_b, grad_columns, grad_input_b);
+
+    at::Tensor columns = columns_storage.narrow(0, 0, g.channels * K * nb * P).view({G, rows_g, nb * P});
+    Backend::im2col(gb, in_b, off_b, mask_b, columns);
+    if (acc_dtype == input.scalar_type()) {
+      grad_weight_acc.baddbmm_(go_g, columns.transpose(1, 2));
+    } else {
+      grad_weight_acc.add_(at::bmm(go_g, columns.transpose(1, 2)));
+    }
+  }
+  at::Tensor grad_input = acc_dtype == input.scalar_type() ? grad_input_acc : grad_input_acc.to(input.scalar_type());
+  at::Tensor grad_weight = grad_weight_acc.view(weight.sizes()).to(weight.scalar_type());
+  return {grad_input, grad_offset, grad_weight, grad_mask};
+}
+
+}  // namespace dcn
+}  // namespace hybridops

@@ -1,0 +1,205 @@
+// Per-element math of modulated deformable convolution (DCNv2), shared by the CPU and CUDA kernels.
+//
+// Layouts (torchvision's), for one block of `batch` images starting at the pointers given:
+//   input   [batch, C, H, W]
+//   offset  [batch, OG * KH * KW * 2, Ho, Wo]   (dy, dx) pairs per offset group and tap
+//   mask    [batch, OG * KH * KW, Ho, Wo]       (absent: all ones, DCNv1)
+//   columns [C * KH * KW, batch * Ho * Wo]      row c * K + k, column b * Ho * Wo + p
+// Every function below handles one work item; the launchers (deform_conv2d_cpu.cpp,
+// deform_conv2d_cuda.cu) only decide which thread runs which item.
+#pragma once
+
+#include "common/bilinear.h"
+
+namespace hybridops {
+namespace dcn {
+
+struct Geometry {
+  int64_t channels, height, width;
+  int64_t out_h, out_w;
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;
+  int64_t pad_h, pad_w;
+  int64_t dil_h, dil_w;
+  int64_t offset_groups;
+  int64_t batch;  // images in the current block
+  bool use_mask;
+
+  HOST_DEVICE_INLINE int64_t taps() const { return kernel_h * kernel_w; }
+  HOST_DEVICE_INLINE int64_t out_pixels() const { return out_h * out_w; }
+  HOST_DEVICE_INLINE int64_t channels_per_offset_group() const { return channels / offset_groups; }
+  // Number of (b, og, k, p) work items of a block.
+  HOST_DEVICE_INLINE int64_t sample_items() const { return batch * offset_groups * taps() * out_pixels(); }
+};
+
+// A (b, og, k, p) work item decoded from its flat index; p runs fastest so that neighbouring
+// threads touch neighbouring output pixels.
+template <typename index_t>
+struct SampleItem {
+  index_t b, og, k, p;
+};
+
+template <typename index_t>
+HOST_DEVICE_INLINE SampleItem<index_t> decode_sample_item(const Geometry& g, index_t i) {
+  SampleItem<index_t> it;
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t OG = static_cast<index_t>(g.offset_groups);
+  it.p = i % P;
+  i /= P;
+  it.k = i % K;
+  i /= K;
+  it.og = i % OG;
+  it.b = i / OG;
+  return it;
+}
+
+// The sampling point of tap k at output pixel p (offset added), its four neighbours, and the
+// modulation scalar.
+template <typename scalar_t, typename acc_t, typename index_t>
+HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> tap_corners(const Geometry& g, const scalar_t* offset,
+                                                               const scalar_t* mask,
+                                                               const SampleItem<index_t>& it, acc_t& m) {
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t OG = static_cast<index_t>(g.offset_groups);
+  const index_t ho = it.p / static_cast<index_t>(g.out_w);
+  const index_t wo = it.p % static_cast<index_t>(g.out_w);
+  const index_t kh = it.k / static_cast<index_t>(g.kernel_w);
+  const index_t kw = it.k % static_cast<index_t>(g.kernel_w);
+  const scalar_t* off_b = offset + it.b * (OG * 2 * K * P);
+  const index_t oy = (it.og * 2 * K + 2 * it.k) * P + it.p;
+  const acc_t y = static_cast<acc_t>(ho * g.stride_h - g.pad_h + kh * g.dil_h) + static_cast<acc_t>(off_b[oy]);
+  const acc_t x = static_cast<acc_t>(wo * g.stride_w - g.pad_w + kw * g.dil_w) + static_cast<acc_t>(off_b[oy + P]);
+  m = g.use_mask ? static_cast<acc_t>(mask[it.b * (OG * K * P) + (it.og * K + it.k) * P + it.p]) : acc_t(1);
+  return bilinear_corners<acc_t, index_t>(y, x, static_cast<index_t>(g.height), static_cast<index_t>(g.width));
+}
+
+// columns[c * K + k, b * P + p] = mask * bilinear(input[b, c], point) for every channel c of the
+// item's offset group: the four neighbours and weights are computed once and reused per channel.
+template <typename scalar_t, typename acc_t, typename index_t>
+HOST_DEVICE_INLINE void im2col_item(const Geometry& g, const scalar_t* input, const scalar_t* offset,
+                                    const scalar_t* mask, scalar_t* columns, index_t i) {
+  const SampleItem<index_t> it = decode_sample_item<index_t>(g, i);
+  acc_t m;
+  const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t HW = static_cast<index_t>(g.height * g.width);
+  const index_t cpg = static_cast<index_t>(g.channels_per_offset_group());
+  const index_t ncols = static_cast<index_t>(g.batch) * P;
+  const index_t c0 = it.og * cpg;
+  const scalar_t* plane = input + (it.b * static_cast<index_t>(g.channels) + c0) * HW;
+  scalar_t* col = columns + (c0 * K + it.k) * ncols + it.b * P + it.p;
+  for (index_t c = 0; c < cpg; ++c) {
+    *col = static_cast<scalar_t>(m * c4.sample(plane));
+    plane += HW;
+    col += K * ncols;
+  }
+}
+
+// Gradients of the sampling point (offset) and of the modulation (mask) for one (b, og, k, p):
+// a reduction over the channels of the offset group, owned by one thread (no atomics):
+//   d/d(dy) = sum_c gcol[c, k, p] * mask * d bilinear / dy,   likewise for dx,
+//   d/d(m)  = sum_c gcol[c, k, p] * bilinear.
+template <typename scalar_t, typename acc_t, typename index_t>
+HOST_DEVICE_INLINE void offset_mask_grad_item(const Geometry& g, const scalar_t* input, const scalar_t* offset,
+                                              const scalar_t* mask, const scalar_t* grad_columns,
+                                              scalar_t* grad_offset, scalar_t* grad_mask, index_t i) {
+  const SampleItem<index_t> it = decode_sample_item<index_t>(g, i);
+  acc_t m;
+  const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t OG = static_cast<index_t>(g.offset_groups);
+  const index_t HW = static_cast<index_t>(g.height * g.width);
+  const index_t cpg = static_cast<index_t>(g.channels_per_offset_group());
+  const index_t ncols = static_cast<index_t>(g.batch) * P;
+  const index_t c0 = it.og * cpg;
+  const scalar_t* plane = input + (it.b * static_cast<index_t>(g.channels) + c0) * HW;
+  const scalar_t* gcol = grad_columns + (c0 * K + it.k) * ncols + it.b * P + it.p;
+  acc_t gy = 0, gx = 0, gm = 0;
+  for (index_t c = 0; c < cpg; ++c) {
+    acc_t v, dy, dx;
+    c4.sample_with_grad(plane, v, dy, dx);
+    const acc_t gc = static_cast<acc_t>(*gcol);
+    gm += gc * v;
+    gy += gc * dy;
+    gx += gc * dx;
+    plane += HW;
+    gcol += K * ncols;
+  }
+  const index_t oy = it.b * (OG * 2 * K * P) + (it.og * 2 * K + 2 * it.k) * P + it.p;
+  grad_offset[oy] = static_cast<scalar_t>(gy * m);
+  grad_offset[oy + P] = static_cast<scalar_t>(gx * m);
+  if (g.use_mask) {
+    grad_mask[it.b * (OG * K * P) + (it.og * K + it.k) * P + it.p] = static_cast<scalar_t>(gm);
+  }
+}
+
+// grad_input for one sample item, scattered with `add(pointer, value)` (an atomic add on the GPU):
+//   grad_input[b, c, neighbour] += gcol[c, k, p] * mask * weight(neighbour)   for c in the group.
+template <typename scalar_t, typename acc_t, typename index_t, typename grad_t, typename AddFn>
+HOST_DEVICE_INLINE void col2im_item(const Geometry& g, const scalar_t* offset, const scalar_t* mask,
+                                    const scalar_t* grad_columns, grad_t* grad_input, index_t i, AddFn add) {
+  const SampleItem<index_t> it = decode_sample_item<index_t>(g, i);
+  acc_t m;
+  const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
+  if (m == acc_t(0)) return;
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t HW = static_cast<index_t>(g.height * g.width);
+  const index_t cpg = static_cast<index_t>(g.channels_per_offset_group());
+  const index_t ncols = static_cast<index_t>(g.batch) * P;
+  const index_t c0 = it.og * cpg;
+  grad_t* plane = grad_input + (it.b * static_cast<index_t>(g.channels) + c0) * HW;
+  const scalar_t* gcol = grad_columns + (c0 * K + it.k) * ncols + it.b * P + it.p;
+  for (index_t c = 0; c < cpg; ++c) {
+    const acc_t gc = static_cast<acc_t>(*gcol) * m;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (c4.idx[j] >= 0) add(plane + c4.idx[j], static_cast<grad_t>(gc * c4.w[j]));
+    }
+    plane += HW;
+    gcol += K * ncols;
+  }
+}
+
+// grad_input for the channels [c_begin, c_end) of image b (all in one offset group) from the taps
+// [k_begin, k_end), accumulated in a fixed order by one worker that owns those planes:
+// deterministic, no atomics. The CPU runs it in parallel over (b, channel block) with all taps; the
+// GPU runs it per (b, c, k) into per-tap buffers when deterministic algorithms are requested.
+template <typename scalar_t, typename acc_t, typename index_t, typename grad_t>
+HOST_DEVICE_INLINE void col2im_planes(const Geometry& g, const scalar_t* offset, const scalar_t* mask,
+                                      const scalar_t* grad_columns, grad_t* grad_input, index_t b,
+                                      index_t c_begin, index_t c_end, index_t k_begin, index_t k_end) {
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t HW = static_cast<index_t>(g.height * g.width);
+  const index_t ncols = static_cast<index_t>(g.batch) * P;
+  SampleItem<index_t> it;
+  it.b = b;
+  it.og = c_begin / static_cast<index_t>(g.channels_per_offset_group());
+  grad_t* planes = grad_input + (b * static_cast<index_t>(g.channels) + c_begin) * HW;
+  for (it.k = k_begin; it.k < k_end; ++it.k) {
+    for (it.p = 0; it.p < P; ++it.p) {
+      acc_t m;
+      const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
+      if (m == acc_t(0)) continue;
+      const scalar_t* gcol = grad_columns + (c_begin * K + it.k) * ncols + b * P + it.p;
+      grad_t* plane = planes;
+      for (index_t c = c_begin; c < c_end; ++c) {
+        const acc_t gc = static_cast<acc_t>(*gcol) * m;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (c4.idx[j] >= 0) plane[c4.idx[j]] = static_cast<grad_t>(static_cast<acc_t>(plane[c4.idx[j]]) + gc * c4.w[j]);
+        }
+        plane += HW;
+        gcol += K * ncols;
+      }
+    }
+  }
+}
+
+}  // namespace dcn
+}  // namespace hybridops

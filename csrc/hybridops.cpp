@@ -1,0 +1,45 @@
+// hybridops: every op schema, and the Python module with the build information.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifdef HYBRIDOPS_WITH_CUDA
+#include <cuda.h>
+#endif
+
+TORCH_LIBRARY(hybridops, m) {
+  // Modulated deformable convolution (DCNv2), torchvision's semantics and layouts.
+  // input [N, C, H, W], offset [N, 2*OG*kH*kW, Ho, Wo], weight [Cout, C/groups, kH, kW],
+  // mask [N, OG*kH*kW, Ho, Wo] or None (DCNv1), bias [Cout] or None -> [N, Cout, Ho, Wo].
+  m.def(
+      "deform_conv2d(Tensor input, Tensor offset, Tensor weight, Tensor? mask, Tensor? bias, "
+      "int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
+  // -> (grad_input, grad_offset, grad_weight, grad_mask); grad_mask is empty ([0]) without mask.
+  m.def(
+      "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor offset, Tensor weight, Tensor? mask, "
+      "int[2] stride, int[2] padding, int[2] dilation) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+namespace {
+
+bool with_cuda() {
+#ifdef HYBRIDOPS_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "hybridops compiled kernels (ops are registered as torch.ops.hybridops.*)";
+  m.def("version", [] { return std::string(HYBRIDOPS_VERSION); });
+  m.def("built_with_torch", [] { return std::string(HYBRIDOPS_TORCH_VERSION); });
+  m.def("with_cuda", &with_cuda);
+  m.def("cuda_archs", [] { return std::string(HYBRIDOPS_CUDA_ARCHS); });
+#ifdef HYBRIDOPS_WITH_CUDA
+  m.def("cuda_version", [] { return CUDA_VERSION; });
+#else
+  m.def("cuda_version", [] { return 0; });
+#endif
+}

@@ -1,0 +1,44 @@
+"""Loads the compiled kernels (``hybridops._C``) and reports how they were built."""
+from __future__ import annotations
+
+import torch
+
+_BUILD_HINT = (
+    "Build it from the source checkout with `pip install .` (a fresh virtual environment), or "
+    "`pip install --no-build-isolation .` to compile against the torch already installed. "
+    "Set HYBRIDOPS_BUILD_CUDA=1 to require the CUDA kernels; see README.md, 'Install'."
+)
+
+try:
+    from hybridops import _C  # noqa: F401  (registers torch.ops.hybridops.*)
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    try:
+        from hybridops._version import built_with_torch
+    except ImportError:
+        built_with_torch = None
+    if built_with_torch and built_with_torch != torch.__version__:
+        detail = (f"it was built against torch {built_with_torch} but torch {torch.__version__} is "
+                  "installed; rebuild hybridops against this torch.")
+    else:
+        detail = f"the compiled extension is missing or broken ({exc})."
+    raise ImportError(f"hybridops could not load its compiled kernels: {detail} {_BUILD_HINT}") from exc
+
+
+def build_info() -> dict:
+    """How the installed kernels were built.
+
+    Returns:
+        dict with ``version`` (hybridops), ``torch`` (the torch it was compiled against),
+        ``torch_runtime`` (the torch imported now), ``cuda`` (whether CUDA kernels are compiled in),
+        ``cuda_version`` (CUDA toolkit version as an int such as 13000, 0 without CUDA) and
+        ``cuda_archs`` (list of the ``TORCH_CUDA_ARCH_LIST`` entries built, e.g. ``["8.0+PTX"]``).
+    """
+    archs = _C.cuda_archs()
+    return {
+        "version": _C.version(),
+        "torch": _C.built_with_torch(),
+        "torch_runtime": torch.__version__,
+        "cuda": bool(_C.with_cuda()),
+        "cuda_version": int(_C.cuda_version()),
+        "cuda_archs": [a for a in archs.replace(" ", ";").split(";") if a],
+    }

@@ -1,0 +1,161 @@
+"""``hybridops.deform_conv2d``: modulated deformable convolution (DCNv2), torchvision's semantics.
+
+The op is ``torch.ops.hybridops.deform_conv2d`` (C++/CUDA kernels in ``csrc/deform_conv2d/``);
+this module holds its Python wrapper, fake (meta) kernel and autograd registration.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from hybridops.ops._args import IntPair, check_tensor, pair
+
+_OP = "hybridops.deform_conv2d"
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Modulated deformable 2-D convolution (DCNv2; DCNv1 when ``mask`` is None).
+
+    A drop-in for :func:`torchvision.ops.deform_conv2d`: same arguments, order, layouts and
+    numbers. Each output pixel ``p`` and kernel tap ``k`` samples the input bilinearly at
+    ``p * stride - padding + k * dilation + offset[p, k]`` (zero outside the image), scales the
+    sample by ``mask[p, k]``, and the samples are contracted with ``weight`` as in a convolution.
+
+    Args:
+        input: ``[N, C_in, H, W]``.
+        offset: ``[N, 2 * offset_groups * kH * kW, H_out, W_out]``, (dy, dx) pairs per offset
+            group and tap (tap-major: channel ``2 * (g * kH * kW + k)`` is dy of group g, tap k).
+        weight: ``[C_out, C_in / groups, kH, kW]``; ``groups`` is inferred from ``weight.shape[1]``.
+        bias: ``[C_out]`` or None.
+        stride, padding, dilation: int or (h, w) pair.
+        mask: ``[N, offset_groups * kH * kW, H_out, W_out]`` modulation scalars, or None (DCNv1).
+
+    Returns:
+        ``[N, C_out, H_out, W_out]`` with ``H_out = (H + 2 * pad_h - dil_h * (kH - 1) - 1) // stride_h + 1``
+        (likewise ``W_out``); contiguous, in the dtype of ``input``.
+
+    All float dtypes are supported (fp16/bf16 accumulate in fp32); under ``torch.autocast`` the op
+    runs in the autocast dtype. Gradients flow to input, offset, weight, mask and bias. The CPU
+    backward is deterministic; on CUDA set ``torch.use_deterministic_algorithms(True)`` for a
+    deterministic (slower) grad_input.
+
+    Example:
+        >>> x = torch.randn(2, 16, 64, 64)
+        >>> w = torch.randn(32, 16, 3, 3)
+        >>> offset = torch.randn(2, 2 * 9, 64, 64)
+        >>> mask = torch.rand(2, 9, 64, 64)
+        >>> hybridops.deform_conv2d(x, offset, w, padding=1, mask=mask).shape
+        torch.Size([2, 32, 64, 64])
+    """
+    stride_, padding_, dilation_ = check_deform_conv2d_args(input, offset, weight, bias, stride, padding,
+                                                            dilation, mask)
+    return torch.ops.hybridops.deform_conv2d(input, offset, weight, mask, bias, stride_, padding_, dilation_)
+
+
+def check_deform_conv2d_args(input, offset, weight, bias, stride, padding, dilation, mask):
+    """Validates the arguments with messages that name them; returns (stride, padding, dilation)."""
+    check_tensor(input, "input", _OP, 4)
+    if not input.is_floating_point():
+        raise ValueError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
+    check_tensor(weight, "weight", _OP, 4, like=input)
+    check_tensor(offset, "offset", _OP, 4, like=input)
+    stride_ = pair(stride, "stride", _OP, 1)
+    padding_ = pair(padding, "padding", _OP, 0)
+    dilation_ = pair(dilation, "dilation", _OP, 1)
+    n, c_in, h, w = input.shape
+    c_out, c_per_group, kh, kw = weight.shape
+    if kh == 0 or kw == 0:
+        raise ValueError(f"{_OP}: weight has an empty kernel, shape {tuple(weight.shape)}")
+    if c_per_group == 0 or c_in % c_per_group != 0:
+        raise ValueError(f"{_OP}: input channels ({c_in}) must be divisible by weight.shape[1] "
+                         f"({c_per_group}), the channels per group")
+    groups = c_in // c_per_group
+    if c_out % groups != 0:
+        raise ValueError(f"{_OP}: weight.shape[0] ({c_out}) must be divisible by groups ({groups})")
+    h_out, w_out = out_size(h, w, kh, kw, stride_, padding_, dilation_)
+    if h_out <= 0 or w_out <= 0:
+        raise ValueError(f"{_OP}: input {h}x{w} is too small for a {kh}x{kw} kernel with padding "
+                         f"{tuple(padding_)} and dilation {tuple(dilation_)} (output {h_out}x{w_out})")
+    taps = kh * kw
+    if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(f"{_OP}: offset must have 2 * offset_groups * kH * kW channels (a multiple of "
+                         f"{2 * taps}), got {offset.shape[1]}")
+    offset_groups = offset.shape[1] // (2 * taps)
+    if c_in % offset_groups != 0:
+        raise ValueError(f"{_OP}: input channels ({c_in}) must be divisible by offset_groups "
+                         f"({offset_groups}, from offset.shape[1])")
+    expected = (n, offset.shape[1], h_out, w_out)
+    if tuple(offset.shape) != expected:
+        raise ValueError(f"{_OP}: offset must have shape {expected} (batch and output size), got "
+                         f"{tuple(offset.shape)}")
+    if mask is not None:
+        check_tensor(mask, "mask", _OP, 4, like=input)
+        expected = (n, offset_groups * taps, h_out, w_out)
+        if tuple(mask.shape) != expected:
+            raise ValueError(f"{_OP}: mask must have shape {expected} (offset_groups * kH * kW channels), "
+                             f"got {tuple(mask.shape)}")
+    if bias is not None:
+        check_tensor(bias, "bias", _OP, 1, like=input)
+        if bias.shape[0] != c_out:
+            raise ValueError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
+    return stride_, padding_, dilation_
+
+
+def out_size(h: int, w: int, kh: int, kw: int, stride, padding, dilation) -> tuple[int, int]:
+    """Output height and width of a convolution."""
+    h_out = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    w_out = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return h_out, w_out
+
+
+@torch.library.register_fake("hybridops::deform_conv2d")
+def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dilation):
+    h_out, w_out = out_size(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3], stride, padding,
+                            dilation)
+    return input.new_empty((input.shape[0], weight.shape[0], h_out, w_out))
+
+
+@torch.library.register_fake("hybridops::deform_conv2d_backward")
+def _deform_conv2d_backward_fake(grad_output, input, offset, weight, mask, stride, padding, dilation):
+    grad_mask = mask.new_empty(mask.shape) if mask is not None else offset.new_empty((0,))
+    return input.new_empty(input.shape), offset.new_empty(offset.shape), weight.new_empty(weight.shape), grad_mask
+
+
+def _setup_context(ctx, inputs, output):
+    input, offset, weight, mask, bias, stride, padding, dilation = inputs
+    ctx.save_for_backward(input, offset, weight, mask)
+    ctx.has_bias = bias is not None
+    ctx.conv_args = (stride, padding, dilation)
+
+
+def _backward(ctx, grad_output):
+    input, offset, weight, mask = ctx.saved_tensors
+    grad_input, grad_offset, grad_weight, grad_mask = torch.ops.hybridops.deform_conv2d_backward(
+        grad_output, input, offset, weight, mask, *ctx.conv_args)
+    grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias else None
+    return grad_input, grad_offset, grad_weight, (grad_mask if mask is not None else None), grad_bias, None, None, None
+
+
+torch.library.register_autograd("hybridops::deform_conv2d", _backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "hybridops.deform_conv2d does not support double backward (gradients of its gradients, e.g. "
+        "torch.autograd.grad(..., create_graph=True) followed by another backward). Use "
+        "hybridops.reference.deform_conv2d, which is plain PyTorch, where you need it.")
+
+
+torch.library.register_autograd("hybridops::deform_conv2d_backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)

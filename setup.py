@@ -1,0 +1,189 @@
+"""Build script for hybridops: compiles ``hybridops._C`` from ``csrc/``.
+
+Environment switches (all optional):
+
+* ``HYBRIDOPS_BUILD_CUDA=auto|0|1`` -- ``auto`` (default) builds the CUDA kernels when nvcc and a
+  CUDA build of torch are present; ``1`` fails loudly when that is not possible; ``0`` builds the
+  CPU kernels only.
+* ``TORCH_CUDA_ARCH_LIST`` -- e.g. ``"8.0;9.0"``. Unset: the archs of the visible GPUs, or
+  ``HYBRIDOPS_DEFAULT_ARCHS`` below when no GPU is visible (as on a build machine).
+* ``MAX_JOBS`` -- parallel compile jobs (ninja).
+* ``HYBRIDOPS_DEBUG=1`` -- ``-O0 -g`` and device line info.
+* ``CUDA_HOME`` -- the CUDA toolkit folder. When unset it is found from ``nvcc`` even when the
+  ``nvcc`` on PATH is a wrapper script.
+
+The extension is compiled against the torch found at build time, and the wheel pins that torch
+release (``torch==X.Y.Z``) so the two can never disagree at run time.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+VERSION = "0.1.0"
+# Archs built when no GPU is visible and TORCH_CUDA_ARCH_LIST is unset. 8.0+PTX runs on every
+# GPU from Ampere on (the PTX is JIT-compiled for newer chips); set TORCH_CUDA_ARCH_LIST to build
+# native code for yours (Pascal "6.1" needs a CUDA 11/12 toolkit: CUDA 13 dropped it).
+HYBRIDOPS_DEFAULT_ARCHS = "8.0+PTX"
+
+
+def _log(msg: str) -> None:
+    print(f"[hybridops build] {msg}", flush=True)
+
+
+def _find_cuda_home() -> str | None:
+    """The CUDA toolkit folder: $CUDA_HOME/$CUDA_PATH, else resolved from nvcc, else /usr/local/cuda.
+
+    The ``nvcc`` on PATH may be a wrapper script (``exec /usr/local/cuda-13.0/bin/nvcc "$@"``), so
+    ``dirname(dirname(which nvcc))`` -- what torch guesses -- can be wrong; we check for
+    ``include/cuda_runtime.h`` and otherwise read the real path out of the wrapper.
+    """
+    def is_toolkit(path: str | None) -> bool:
+        return bool(path) and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
+
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if is_toolkit(os.environ.get(var)):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        nvcc = os.path.realpath(nvcc)
+        guess = os.path.dirname(os.path.dirname(nvcc))
+        if is_toolkit(guess):
+            return guess
+        try:
+            with open(nvcc, "r", errors="ignore") as f:
+                text = f.read(4096)
+            for cand in re.findall(r"(/\S+)/bin/nvcc", text):
+                if is_toolkit(cand):
+                    return cand
+        except OSError:
+            pass
+    if is_toolkit("/usr/local/cuda"):
+        return "/usr/local/cuda"
+    return None
+
+
+def _extra_cuda_includes() -> list[str]:
+    """Headers of the pip-installed CUDA libraries (cusparse.h etc. for torch's CUDA headers)."""
+    out = []
+    for entry in sys.path:
+        for sub in ("nvidia/cu13/include", "nvidia/cuda_runtime/include", "nvidia/cusparse/include",
+                    "nvidia/cublas/include"):
+            path = os.path.join(entry, sub)
+            if os.path.isdir(path) and path not in out:
+                out.append(path)
+    return out
+
+
+BUILD_CUDA_MODE = os.environ.get("HYBRIDOPS_BUILD_CUDA", "auto").strip().lower()
+if BUILD_CUDA_MODE not in ("auto", "0", "1"):
+    raise SystemExit(f"HYBRIDOPS_BUILD_CUDA must be auto, 0 or 1, got {BUILD_CUDA_MODE!r}")
+
+CUDA_HOME_FOUND = _find_cuda_home() if BUILD_CUDA_MODE != "0" else None
+if CUDA_HOME_FOUND and not os.environ.get("CUDA_HOME"):
+    os.environ["CUDA_HOME"] = CUDA_HOME_FOUND  # before torch.utils.cpp_extension reads it
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+except ImportError as exc:  # pragma: no cover - build-time message
+    raise SystemExit(
+        "hybridops needs PyTorch at build time. Install torch first, then "
+        "`pip install --no-build-isolation .`, or let `pip install .` build in isolation."
+    ) from exc
+
+DEBUG = os.environ.get("HYBRIDOPS_DEBUG", "0") == "1"
+
+
+def _want_cuda() -> tuple[bool, str]:
+    if BUILD_CUDA_MODE == "0":
+        return False, "HYBRIDOPS_BUILD_CUDA=0"
+    reasons = []
+    if torch.version.cuda is None:
+        reasons.append(f"torch {torch.__version__} is not a CUDA build")
+    if CUDA_HOME_FOUND is None:
+        reasons.append("no CUDA toolkit found (set CUDA_HOME to the folder holding bin/nvcc)")
+    if reasons:
+        if BUILD_CUDA_MODE == "1":
+            raise SystemExit("HYBRIDOPS_BUILD_CUDA=1 but CUDA cannot be built: " + "; ".join(reasons))
+        return False, "; ".join(reasons)
+    return True, f"nvcc in {CUDA_HOME_FOUND}, torch CUDA {torch.version.cuda}"
+
+
+def _arch_list() -> str:
+    env = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if env:
+        return env
+    if torch.cuda.is_available():
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return ";".join(f"{a}.{b}" for a, b in caps)
+    return HYBRIDOPS_DEFAULT_ARCHS
+
+
+def _write_version(with_cuda: bool, archs: str) -> None:
+    with open(os.path.join(ROOT, "hybridops", "_version.py"), "w") as f:
+        f.write("# Written by setup.py at build time.\n")
+        f.write(f"__version__ = {VERSION!r}\n")
+        f.write(f"built_with_torch = {torch.__version__!r}\n")
+
+
+def make_extension():
+    with_cuda, why = _want_cuda()
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+    archs = ""
+    opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+    macros = [("HYBRIDOPS_VERSION", f'"{VERSION}"'), ("HYBRIDOPS_TORCH_VERSION", f'"{torch.__version__}"')]
+    cxx_flags = opt + (["-fopenmp"] if sys.platform != "darwin" else [])
+    extra = {"cxx": cxx_flags}
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    if with_cuda:
+        archs = _arch_list()
+        os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+        sources += cuda_sources
+        macros += [("HYBRIDOPS_WITH_CUDA", None), ("HYBRIDOPS_CUDA_ARCHS", f'"{archs}"')]
+        extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-U__CUDA_NO_HALF_OPERATORS__",
+                               "-U__CUDA_NO_HALF_CONVERSIONS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+                               "-U__CUDA_NO_HALF2_OPERATORS__"]
+        if DEBUG:
+            extra["nvcc"].append("-lineinfo")
+        include_dirs += _extra_cuda_includes()
+        ext_cls = CUDAExtension
+        _log(f"CUDA kernels: ON ({why}); archs {archs}")
+    else:
+        macros.append(("HYBRIDOPS_CUDA_ARCHS", '""'))
+        ext_cls = CppExtension
+        _log(f"CUDA kernels: OFF ({why})")
+    _log(f"torch {torch.__version__}; {len(sources)} sources; MAX_JOBS={os.environ.get('MAX_JOBS', 'auto')}"
+         f"{'; debug' if DEBUG else ''}")
+    _write_version(with_cuda, archs)
+    return ext_cls(
+        name="hybridops._C",
+        sources=sources,
+        include_dirs=include_dirs,
+        define_macros=macros,
+        extra_compile_args=extra,
+        extra_link_args=["-fopenmp"] if sys.platform != "darwin" else [],
+    )
+
+
+def _torch_pin() -> str:
+    """The torch release this build is compiled against (local tag such as +cu130 dropped)."""
+    return "torch==" + torch.__version__.split("+")[0]
+
+
+setup(
+    name="hybridops",
+    version=VERSION,
+    packages=find_packages(include=["hybridops", "hybridops.*"]),
+    ext_modules=[make_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    install_requires=[_torch_pin(), "numpy"],
+)
