@@ -75,6 +75,20 @@ def test_matches_reference_float32(n, splits, ks, h, w, stride, dilation):
     assert_close_all([out] + grads, [out_ref] + grads_ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("isa", ["base", "avx2"])
+def test_cpu_isa_fallbacks_match(isa, monkeypatch):
+    """The baseline (SSE2) and AVX2 code paths give the same numbers as the reference (the best path
+    the CPU supports is what every other test runs; HYBRIDOPS_CPU_ISA caps it)."""
+    monkeypatch.setenv("HYBRIDOPS_CPU_ISA", isa)
+    for n, splits, ks, h, w, stride, dilation in [(2, [3, 2, 2], (3, 5, 7), 11, 37, 2, 1),
+                                                  (1, [2, 3], (9, 11), 9, 40, 1, 2)]:
+        for dtype in (torch.float32, torch.float64):
+            x, ws, b = make_case(n, splits, ks, h, w, dtype=dtype)
+            out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, stride, dilation)
+            out_ref, grads_ref = run(ref64, x, ws, b, stride, dilation)
+            assert_close_all([out] + grads, [out_ref] + grads_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_batch_zero():
     x, ws, b = make_case(0, [2, 3], (3, 5), 8, 8)
     out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, 2, 1)

@@ -3,10 +3,16 @@
 //
 // One parallel pass per op (forward, grad_input, grad_weight), whatever the number of groups. A
 // worker owns whole planes (forward, grad_input: one (image, channel) plane per task; grad_weight:
-// one channel, all images): it copies the plane once into a zero-padded, phase-split float tile
-// (converting fp16/bf16 to float on the way), then runs the unrolled body for its group's kernel
-// size over that tile, V outputs at a time so the compiler vectorises across the row. No races and
-// a fixed summation order, so every pass is deterministic.
+// one channel over all images): it copies the plane once into a zero-padded, phase-split float
+// tile (converting fp16/bf16 to float on the way), then runs the body unrolled for its group's
+// kernel size over that tile. No races and a fixed summation order: every pass is deterministic.
+//
+// Vectorisation: the bodies take a SIMD vector type (GCC vector extensions) for their
+// accumulators, so each accumulator holds several consecutive outputs of a row. The task loops
+// are compiled three times -- baseline x86-64 (SSE2), AVX2+FMA and AVX-512 -- and the best one the
+// CPU supports is picked at run time (HYBRIDOPS_CPU_ISA=base|avx2|avx512 caps it, for testing).
+// GCC does not vectorise these loops reliably by itself (the stride is a run-time value), and a
+// 64-byte vector type is slow under plain SSE2, hence the explicit per-ISA entry points.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -14,42 +20,104 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
-#include <type_traits>
 #include <vector>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector types never cross a non-inlined call boundary
+#endif
 
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_driver.h"
 
-// The inner loops are written as a * b + c; let GCC contract them to FMA where the ISA has it
-// (ISO C++ modes otherwise default to -ffp-contract=off).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=fast")
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define MDC_X86_DISPATCH 1
+#define MDC_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MDC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#else
+#define MDC_X86_DISPATCH 0
 #endif
 
 namespace hybridops {
 namespace mdc {
 namespace {
 
-// Outputs per vector run: 128 bytes of accumulators (32 floats / 16 doubles), enough independent
-// FMA chains to hide latency with AVX2 or AVX-512 and still fit in registers.
+// ---- SIMD policies -----------------------------------------------------------------------------
+#if defined(__GNUC__) || defined(__clang__)
+template <typename acc_t, int Bytes>
+struct VecOf {
+  typedef acc_t type __attribute__((vector_size(Bytes)));
+};
+#else
+template <typename acc_t, int Bytes>
+struct VecOf {
+  using type = acc_t;  // no vector extensions: scalar accumulators
+};
+#endif
+
+// bytes: vector width; rows: output rows per conv_run call (U), as many accumulators as the ISA
+// has registers for (8 vectors; each tap's weight broadcast and offsets serve U x V of them).
+struct IsaBase {
+  static constexpr int bytes = 16;
+  static constexpr int rows = 1;
+};
+struct IsaAvx2 {
+  static constexpr int bytes = 32;
+  static constexpr int rows = 2;
+};
+struct IsaAvx512 {
+  static constexpr int bytes = 64;
+  static constexpr int rows = 4;
+};
+constexpr int kMaxRows = 4;  // tiles are padded for this many rows per call, whatever the ISA
+
+template <typename Isa, typename acc_t>
+struct Simd {
+  using vec = typename VecOf<acc_t, Isa::bytes>::type;
+  static constexpr int L = static_cast<int>(sizeof(vec) / sizeof(acc_t));  // lanes per vector
+  static constexpr int R = static_cast<int>(128 / sizeof(acc_t));          // outputs per run (32 fp32)
+  static constexpr int V = R / L;                                          // vectors per run
+  static constexpr int U = Isa::rows;                                      // rows per run
+};
+
+// Outputs per run, whatever the ISA: tiles are padded to whole runs so the last run of a row
+// needs no bounds checks.
 template <typename acc_t>
-constexpr int run_width() {
-  return static_cast<int>(128 / sizeof(acc_t));
+constexpr int64_t run_width() {
+  return static_cast<int64_t>(128 / sizeof(acc_t));
 }
 
-// Calls f(std::integral_constant<int, K>) with K = k for the common kernel sizes, K = 0 (generic,
-// runtime loop bounds) otherwise.
-template <typename F>
-void with_kernel_size(int k, F&& f) {
-  switch (k) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    case 5: f(std::integral_constant<int, 5>{}); break;
-    case 7: f(std::integral_constant<int, 7>{}); break;
-    case 9: f(std::integral_constant<int, 9>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
+// Runs STMT with `constexpr int K_` = k for the common kernel sizes, K_ = 0 (run-time loop bounds)
+// otherwise. (A switch rather than a generic lambda: the body must stay inside the ISA entry point.)
+#define MDC_DISPATCH_K(k, ...)                \
+  switch (k) {                                \
+    case 3: {                                 \
+      constexpr int K_ = 3;                   \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case 5: {                                 \
+      constexpr int K_ = 5;                   \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case 7: {                                 \
+      constexpr int K_ = 7;                   \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case 9: {                                 \
+      constexpr int K_ = 9;                   \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    default: {                                \
+      constexpr int K_ = 0;                   \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
   }
-}
 
 // One plane's convolution problem: input H x W, output Ho x Wo, kernel k with "same" padding.
 struct PlaneConv {
@@ -64,74 +132,349 @@ inline PlaneConv plane_conv(const Geometry& g, int k) {
 }
 
 // The padded, phase-split tile of one plane (see the layout note in the kernel header). It holds
-// every padded row and column read by outputs [0, Ho) x [0, Wo_run), Wo_run = Wo rounded up to a
-// whole run, so the last run can be computed in full without bounds checks.
+// every padded row and column read (or written) by outputs [0, Ho_run) x [0, Wo_run), Ho_run and
+// Wo_run = Ho and Wo rounded up to whole runs (kMaxRows rows, `run` columns).
 struct PlaneTile {
   int64_t rows, phase_len, phases;
   int64_t row_stride() const { return phases * phase_len; }
   int64_t size() const { return rows * row_stride(); }
 };
 
-inline PlaneTile plane_tile(const PlaneConv& p, int run) {
+inline PlaneTile plane_tile(const PlaneConv& p, int64_t run) {
   const int64_t wo_run = ceil_div(std::max<int64_t>(p.Wo, 1), run) * run;
-  const int64_t rows = std::max<int64_t>(p.H + 2 * p.ph, (p.Ho - 1) * p.sh + 2 * p.ph + 1);
+  const int64_t ho_run = ceil_div(std::max<int64_t>(p.Ho, 1), kMaxRows) * kMaxRows;
+  const int64_t rows = std::max<int64_t>(p.H + 2 * p.ph, (ho_run - 1) * p.sh + 2 * p.ph + 1);
   const int64_t cols = std::max<int64_t>(p.W + 2 * p.pw, (wo_run - 1) * p.sw + 2 * p.pw + 1);
   return PlaneTile{rows, ceil_div(cols, p.sw), p.sw};
 }
 
-// Copies plane [H, W] (storage dtype) into the zeroed tile at padded offset (ph, pw).
+template <typename T>
+MDC_INLINE T* grow(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+  return v.data();
+}
+
+// d[m] = src[m * S] for m in [0, n), S a compile-time stride (vectorisable) or run-time (S == 0).
+template <int S, typename scalar_t, typename acc_t>
+MDC_INLINE void copy_strided(const scalar_t* __restrict__ src, acc_t* __restrict__ d, int64_t n, int64_t s_rt) {
+  const int64_t s = S > 0 ? S : s_rt;
+  for (int64_t m = 0; m < n; ++m) d[m] = static_cast<acc_t>(src[m * s]);
+}
+
+// Copies plane [H, W] (storage dtype) into the tile at padded offset (ph, pw) and zeroes the halo
+// (only the halo: the interior is written once).
 template <typename scalar_t, typename acc_t>
-void fill_tile(const PlaneConv& p, const PlaneTile& t, const scalar_t* plane, acc_t* tile) {
-  std::fill(tile, tile + t.size(), acc_t(0));
+MDC_INLINE void fill_tile(const PlaneConv& p, const PlaneTile& t, const scalar_t* plane, acc_t* tile) {
   const int64_t rs = t.row_stride();
-  for (int64_t h = 0; h < p.H; ++h) {
+  for (int64_t r = 0; r < t.rows; ++r) {
+    acc_t* dst = tile + r * rs;
+    const int64_t h = r - p.ph;
+    if (h < 0 || h >= p.H) {
+      std::fill(dst, dst + rs, acc_t(0));
+      continue;
+    }
     const scalar_t* src = plane + h * p.W;
-    acc_t* dst = tile + (h + p.ph) * rs;
-    if (p.sw == 1) {
-      acc_t* d = dst + p.pw;
-      for (int64_t w = 0; w < p.W; ++w) d[w] = static_cast<acc_t>(src[w]);
-    } else {
-      for (int64_t w = 0; w < p.W; ++w) {
-        const int64_t x = w + p.pw;
-        dst[(x % p.sw) * t.phase_len + x / p.sw] = static_cast<acc_t>(src[w]);
+    // Phase q holds padded columns q, q + s, q + 2s, ...: interior m in [m0, m1) is input column
+    // q + m * s - pw.
+    for (int64_t q = 0; q < p.sw; ++q) {
+      acc_t* d = dst + q * t.phase_len;
+      const int64_t m0 = q >= p.pw ? 0 : ceil_div(p.pw - q, p.sw);
+      const int64_t m1 = std::max(m0, std::min(t.phase_len, ceil_div(p.W + p.pw - q, p.sw)));
+      std::fill(d, d + m0, acc_t(0));
+      const scalar_t* s0 = src + (q + m0 * p.sw - p.pw);
+      if (p.sw == 1) {
+        copy_strided<1>(s0, d + m0, m1 - m0, 1);
+      } else if (p.sw == 2) {
+        copy_strided<2>(s0, d + m0, m1 - m0, 2);
+      } else {
+        copy_strided<0>(s0, d + m0, m1 - m0, p.sw);
+      }
+      std::fill(d + m1, d + t.phase_len, acc_t(0));
+    }
+  }
+}
+
+// Writes n accumulators (row buffer) to the output in its storage dtype.
+template <typename scalar_t, typename acc_t>
+MDC_INLINE void store_row(const acc_t* src, scalar_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+}
+
+template <typename scalar_t, typename acc_t>
+MDC_INLINE void load_weights(const scalar_t* wc, int k, bool flip, acc_t* out) {
+  const int kk = k * k;
+  for (int t = 0; t < kk; ++t) out[t] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
+}
+
+// out[Ho, Wo] = conv(tile, w) + bias: U rows x R outputs per conv_run call, through the row
+// buffer orow [U, Wo_run] (accumulation type), then converted to the storage dtype.
+template <int K, typename Isa, typename scalar_t, typename acc_t>
+MDC_INLINE void conv_plane(const PlaneConv& p, const PlaneTile& t, const acc_t* tile, const acc_t* w, acc_t bias,
+                           acc_t* orow, scalar_t* out) {
+  using S = Simd<Isa, acc_t>;
+  using vec = typename S::vec;
+  const int64_t rs = t.row_stride();
+  const int64_t wo_run = ceil_div(p.Wo, S::R) * S::R;
+  for (int64_t ho0 = 0; ho0 < p.Ho; ho0 += S::U) {
+    const acc_t* row = tile + ho0 * p.sh * rs;
+    for (int64_t wo0 = 0; wo0 < p.Wo; wo0 += S::R) {
+      vec acc[S::U][S::V];
+      for (int u = 0; u < S::U; ++u) {
+        for (int v = 0; v < S::V; ++v) acc[u][v] = vec{} + bias;
+      }
+      conv_run<K, S::U, S::V, S::L, acc_t, int64_t, vec>(row + wo0, rs, p.sh * rs, t.phase_len, p.sw, p.dh, p.dw,
+                                                          p.k, w, acc);
+      for (int u = 0; u < S::U; ++u) {
+        for (int v = 0; v < S::V; ++v) vstore(orow + u * wo_run + wo0 + v * S::L, acc[u][v]);
+      }
+    }
+    const int64_t rows = std::min<int64_t>(S::U, p.Ho - ho0);
+    for (int64_t u = 0; u < rows; ++u) store_row(orow + u * wo_run, out + (ho0 + u) * p.Wo, p.Wo);
+  }
+}
+
+template <typename scalar_t>
+struct Args {
+  Geometry g;
+  const scalar_t* input;
+  const scalar_t* grad_out;
+  const scalar_t* bias;
+  GroupPointers<const scalar_t> w;
+  GroupPointers<scalar_t> grad_w;
+  scalar_t* out;  // forward output or grad_input
+};
+
+// ---- forward: tasks are (image, channel) planes ------------------------------------------------
+template <typename Isa, typename scalar_t>
+MDC_INLINE void forward_tasks(const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t R = run_width<acc_t>();
+  const Geometry& g = a.g;
+  const int64_t HW = g.height * g.width, P = g.out_h * g.out_w;
+  std::vector<acc_t> tile_buf, w_buf, row_buf;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t c = task % g.channels;
+    const int gi = g.group_of(c);
+    const int k = g.kernel[gi];
+    const PlaneConv p = plane_conv(g, k);
+    const PlaneTile t = plane_tile(p, R);
+    acc_t* tile = grow(tile_buf, t.size());
+    acc_t* w = grow(w_buf, k * k);
+    acc_t* orow = grow(row_buf, kMaxRows * ceil_div(p.Wo, R) * R);
+    load_weights(a.w.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w);
+    fill_tile(p, t, a.input + task * HW, tile);
+    const acc_t bias = a.bias ? static_cast<acc_t>(a.bias[c]) : acc_t(0);
+    MDC_DISPATCH_K(k, conv_plane<K_, Isa>(p, t, tile, w, bias, orow, a.out + task * P));
+  }
+}
+
+// ---- grad_input: tasks are (image, channel) planes ---------------------------------------------
+// Stride 1: the forward body on grad_output with the flipped kernel (the "same" padding makes the
+// full correlation line up). Stride > 1: the adjoint scatter into a padded tile of grad_input, then
+// its interior is copied out.
+template <typename Isa, typename scalar_t>
+MDC_INLINE void grad_input_tasks(const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using S = Simd<Isa, acc_t>;
+  constexpr int64_t R = run_width<acc_t>();
+  const Geometry& g = a.g;
+  const int64_t HW = g.height * g.width, P = g.out_h * g.out_w;
+  std::vector<acc_t> tile_buf, w_buf, row_buf;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t c = task % g.channels;
+    const int gi = g.group_of(c);
+    const int k = g.kernel[gi];
+    const scalar_t* go = a.grad_out + task * P;
+    scalar_t* gin = a.out + task * HW;
+    const PlaneConv p = plane_conv(g, k);
+    acc_t* w = grow(w_buf, k * k);
+    const scalar_t* wc = a.w.ptr[gi] + (c - g.group_begin[gi]) * k * k;
+    if (p.sh == 1 && p.sw == 1) {
+      // This convolution's input is grad_output (Ho x Wo == H x W) and its output grad_input.
+      const PlaneTile t = plane_tile(p, R);
+      acc_t* tile = grow(tile_buf, t.size());
+      acc_t* orow = grow(row_buf, kMaxRows * ceil_div(p.W, R) * R);
+      load_weights(wc, k, true, w);
+      fill_tile(p, t, go, tile);
+      MDC_DISPATCH_K(k, conv_plane<K_, Isa>(p, t, tile, w, acc_t(0), orow, gin));
+      continue;
+    }
+    load_weights(wc, k, false, w);
+    const PlaneTile t = plane_tile(p, R);
+    const int64_t wo_run = ceil_div(std::max<int64_t>(p.Wo, 1), R) * R;
+    acc_t* tile = grow(tile_buf, t.size());
+    acc_t* grow_row = grow(row_buf, wo_run);
+    std::fill(tile, tile + t.size(), acc_t(0));
+    std::fill(grow_row, grow_row + wo_run, acc_t(0));
+    const int64_t rs = t.row_stride();
+    for (int64_t ho = 0; ho < p.Ho; ++ho) {
+      for (int64_t wo = 0; wo < p.Wo; ++wo) grow_row[wo] = static_cast<acc_t>(go[ho * p.Wo + wo]);
+      acc_t* dst = tile + ho * p.sh * rs;
+      MDC_DISPATCH_K(k, scatter_row<K_, acc_t, int64_t, typename S::vec>(dst, rs, t.phase_len, p.sw, p.dh, p.dw, k, w,
+                                                                          grow_row, p.Wo));
+    }
+    for (int64_t h = 0; h < p.H; ++h) {
+      const acc_t* src = tile + (h + p.ph) * rs;
+      scalar_t* dst = gin + h * p.W;
+      for (int64_t q = 0; q < p.sw; ++q) {  // the interior of each phase, as in fill_tile
+        const int64_t m0 = q >= p.pw ? 0 : ceil_div(p.pw - q, p.sw);
+        const int64_t m1 = std::max(m0, std::min(t.phase_len, ceil_div(p.W + p.pw - q, p.sw)));
+        const acc_t* sq = src + q * t.phase_len;
+        scalar_t* d0 = dst + (q + m0 * p.sw - p.pw);
+        for (int64_t m = m0; m < m1; ++m) d0[(m - m0) * p.sw] = static_cast<scalar_t>(sq[m]);
       }
     }
   }
 }
 
-// out[Ho, Wo] = conv(tile, w) + bias: V outputs per run, the body unrolled for K.
-template <int K, int V, typename scalar_t, typename acc_t>
-void conv_plane(const PlaneConv& p, const PlaneTile& t, const acc_t* tile, const acc_t* w, acc_t bias,
-                scalar_t* out) {
+// ---- grad_weight: tasks are channels, each summing over all images -----------------------------
+//   gw[i, j] += sum_{ho, wo} g[ho, wo] * tile[ho*s_h + i*d_h, wo*s_w + j*d_w]
+template <int K, typename Isa, typename acc_t>
+MDC_INLINE void grad_weight_taps(const PlaneConv& p, const PlaneTile& t, const acc_t* tile, const acc_t* gtile,
+                                 int64_t gld, acc_t* gw) {
+  using S = Simd<Isa, acc_t>;
+  using vec = typename S::vec;
+  const int k = K > 0 ? K : p.k;
   const int64_t rs = t.row_stride();
-  for (int64_t ho = 0; ho < p.Ho; ++ho) {
-    const acc_t* row = tile + ho * p.sh * rs;
-    scalar_t* o = out + ho * p.Wo;
-    for (int64_t wo0 = 0; wo0 < p.Wo; wo0 += V) {
-      acc_t acc[V];
-      for (int v = 0; v < V; ++v) acc[v] = bias;
-      conv_run<K, V, 1, acc_t, int64_t>(row + wo0, rs, t.phase_len, p.sw, p.dh, p.dw, p.k, w, acc);
-      const int64_t n = std::min<int64_t>(V, p.Wo - wo0);
-      for (int64_t v = 0; v < n; ++v) o[wo0 + v] = static_cast<scalar_t>(acc[v]);
+  for (int i = 0; i < k; ++i) {
+    for (int j = 0; j < k; ++j) {
+      const int x = j * p.dw;
+      const acc_t* s0 = tile + static_cast<int64_t>(i * p.dh) * rs + (x % p.sw) * t.phase_len + x / p.sw;
+      vec acc[S::V];
+      for (int v = 0; v < S::V; ++v) acc[v] = vec{};
+      for (int64_t ho = 0; ho < p.Ho; ++ho) {
+        const acc_t* srow = s0 + ho * p.sh * rs;
+        const acc_t* grow_ = gtile + ho * gld;
+        for (int64_t wo0 = 0; wo0 < gld; wo0 += S::R) tap_dot_run<S::V, S::L>(grow_ + wo0, srow + wo0, acc);
+      }
+      acc_t lanes[S::R];
+      std::memcpy(lanes, acc, sizeof(lanes));
+      acc_t sum = 0;
+      for (int v = 0; v < S::R; ++v) sum += lanes[v];
+      gw[i * k + j] += sum;
     }
   }
 }
 
-// Scratch buffers owned by one worker, grown as needed.
-template <typename acc_t>
-struct Scratch {
-  std::vector<acc_t> tile, tile2, w;
-  acc_t* get(std::vector<acc_t>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(n);
-    return v.data();
+template <typename Isa, typename scalar_t>
+MDC_INLINE void grad_weight_tasks(const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t R = run_width<acc_t>();
+  const Geometry& g = a.g;
+  const int64_t HW = g.height * g.width, P = g.out_h * g.out_w;
+  std::vector<acc_t> tile_buf, gtile_buf, w_buf;
+  for (int64_t c = begin; c < end; ++c) {
+    const int gi = g.group_of(c);
+    const int k = g.kernel[gi];
+    const PlaneConv p = plane_conv(g, k);
+    const PlaneTile t = plane_tile(p, R);
+    const int64_t gld = ceil_div(std::max<int64_t>(p.Wo, 1), R) * R;
+    acc_t* gw = grow(w_buf, k * k);
+    std::fill(gw, gw + k * k, acc_t(0));
+    for (int64_t n = 0; n < g.batch && P > 0; ++n) {
+      acc_t* tile = grow(tile_buf, t.size());
+      fill_tile(p, t, a.input + (n * g.channels + c) * HW, tile);
+      acc_t* gtile = grow(gtile_buf, p.Ho * gld);
+      const scalar_t* gplane = a.grad_out + (n * g.channels + c) * P;
+      for (int64_t ho = 0; ho < p.Ho; ++ho) {
+        acc_t* dst = gtile + ho * gld;
+        for (int64_t wo = 0; wo < p.Wo; ++wo) dst[wo] = static_cast<acc_t>(gplane[ho * p.Wo + wo]);
+        std::fill(dst + p.Wo, dst + gld, acc_t(0));
+      }
+      MDC_DISPATCH_K(k, grad_weight_taps<K_, Isa>(p, t, tile, gtile, gld, gw));
+    }
+    scalar_t* out = a.grad_w.ptr[gi] + (c - g.group_begin[gi]) * k * k;
+    for (int i = 0; i < k * k; ++i) out[i] = static_cast<scalar_t>(gw[i]);
   }
-};
+}
 
-// Weights of channel c (k*k taps) in the accumulation type, optionally flipped (for grad_input).
-template <typename scalar_t, typename acc_t>
-void load_weights(const scalar_t* wc, int k, bool flip, acc_t* out) {
-  const int kk = k * k;
-  for (int t = 0; t < kk; ++t) out[t] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
+// ---- ISA entry points and run-time choice ------------------------------------------------------
+enum class Pass { kForward, kGradInput, kGradWeight };
+
+template <typename Isa, typename scalar_t>
+MDC_INLINE void run_tasks(Pass pass, const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  switch (pass) {
+    case Pass::kForward: forward_tasks<Isa>(a, begin, end); break;
+    case Pass::kGradInput: grad_input_tasks<Isa>(a, begin, end); break;
+    case Pass::kGradWeight: grad_weight_tasks<Isa>(a, begin, end); break;
+  }
+}
+
+template <typename scalar_t>
+void run_base(Pass pass, const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  run_tasks<IsaBase>(pass, a, begin, end);
+}
+
+#if MDC_X86_DISPATCH
+template <typename scalar_t>
+MDC_TARGET_AVX2 void run_avx2(Pass pass, const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  run_tasks<IsaAvx2>(pass, a, begin, end);
+}
+
+template <typename scalar_t>
+MDC_TARGET_AVX512 void run_avx512(Pass pass, const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  run_tasks<IsaAvx512>(pass, a, begin, end);
+}
+#endif
+
+enum class HostIsa { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+
+HostIsa host_isa() {
+  static const HostIsa supported = [] {
+    HostIsa best = HostIsa::kBase;
+#if MDC_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = HostIsa::kAvx2;
+    if (best == HostIsa::kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+      best = HostIsa::kAvx512;
+    }
+#endif
+    return best;
+  }();
+  HostIsa cap = HostIsa::kAvx512;
+  if (const char* env = std::getenv("HYBRIDOPS_CPU_ISA")) {
+    const std::string v(env);
+    if (v == "base" || v == "default") cap = HostIsa::kBase;
+    else if (v == "avx2") cap = HostIsa::kAvx2;
+  }
+  return static_cast<HostIsa>(std::min(static_cast<int>(supported), static_cast<int>(cap)));
+}
+
+template <typename scalar_t>
+using RunFn = void (*)(Pass, const Args<scalar_t>&, int64_t, int64_t);
+
+template <typename scalar_t>
+RunFn<scalar_t> pick_run() {
+#if MDC_X86_DISPATCH
+  switch (host_isa()) {
+    case HostIsa::kAvx512: return &run_avx512<scalar_t>;
+    case HostIsa::kAvx2: return &run_avx2<scalar_t>;
+    default: break;
+  }
+#endif
+  return &run_base<scalar_t>;
+}
+
+// Tasks per parallel chunk: small problems run on one thread (a parallel region costs more than
+// it saves below roughly 32k multiply-adds).
+inline int64_t grain_for(int64_t work_per_task) {
+  constexpr int64_t kMinWork = int64_t(1) << 15;
+  return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work_per_task));
+}
+
+template <typename scalar_t>
+void run_parallel(Pass pass, const Args<scalar_t>& a, int64_t tasks, int64_t work_per_task) {
+  const RunFn<scalar_t> fn = pick_run<scalar_t>();
+  at::parallel_for(0, tasks, grain_for(work_per_task),
+                   [&](int64_t begin, int64_t end) { fn(pass, a, begin, end); });
+}
+
+template <typename scalar_t>
+GroupPointers<const scalar_t> weight_pointers(const Geometry& g, const std::vector<at::Tensor>& weights) {
+  GroupPointers<const scalar_t> wp{};
+  for (int i = 0; i < g.num_groups; ++i) wp.ptr[i] = weights[i].data_ptr<scalar_t>();
+  return wp;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -145,101 +488,17 @@ at::Tensor forward_cpu(const at::Tensor& input_, at::TensorList weights_, const 
   const at::Tensor bias = use_bias ? bias_->contiguous() : at::Tensor();
   at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options());
   if (out.numel() == 0) return out;
-
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    constexpr int V = run_width<acc_t>();
-    const scalar_t* in = input.data_ptr<scalar_t>();
-    const scalar_t* b = use_bias ? bias.data_ptr<scalar_t>() : nullptr;
-    scalar_t* o = out.data_ptr<scalar_t>();
-    GroupPointers<const scalar_t> wp{};
-    for (int i = 0; i < g.num_groups; ++i) wp.ptr[i] = weights[i].data_ptr<scalar_t>();
-    const int64_t HW = g.height * g.width, P = g.out_h * g.out_w;
-    at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t begin, int64_t end) {
-      Scratch<acc_t> s;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t c = task % g.channels;
-        const int gi = g.group_of(c);
-        const int k = g.kernel[gi];
-        const PlaneConv p = plane_conv(g, k);
-        const PlaneTile t = plane_tile(p, V);
-        acc_t* tile = s.get(s.tile, t.size());
-        acc_t* w = s.get(s.w, k * k);
-        load_weights(wp.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w);
-        fill_tile(p, t, in + task * HW, tile);
-        const acc_t bv = b ? static_cast<acc_t>(b[c]) : acc_t(0);
-        with_kernel_size(k, [&](auto K) { conv_plane<decltype(K)::value, V>(p, t, tile, w, bv, o + task * P); });
-      }
-    });
+    Args<scalar_t> a{};
+    a.g = g;
+    a.input = input.data_ptr<scalar_t>();
+    a.bias = use_bias ? bias.data_ptr<scalar_t>() : nullptr;
+    a.w = weight_pointers<scalar_t>(g, weights);
+    a.out = out.data_ptr<scalar_t>();
+    const int64_t work = g.out_h * g.out_w * g.max_kernel * g.max_kernel + g.height * g.width;
+    run_parallel(Pass::kForward, a, g.batch * g.channels, work);
   });
   return out;
-}
-
-// grad_input of one plane. Stride 1: the forward body on grad_output with the flipped kernel (the
-// "same" padding makes the full correlation line up). Stride > 1: the adjoint scatter into a padded
-// tile of grad_input, then the interior is copied out.
-template <typename scalar_t, typename acc_t>
-void grad_input_plane(const Geometry& g, int k, const scalar_t* go, const acc_t* w_flipped, const acc_t* w,
-                      scalar_t* gi, Scratch<acc_t>& s) {
-  constexpr int V = run_width<acc_t>();
-  const PlaneConv p = plane_conv(g, k);
-  if (p.sh == 1 && p.sw == 1) {
-    // Input of this convolution is grad_output (Ho x Wo == H x W), output is grad_input.
-    const PlaneTile t = plane_tile(p, V);
-    acc_t* tile = s.get(s.tile, t.size());
-    PlaneConv q = p;
-    q.H = p.Ho;
-    q.W = p.Wo;
-    q.Ho = p.H;
-    q.Wo = p.W;
-    fill_tile(q, t, go, tile);
-    with_kernel_size(k, [&](auto K) { conv_plane<decltype(K)::value, V>(q, t, tile, w_flipped, acc_t(0), gi); });
-    return;
-  }
-  const PlaneTile t = plane_tile(p, 1);
-  acc_t* tile = s.get(s.tile, t.size());
-  std::fill(tile, tile + t.size(), acc_t(0));
-  acc_t* grow = s.get(s.tile2, p.Wo);
-  const int64_t rs = t.row_stride();
-  with_kernel_size(k, [&](auto K) {
-    for (int64_t ho = 0; ho < p.Ho; ++ho) {
-      for (int64_t wo = 0; wo < p.Wo; ++wo) grow[wo] = static_cast<acc_t>(go[ho * p.Wo + wo]);
-      scatter_row<decltype(K)::value, acc_t, int64_t>(tile + ho * p.sh * rs, rs, t.phase_len, p.sw, p.dh, p.dw, k, w,
-                                                      grow, p.Wo);
-    }
-  });
-  for (int64_t h = 0; h < p.H; ++h) {
-    const acc_t* src = tile + (h + p.ph) * rs;
-    scalar_t* dst = gi + h * p.W;
-    for (int64_t x = 0; x < p.W; ++x) {
-      const int64_t xp = x + p.pw;
-      dst[x] = static_cast<scalar_t>(src[(xp % p.sw) * t.phase_len + xp / p.sw]);
-    }
-  }
-}
-
-// grad_weight of one channel over all images: gw[i, j] = sum_{n, ho, wo} g[n, ho, wo] * tile_n[ho*s + i*d, ...].
-template <int K, int V, typename acc_t>
-void grad_weight_taps(const PlaneConv& p, const PlaneTile& t, const acc_t* tile, const acc_t* gtile, int64_t gld,
-                      acc_t* gw) {
-  const int k = K > 0 ? K : p.k;
-  const int64_t rs = t.row_stride();
-  for (int i = 0; i < k; ++i) {
-    for (int j = 0; j < k; ++j) {
-      const int x = j * p.dw;
-      const acc_t* s0 = tile + static_cast<int64_t>(i * p.dh) * rs + (x % p.sw) * t.phase_len + x / p.sw;
-      acc_t acc[V];
-      for (int v = 0; v < V; ++v) acc[v] = 0;
-      for (int64_t ho = 0; ho < p.Ho; ++ho) {
-        const acc_t* srow = s0 + ho * p.sh * rs;
-        const acc_t* grow = gtile + ho * gld;
-        for (int64_t wo0 = 0; wo0 < gld; wo0 += V) tap_dot_run<V, 1>(grow + wo0, srow + wo0, acc);
-      }
-      acc_t sum = 0;
-      for (int v = 0; v < V; ++v) sum += acc[v];
-      gw[i * k + j] += sum;
-    }
-  }
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cpu(const at::Tensor& grad_out_, const at::Tensor& input_,
@@ -256,63 +515,21 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cpu(const at::Tensor& g
   if (output_mask[1]) {
     for (const auto& w : weights) grad_weights.push_back(at::empty(w.sizes(), w.options()));
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    constexpr int V = run_width<acc_t>();
-    const scalar_t* in = input.data_ptr<scalar_t>();
-    const scalar_t* go = grad_out.data_ptr<scalar_t>();
-    GroupPointers<const scalar_t> wp{};
-    for (int i = 0; i < g.num_groups; ++i) wp.ptr[i] = weights[i].data_ptr<scalar_t>();
-    const int64_t HW = g.height * g.width, P = g.out_h * g.out_w;
-
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_backward_cpu",
+                                  [&] {
+    Args<scalar_t> a{};
+    a.g = g;
+    a.input = input.data_ptr<scalar_t>();
+    a.grad_out = grad_out.data_ptr<scalar_t>();
+    a.w = weight_pointers<scalar_t>(g, weights);
+    const int64_t work = g.out_h * g.out_w * g.max_kernel * g.max_kernel + g.height * g.width;
     if (output_mask[0] && grad_input.numel() > 0) {
-      scalar_t* gi = grad_input.data_ptr<scalar_t>();
-      at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t begin, int64_t end) {
-        Scratch<acc_t> s;
-        std::vector<acc_t> wflip;
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t c = task % g.channels;
-          const int gr = g.group_of(c);
-          const int k = g.kernel[gr];
-          const scalar_t* wc = wp.ptr[gr] + (c - g.group_begin[gr]) * k * k;
-          acc_t* w = s.get(s.w, k * k);
-          if (static_cast<int>(wflip.size()) < k * k) wflip.resize(k * k);
-          load_weights(wc, k, false, w);
-          load_weights(wc, k, true, wflip.data());
-          grad_input_plane<scalar_t, acc_t>(g, k, go + task * P, wflip.data(), w, gi + task * HW, s);
-        }
-      });
+      a.out = grad_input.data_ptr<scalar_t>();
+      run_parallel(Pass::kGradInput, a, g.batch * g.channels, work);
     }
-
     if (output_mask[1]) {
-      GroupPointers<scalar_t> gwp{};
-      for (int i = 0; i < g.num_groups; ++i) gwp.ptr[i] = grad_weights[i].data_ptr<scalar_t>();
-      at::parallel_for(0, g.channels, 1, [&](int64_t begin, int64_t end) {
-        Scratch<acc_t> s;
-        for (int64_t c = begin; c < end; ++c) {
-          const int gr = g.group_of(c);
-          const int k = g.kernel[gr];
-          const PlaneConv p = plane_conv(g, k);
-          const PlaneTile t = plane_tile(p, V);
-          const int64_t gld = ceil_div(std::max<int64_t>(p.Wo, 1), V) * V;
-          acc_t* gw = s.get(s.w, k * k);
-          std::fill(gw, gw + k * k, acc_t(0));
-          for (int64_t n = 0; n < g.batch && P > 0; ++n) {
-            acc_t* tile = s.get(s.tile, t.size());
-            fill_tile(p, t, in + (n * g.channels + c) * HW, tile);
-            acc_t* gtile = s.get(s.tile2, p.Ho * gld);
-            const scalar_t* gplane = go + (n * g.channels + c) * P;
-            for (int64_t ho = 0; ho < p.Ho; ++ho) {
-              acc_t* dst = gtile + ho * gld;
-              for (int64_t wo = 0; wo < p.Wo; ++wo) dst[wo] = static_cast<acc_t>(gplane[ho * p.Wo + wo]);
-              std::fill(dst + p.Wo, dst + gld, acc_t(0));
-            }
-            with_kernel_size(k, [&](auto K) { grad_weight_taps<decltype(K)::value, V>(p, t, tile, gtile, gld, gw); });
-          }
-          scalar_t* out = gwp.ptr[gr] + (c - g.group_begin[gr]) * k * k;
-          for (int i = 0; i < k * k; ++i) out[i] = static_cast<scalar_t>(gw[i]);
-        }
-      });
+      for (int i = 0; i < g.num_groups; ++i) a.grad_w.ptr[i] = grad_weights[i].data_ptr<scalar_t>();
+      run_parallel(Pass::kGradWeight, a, g.channels, std::max<int64_t>(1, g.batch) * work);
     }
   });
   return {grad_input, grad_weights};

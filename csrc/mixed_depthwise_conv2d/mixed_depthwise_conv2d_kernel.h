@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/host_device.h"
 
@@ -28,6 +29,12 @@
 #define MDC_INLINE inline __attribute__((always_inline))
 #else
 #define MDC_INLINE inline
+#endif
+
+#if defined(__CUDA_ARCH__)
+#define MDC_PRAGMA_UNROLL _Pragma("unroll")
+#else
+#define MDC_PRAGMA_UNROLL
 #endif
 
 namespace hybridops {
@@ -62,54 +69,80 @@ struct GroupPointers {
   T* ptr[kMaxGroups];
 };
 
+// Loads and stores of `vec_t`, which is either the accumulation type itself (GPU: one value per
+// thread) or a host SIMD vector of it (CPU: GCC vector extension, several lanes per load).
+template <typename vec_t, typename acc_t>
+MDC_INLINE vec_t vload(const acc_t* p) {
+  if constexpr (std::is_same<vec_t, acc_t>::value) {
+    return *p;
+  } else {
+    vec_t r;
+    __builtin_memcpy(&r, p, sizeof(vec_t));
+    return r;
+  }
+}
+
+template <typename vec_t, typename acc_t>
+MDC_INLINE void vstore(acc_t* p, const vec_t& v) {
+  if constexpr (std::is_same<vec_t, acc_t>::value) {
+    *p = v;
+  } else {
+    __builtin_memcpy(p, &v, sizeof(vec_t));
+  }
+}
+
 // ----------------------------------------------------------------------------------------------
-// Forward (and grad_input at stride 1): V outputs of one row, spaced VS apart, from a padded tile.
-//   src   : the tile element at padded row ho * stride_h, phase 0, column index of the first output
-//           (output wo reads padded columns wo * s + j * d, i.e. phase (j*d) % s, index wo + (j*d)/s)
-//   w     : the k*k taps of the channel, row-major, in the accumulation type
-//   acc   : V accumulators (pre-loaded with the bias), updated in place.
-// K > 0 is the kernel size known at compile time (fully unrolled); K == 0 reads it from k.
+// Forward (and grad_input at stride 1): U x V accumulators of U output rows from a padded tile.
+//   src      : the tile element at padded row ho * stride_h, phase 0, column index of the first
+//              output (output wo reads padded columns wo * s + j * d, i.e. phase (j*d) % s, index
+//              wo + (j*d)/s)
+//   u_stride : tile elements between the U output rows (their padded rows are u_stride apart)
+//   w        : the k*k taps of the channel, row-major, in the accumulation type
+//   acc      : accumulators (pre-loaded with the bias), updated in place; acc[u][v] covers the
+//              outputs starting at src + u * u_stride + v * VS (GPU: one output each, VS = threads
+//              apart; CPU: a SIMD vector of consecutive outputs, VS = its lane count).
+// Each tap's weight is loaded once for all U x V accumulators. K > 0 is the kernel size known at
+// compile time (fully unrolled); K == 0 reads it from k_runtime.
 // ----------------------------------------------------------------------------------------------
-template <int K, int V, int VS, typename acc_t, typename index_t>
-MDC_INLINE void conv_run(const acc_t* __restrict__ src, index_t row_stride, index_t phase_len, int sw, int dh,
-                         int dw, int k_runtime, const acc_t* __restrict__ w, acc_t (&acc)[V]) {
+template <int K, int U, int V, int VS, typename acc_t, typename index_t, typename vec_t>
+MDC_INLINE void conv_run(const acc_t* __restrict__ src, index_t row_stride, index_t u_stride, index_t phase_len,
+                         int sw, int dh, int dw, int k_runtime, const acc_t* __restrict__ w, vec_t (&acc)[U][V]) {
   const int k = K > 0 ? K : k_runtime;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+  MDC_PRAGMA_UNROLL
   for (int i = 0; i < k; ++i) {
     const acc_t* row = src + static_cast<index_t>(i * dh) * row_stride;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+    MDC_PRAGMA_UNROLL
     for (int j = 0; j < k; ++j) {
       const int x = j * dw;
       const acc_t* s = row + static_cast<index_t>(x % sw) * phase_len + x / sw;
-      const acc_t wv = w[i * k + j];
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-      for (int v = 0; v < V; ++v) acc[v] += wv * s[v * VS];
+      const vec_t wv = vec_t{} + w[i * k + j];
+      MDC_PRAGMA_UNROLL
+      for (int u = 0; u < U; ++u) {
+        MDC_PRAGMA_UNROLL
+        for (int v = 0; v < V; ++v) acc[u][v] += wv * vload<vec_t>(s + u * u_stride + v * VS);
+      }
     }
   }
 }
 
-// grad_input for stride > 1 (CPU form): scatter the n outputs of row ho of grad_output into a
-// padded, phase-split float tile of grad_input, the exact adjoint of conv_run:
+// grad_input for stride > 1 (CPU form): scatter `n` outputs of row ho of grad_output (in the
+// accumulation type, zero beyond n up to a whole vector) into a padded, phase-split tile of
+// grad_input, the exact adjoint of conv_run:
 //   tile[ho*s_h + i*d_h][wo*s_w + j*d_w] += w[i, j] * grad_out[ho, wo].
 // `dst` is the tile element at padded row ho * stride_h, phase 0, index 0. The caller owns the whole
 // tile (one plane per worker), so the scatter is race-free and its order fixed: deterministic.
-template <int K, typename acc_t, typename index_t>
+template <int K, typename acc_t, typename index_t, typename vec_t>
 MDC_INLINE void scatter_row(acc_t* __restrict__ dst, index_t row_stride, index_t phase_len, int sw, int dh, int dw,
                             int k_runtime, const acc_t* __restrict__ w, const acc_t* __restrict__ g, index_t n) {
+  constexpr int L = static_cast<int>(sizeof(vec_t) / sizeof(acc_t));
   const int k = K > 0 ? K : k_runtime;
   for (int i = 0; i < k; ++i) {
     acc_t* row = dst + static_cast<index_t>(i * dh) * row_stride;
     for (int j = 0; j < k; ++j) {
       const int x = j * dw;
       acc_t* d = row + static_cast<index_t>(x % sw) * phase_len + x / sw;
-      const acc_t wv = w[i * k + j];
-      for (index_t t = 0; t < n; ++t) d[t] += wv * g[t];
+      const vec_t wv = vec_t{} + w[i * k + j];
+      for (index_t t = 0; t < n; t += L) vstore(d + t, vload<vec_t>(d + t) + wv * vload<vec_t>(g + t));
     }
   }
 }
@@ -126,17 +159,13 @@ MDC_INLINE acc_t grad_input_gather(const acc_t* __restrict__ gout, int ld, int h
                                    const acc_t* __restrict__ w, int h, int wcol) {
   const int k = K > 0 ? K : k_runtime;
   acc_t sum = 0;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+  MDC_PRAGMA_UNROLL
   for (int i = 0; i < k; ++i) {
     const int yn = h + ph - i * dh;
     if (yn < 0 || yn % sh != 0) continue;
     const int ho = yn / sh - ho0;
     if (ho < 0 || ho >= rows) continue;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+    MDC_PRAGMA_UNROLL
     for (int j = 0; j < k; ++j) {
       const int xn = wcol + pw - j * dw;
       if (xn < 0 || xn % sw != 0) continue;
@@ -148,13 +177,11 @@ MDC_INLINE acc_t grad_input_gather(const acc_t* __restrict__ gout, int ld, int h
   return sum;
 }
 
-// grad_weight partial sums: acc[v] += g[v*VS] * s[v*VS] (one tap, V outputs).
-template <int V, int VS, typename acc_t>
-MDC_INLINE void tap_dot_run(const acc_t* __restrict__ g, const acc_t* __restrict__ s, acc_t (&acc)[V]) {
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-  for (int v = 0; v < V; ++v) acc[v] += g[v * VS] * s[v * VS];
+// grad_weight partial sums of one tap: acc[v] += g[v*VS] * s[v*VS] (V accumulators, as conv_run).
+template <int V, int VS, typename acc_t, typename vec_t>
+MDC_INLINE void tap_dot_run(const acc_t* __restrict__ g, const acc_t* __restrict__ s, vec_t (&acc)[V]) {
+  MDC_PRAGMA_UNROLL
+  for (int v = 0; v < V; ++v) acc[v] += vload<vec_t>(g + v * VS) * vload<vec_t>(s + v * VS);
 }
 
 }  // namespace mdc
