@@ -1,0 +1,463 @@
+// CUDA implementation of mixed_depthwise_conv2d: the shared bodies (mixed_depthwise_conv2d_kernel.h)
+// over shared-memory tiles. One launch per pass whatever the number of groups: a block works on
+// one channel, so its kernel size is uniform, and a switch on it picks the body unrolled for
+// k in {3, 5, 7, 9} (a run-time loop otherwise).
+//
+//   forward      one block per (image, channel, 32x32 output tile): the input tile with its halo
+//                (and the channel's taps) go to shared memory in float/double, padded and
+//                phase-split by the stride, then each thread computes 4 outputs of a column.
+//   grad_input   stride 1: the forward kernel on grad_output with the flipped taps. Stride > 1: a
+//                gather, one thread per input pixel summing the grad_output pixels that read it,
+//                from a shared-memory tile of grad_output. No atomics.
+//   grad_weight  one block per (channel, chunk of (image, tile) items): input and grad_output tiles
+//                in shared memory, each warp owns some taps and reduces its dot products with
+//                shuffles in a fixed order, partial sums per block go to a buffer, and a second
+//                small kernel sums them per (channel, tap) in a fixed order. Deterministic, and the
+//                number of blocks does not depend on the batch size, so batch 1 fills the GPU.
+//
+// Portable to sm_61: no tensor cores, no half atomics (no atomics at all), warp shuffles with
+// explicit masks only. fp16/bf16 are loaded and stored in their storage type and accumulated in
+// float.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <tuple>
+#include <vector>
+
+#include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_driver.h"
+
+namespace hybridops {
+namespace mdc {
+namespace {
+
+// Block shape: 32 x 8 threads; an output tile is 32 wide and 8 * kRowsPerThread high.
+constexpr int kTX = 32;
+constexpr int kTY = 8;
+constexpr int kThreads = kTX * kTY;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRowsPerThread = 4;
+constexpr int kTileW = kTX;                    // outputs per tile row
+constexpr int kTileH = kTY * kRowsPerThread;   // output rows per tile
+
+// The padded, phase-split shared-memory tile that feeds `out_rows x out_cols` outputs.
+struct SmemTile {
+  int rows, cols, phase_len, row_stride;
+};
+
+HOST_DEVICE_INLINE SmemTile smem_tile(int out_rows, int out_cols, int sh, int sw, int dh, int dw, int k) {
+  SmemTile t;
+  t.rows = (out_rows - 1) * sh + (k - 1) * dh + 1;
+  t.cols = (out_cols - 1) * sw + (k - 1) * dw + 1;
+  t.phase_len = (t.cols + sw - 1) / sw;
+  t.row_stride = t.phase_len * sw;
+  return t;
+}
+
+// Shared memory (in accumulation-type elements) of one block for kernel size k: taps + tile(s).
+inline int64_t forward_smem_elems(const Geometry& g, int k) {
+  const SmemTile t = smem_tile(kTileH, kTileW, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
+                               static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k);
+  return int64_t(k) * k + int64_t(t.rows) * t.row_stride;
+}
+
+// grad_input (stride > 1) tile: the grad_output rows/cols read by a 32 x 32 tile of input pixels.
+HOST_DEVICE_INLINE int gather_span(int out_pixels, int s, int d, int k) { return (out_pixels - 1 + (k - 1) * d) / s + 2; }
+
+inline int64_t gather_smem_elems(const Geometry& g, int k) {
+  const int rows = gather_span(kTileH, static_cast<int>(g.stride_h), static_cast<int>(g.dil_h), k);
+  const int cols = gather_span(kTileW, static_cast<int>(g.stride_w), static_cast<int>(g.dil_w), k);
+  return int64_t(k) * k + int64_t(rows) * cols;
+}
+
+inline int64_t grad_weight_smem_elems(const Geometry& g, int k) {
+  const SmemTile t = smem_tile(kTileH, kTileW, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
+                               static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k);
+  return int64_t(t.rows) * t.row_stride + int64_t(kTileH) * kTileW + int64_t(k) * k;
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t* smem_as() {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  return reinterpret_cast<acc_t*>(smem_raw);
+}
+
+// Loads the padded input region whose top-left padded pixel is global (y0, x0) (may be negative:
+// zero outside the plane) into the phase-split tile.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_tile(const scalar_t* __restrict__ plane, int64_t H, int64_t W, int64_t y0,
+                                          int64_t x0, const SmemTile& t, int sw, acc_t* __restrict__ tile) {
+  const int n = t.rows * t.cols;
+  for (int idx = threadIdx.y * kTX + threadIdx.x; idx < n; idx += kThreads) {
+    const int r = idx / t.cols;
+    const int x = idx - r * t.cols;
+    const int64_t y = y0 + r, xx = x0 + x;
+    acc_t v = 0;
+    if (y >= 0 && y < H && xx >= 0 && xx < W) v = static_cast<acc_t>(plane[y * W + xx]);
+    tile[r * t.row_stride + (x % sw) * t.phase_len + x / sw] = v;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_taps(const scalar_t* __restrict__ wc, int k, bool flip, acc_t* __restrict__ w) {
+  const int kk = k * k;
+  for (int t = threadIdx.y * kTX + threadIdx.x; t < kk; t += kThreads) {
+    w[t] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
+  }
+}
+
+// ---- forward (also grad_input at stride 1 with flipped taps) -----------------------------------
+// in: [N, C, H, W] -> out: [N, C, Ho, Wo] with "same" padding; `flip` reverses each channel's taps.
+template <int K, int SW, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void forward_block(const Geometry& g, int k, const scalar_t* __restrict__ plane,
+                                              scalar_t* __restrict__ out_plane, acc_t bias, int64_t H, int64_t W,
+                                              int64_t Ho, int64_t Wo, int ho0, int wo0, acc_t* __restrict__ w,
+                                              acc_t* __restrict__ tile) {
+  const int sh = static_cast<int>(g.stride_h), sw = SW > 0 ? SW : static_cast<int>(g.stride_w);
+  const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
+  const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
+  const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+  load_tile(plane, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile);
+  __syncthreads();
+  // Thread (x, y) computes output column x of tile rows y, y + kTY, ...: each tap's weight is read
+  // from shared memory once for its kRowsPerThread outputs.
+  acc_t acc[kRowsPerThread][1];
+#pragma unroll
+  for (int u = 0; u < kRowsPerThread; ++u) acc[u][0] = bias;
+  conv_run<K, kRowsPerThread, 1, kTX, acc_t, int, acc_t>(tile + threadIdx.y * sh * t.row_stride + threadIdx.x,
+                                                         t.row_stride, kTY * sh * t.row_stride, t.phase_len, sw, dh,
+                                                         dw, k, w, acc);
+  const int wo = wo0 + threadIdx.x;
+#pragma unroll
+  for (int u = 0; u < kRowsPerThread; ++u) {
+    const int ho = ho0 + threadIdx.y + u * kTY;
+    if (ho < Ho && wo < Wo) out_plane[int64_t(ho) * Wo + wo] = static_cast<scalar_t>(acc[u][0]);
+  }
+}
+
+template <int SW, typename scalar_t>
+__global__ void __launch_bounds__(kThreads) forward_kernel(Geometry g, GroupPointers<const scalar_t> weights,
+                                                           const scalar_t* __restrict__ in,
+                                                           const scalar_t* __restrict__ bias,
+                                                           scalar_t* __restrict__ out, int64_t H, int64_t W,
+                                                           int64_t Ho, int64_t Wo, int tiles_w, int tiles, bool flip) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t plane_idx = blockIdx.x / tiles;
+  const int tile_idx = blockIdx.x - plane_idx * tiles;
+  const int ho0 = (tile_idx / tiles_w) * kTileH, wo0 = (tile_idx % tiles_w) * kTileW;
+  const int64_t c = plane_idx % g.channels;
+  const int gi = g.group_of(c);
+  const int k = g.kernel[gi];
+  acc_t* w = smem_as<acc_t>();
+  acc_t* tile = w + k * k;
+  load_taps(weights.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, flip, w);
+  const acc_t b = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
+  const scalar_t* plane = in + plane_idx * H * W;
+  scalar_t* out_plane = out + plane_idx * Ho * Wo;
+  switch (k) {
+    case 3: forward_block<3, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
+    case 5: forward_block<5, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
+    case 7: forward_block<7, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
+    case 9: forward_block<9, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
+    default: forward_block<0, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
+  }
+}
+
+// ---- grad_input for stride > 1: gather --------------------------------------------------------
+template <int K, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void grad_input_gather_block(const Geometry& g, int k, const scalar_t* __restrict__ gplane,
+                                                        scalar_t* __restrict__ gin_plane, int h0, int x0,
+                                                        const acc_t* __restrict__ w, acc_t* __restrict__ tile) {
+  const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
+  const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
+  const int ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+  // grad_output rows that input rows [h0, h0 + kTileH) read: ho in [(h0 + ph - (k-1)dh) / s, (h0 + kTileH - 1 + ph) / s].
+  const int ho_lo = (h0 + ph - (k - 1) * dh) >= 0 ? (h0 + ph - (k - 1) * dh) / sh
+                                                   : -((-(h0 + ph - (k - 1) * dh) + sh - 1) / sh);
+  const int wo_lo = (x0 + pw - (k - 1) * dw) >= 0 ? (x0 + pw - (k - 1) * dw) / sw
+                                                  : -((-(x0 + pw - (k - 1) * dw) + sw - 1) / sw);
+  const int rows = gather_span(kTileH, sh, dh, k), cols = gather_span(kTileW, sw, dw, k);
+  const int64_t Ho = g.out_h, Wo = g.out_w;
+  for (int idx = threadIdx.y * kTX + threadIdx.x; idx < rows * cols; idx += kThreads) {
+    const int r = idx / cols, q = idx - r * cols;
+    const int64_t ho = ho_lo + r, wo = wo_lo + q;
+    tile[idx] = (ho >= 0 && ho < Ho && wo >= 0 && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
+  }
+  __syncthreads();
+  const int x = x0 + threadIdx.x;
+#pragma unroll
+  for (int u = 0; u < kRowsPerThread; ++u) {
+    const int h = h0 + threadIdx.y + u * kTY;
+    const acc_t v = grad_input_gather<K, acc_t>(tile, cols, ho_lo, wo_lo, rows, cols, sh, sw, dh, dw, ph, pw, k, w,
+                                                h, x);
+    if (h < g.height && x < g.width) gin_plane[int64_t(h) * g.width + x] = static_cast<scalar_t>(v);
+  }
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) grad_input_gather_kernel(Geometry g, GroupPointers<const scalar_t> weights,
+                                                                     const scalar_t* __restrict__ grad_out,
+                                                                     scalar_t* __restrict__ grad_in, int tiles_w,
+                                                                     int tiles) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t plane_idx = blockIdx.x / tiles;
+  const int tile_idx = blockIdx.x - plane_idx * tiles;
+  const int h0 = (tile_idx / tiles_w) * kTileH, x0 = (tile_idx % tiles_w) * kTileW;
+  const int64_t c = plane_idx % g.channels;
+  const int gi = g.group_of(c);
+  const int k = g.kernel[gi];
+  acc_t* w = smem_as<acc_t>();
+  acc_t* tile = w + k * k;
+  load_taps(weights.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w);
+  const scalar_t* gplane = grad_out + plane_idx * g.out_h * g.out_w;
+  scalar_t* gin_plane = grad_in + plane_idx * g.height * g.width;
+  switch (k) {
+    case 3: grad_input_gather_block<3>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
+    case 5: grad_input_gather_block<5>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
+    case 7: grad_input_gather_block<7>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
+    case 9: grad_input_gather_block<9>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
+    default: grad_input_gather_block<0>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
+  }
+}
+
+// ---- grad_weight: per-block partial sums, then a fixed-order reduction -------------------------
+// Block (chunk, c) walks items chunk, chunk + chunks, ... of the (image, tile) items of channel c and
+// writes its k*k partial sums to partials[c][chunk][0, k*k).
+template <int SW, typename scalar_t>
+__global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry g, const scalar_t* __restrict__ in,
+                                                                       const scalar_t* __restrict__ grad_out,
+                                                                       at::opmath_type<scalar_t>* __restrict__ partials,
+                                                                       int tiles_w, int tiles, int chunks,
+                                                                       int max_taps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int chunk = blockIdx.x;
+  const int64_t c = blockIdx.y;
+  const int gi = g.group_of(c);
+  const int k = g.kernel[gi];
+  const int kk = k * k;
+  const int sh = static_cast<int>(g.stride_h), sw = SW > 0 ? SW : static_cast<int>(g.stride_w);
+  const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
+  const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+  const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
+  acc_t* tile = smem_as<acc_t>();
+  acc_t* gtile = tile + t.rows * t.row_stride;
+  acc_t* part = gtile + kTileH * kTileW;  // [kk], entry t owned by warp t % kWarps
+  const int tid = threadIdx.y * kTX + threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  for (int i = tid; i < kk; i += kThreads) part[i] = 0;
+  const int64_t H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
+  const int64_t items = g.batch * tiles;
+  for (int64_t item = chunk; item < items; item += chunks) {
+    const int64_t n = item / tiles;
+    const int tile_idx = static_cast<int>(item - n * tiles);
+    const int ho0 = (tile_idx / tiles_w) * kTileH, wo0 = (tile_idx % tiles_w) * kTileW;
+    const int64_t plane_idx = n * g.channels + c;
+    __syncthreads();  // previous item's tiles fully consumed
+    load_tile(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile);
+    const scalar_t* gplane = grad_out + plane_idx * Ho * Wo;
+    for (int idx = tid; idx < kTileH * kTileW; idx += kThreads) {
+      const int r = idx / kTileW, q = idx - r * kTileW;
+      const int64_t ho = ho0 + r, wo = wo0 + q;
+      gtile[idx] = (ho < Ho && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
+    }
+    __syncthreads();
+    for (int tap = warp; tap < kk; tap += kWarps) {
+      const int i = tap / k, j = tap - i * k;
+      const int x = j * dw;
+      const acc_t* s0 = tile + i * dh * t.row_stride + (x % sw) * t.phase_len + x / sw + lane;
+      acc_t acc[1] = {0};
+      for (int r = 0; r < kTileH; ++r) tap_dot_run<1, 1, acc_t, acc_t>(gtile + r * kTileW + lane, s0 + r * sh * t.row_stride, acc);
+      acc_t v = acc[0];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+      if (lane == 0) part[tap] += v;
+    }
+  }
+  __syncthreads();
+  acc_t* dst = partials + (c * chunks + chunk) * max_taps;
+  for (int i = tid; i < kk; i += kThreads) dst[i] = part[i];
+}
+
+template <typename scalar_t>
+__global__ void grad_weight_reduce_kernel(Geometry g, const at::opmath_type<scalar_t>* __restrict__ partials,
+                                          GroupPointers<scalar_t> grad_w, int chunks, int max_taps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= g.channels * int64_t(max_taps)) return;
+  const int64_t c = idx / max_taps;
+  const int tap = static_cast<int>(idx - c * max_taps);
+  const int gi = g.group_of(c);
+  const int k = g.kernel[gi];
+  if (tap >= k * k) return;
+  const acc_t* p = partials + c * chunks * max_taps + tap;
+  acc_t sum = 0;
+  for (int ch = 0; ch < chunks; ++ch) sum += p[int64_t(ch) * max_taps];
+  grad_w.ptr[gi][(c - g.group_begin[gi]) * k * k + tap] = static_cast<scalar_t>(sum);
+}
+
+// ---- launchers ---------------------------------------------------------------------------------
+// Dynamic shared memory for `bytes`; raises the per-kernel limit above 48 KiB where the device
+// allows it, and fails with a clear message where the tile cannot fit at all.
+template <typename Kernel>
+void prepare_smem(Kernel kernel, int64_t bytes, const char* what) {
+  const auto* prop = at::cuda::getCurrentDeviceProperties();
+  const int64_t optin = static_cast<int64_t>(prop->sharedMemPerBlockOptin);
+  TORCH_CHECK(bytes <= std::max<int64_t>(optin, 48 * 1024), MDC_OP ": the ", what, " tile needs ", bytes,
+              " bytes of shared memory (dilation * (kernel_size - 1) too large for this GPU, which allows ",
+              std::max<int64_t>(optin, 48 * 1024), ")");
+  if (bytes > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
+}
+
+inline int max_kernel_by(const Geometry& g, int64_t (*elems)(const Geometry&, int)) {
+  int64_t best = 0;
+  for (int i = 0; i < g.num_groups; ++i) best = std::max(best, elems(g, g.kernel[i]));
+  return static_cast<int>(best);
+}
+
+template <typename scalar_t>
+GroupPointers<const scalar_t> weight_pointers(const Geometry& g, const std::vector<at::Tensor>& weights) {
+  GroupPointers<const scalar_t> wp{};
+  for (int i = 0; i < g.num_groups; ++i) wp.ptr[i] = weights[i].data_ptr<scalar_t>();
+  return wp;
+}
+
+// Runs the forward kernel: in [N, C, H, W] -> out [N, C, Ho, Wo] (g describes the problem).
+template <typename scalar_t>
+void launch_forward(const Geometry& g, const GroupPointers<const scalar_t>& wp, const scalar_t* in,
+                    const scalar_t* bias, scalar_t* out, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool flip) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t tiles_w = ceil_div(Wo, kTileW), tiles_h = ceil_div(Ho, kTileH);
+  const int64_t tiles = tiles_w * tiles_h;
+  const int64_t blocks = g.batch * g.channels * tiles;
+  TORCH_CHECK(blocks < (int64_t(1) << 31) && tiles < (int64_t(1) << 30), MDC_OP ": problem too large for one launch");
+  const int64_t bytes = max_kernel_by(g, forward_smem_elems) * int64_t(sizeof(acc_t));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  const dim3 block(kTX, kTY);
+  auto go = [&](auto kernel) {
+    prepare_smem(kernel, bytes, "forward");
+    kernel<<<static_cast<unsigned>(blocks), block, bytes, stream>>>(g, wp, in, bias, out, H, W, Ho, Wo,
+                                                                    static_cast<int>(tiles_w),
+                                                                    static_cast<int>(tiles), flip);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (g.stride_w == 1) {
+    go(forward_kernel<1, scalar_t>);
+  } else if (g.stride_w == 2) {
+    go(forward_kernel<2, scalar_t>);
+  } else {
+    go(forward_kernel<0, scalar_t>);
+  }
+}
+
+at::Tensor forward_cuda(const at::Tensor& input_, at::TensorList weights_, const c10::optional<at::Tensor>& bias_,
+                        at::IntArrayRef stride, at::IntArrayRef dilation) {
+  c10::cuda::CUDAGuard guard(input_.device());
+  const Geometry g = make_geometry(input_, weights_, stride, dilation);
+  check_bias(bias_, input_);
+  const at::Tensor input = input_.contiguous();
+  const std::vector<at::Tensor> weights = contiguous_all(weights_);
+  const bool use_bias = bias_.has_value() && bias_->defined();
+  const at::Tensor bias = use_bias ? bias_->contiguous() : at::Tensor();
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_cuda", [&] {
+    launch_forward<scalar_t>(g, weight_pointers<scalar_t>(g, weights), input.data_ptr<scalar_t>(),
+                             use_bias ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), g.height,
+                             g.width, g.out_h, g.out_w, false);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& grad_out_, const at::Tensor& input_,
+                                                              at::TensorList weights_, at::IntArrayRef stride,
+                                                              at::IntArrayRef dilation,
+                                                              std::array<bool, 2> output_mask) {
+  c10::cuda::CUDAGuard guard(input_.device());
+  const Geometry g = make_geometry(input_, weights_, stride, dilation);
+  check_grad_output(grad_out_, g, input_);
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor grad_out = grad_out_.contiguous();
+  const std::vector<at::Tensor> weights = contiguous_all(weights_);
+  at::Tensor grad_input = output_mask[0] ? at::empty(input.sizes(), input.options()) : at::empty({0}, input.options());
+  std::vector<at::Tensor> grad_weights;
+  if (output_mask[1]) {
+    for (const auto& w : weights) grad_weights.push_back(at::empty(w.sizes(), w.options()));
+  }
+  const bool empty_planes = g.batch == 0 || g.out_h == 0 || g.out_w == 0;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_backward_cuda",
+                                  [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const GroupPointers<const scalar_t> wp = weight_pointers<scalar_t>(g, weights);
+    if (output_mask[0] && grad_input.numel() > 0) {
+      if (g.stride_h == 1 && g.stride_w == 1) {
+        launch_forward<scalar_t>(g, wp, grad_out.data_ptr<scalar_t>(), nullptr, grad_input.data_ptr<scalar_t>(),
+                                 g.out_h, g.out_w, g.height, g.width, true);
+      } else {
+        const int64_t tiles_w = ceil_div(g.width, kTileW), tiles = tiles_w * ceil_div(g.height, kTileH);
+        const int64_t blocks = g.batch * g.channels * tiles;
+        TORCH_CHECK(blocks < (int64_t(1) << 31), MDC_OP ": problem too large for one launch");
+        const int64_t bytes = max_kernel_by(g, gather_smem_elems) * int64_t(sizeof(acc_t));
+        prepare_smem(grad_input_gather_kernel<scalar_t>, bytes, "grad_input");
+        grad_input_gather_kernel<scalar_t><<<static_cast<unsigned>(blocks), dim3(kTX, kTY), bytes, stream>>>(
+            g, wp, grad_out.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(), static_cast<int>(tiles_w),
+            static_cast<int>(tiles));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    }
+    if (output_mask[1]) {
+      GroupPointers<scalar_t> gwp{};
+      for (int i = 0; i < g.num_groups; ++i) gwp.ptr[i] = grad_weights[i].data_ptr<scalar_t>();
+      if (empty_planes) {
+        for (auto& gw : grad_weights) gw.zero_();
+        return;
+      }
+      const int64_t tiles_w = ceil_div(g.out_w, kTileW), tiles = tiles_w * ceil_div(g.out_h, kTileH);
+      const int64_t items = g.batch * tiles;
+      // Enough blocks to fill the GPU (about 4 waves of 8 blocks per SM), never more than items.
+      const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+      const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(items, ceil_div(32 * sms, g.channels)));
+      TORCH_CHECK(g.channels <= 65535, MDC_OP ": at most 65535 channels are supported on CUDA, got ", g.channels);
+      const int max_taps = g.max_kernel * g.max_kernel;
+      at::Tensor partials = at::empty({g.channels * chunks * max_taps}, input.options().dtype(
+                                                                             c10::CppTypeToScalarType<acc_t>::value));
+      const int64_t bytes = max_kernel_by(g, grad_weight_smem_elems) * int64_t(sizeof(acc_t));
+      const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(g.channels));
+      auto go = [&](auto kernel) {
+        prepare_smem(kernel, bytes, "grad_weight");
+        kernel<<<grid, dim3(kTX, kTY), bytes, stream>>>(g, input.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+                                                        partials.data_ptr<acc_t>(), static_cast<int>(tiles_w),
+                                                        static_cast<int>(tiles), static_cast<int>(chunks), max_taps);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (g.stride_w == 1) {
+        go(grad_weight_partial_kernel<1, scalar_t>);
+      } else if (g.stride_w == 2) {
+        go(grad_weight_partial_kernel<2, scalar_t>);
+      } else {
+        go(grad_weight_partial_kernel<0, scalar_t>);
+      }
+      const int64_t n = g.channels * max_taps;
+      grad_weight_reduce_kernel<scalar_t><<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
+          g, partials.data_ptr<acc_t>(), gwp, static_cast<int>(chunks), max_taps);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {grad_input, grad_weights};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hybridops, CUDA, m) {
+  m.impl("mixed_depthwise_conv2d", &forward_cuda);
+  m.impl("mixed_depthwise_conv2d_backward", &backward_cuda);
+}
+
+}  // namespace mdc
+}  // namespace hybridops
