@@ -89,6 +89,26 @@ def test_cpu_isa_fallbacks_match(isa, monkeypatch):
             assert_close_all([out] + grads, [out_ref] + grads_ref, rtol=1e-5, atol=1e-5)
 
 
+EMULATED = AWKWARD + [
+    pytest.param(3, [2, 1], (3, 5), 40, 70, 1, 1, id="multi-tile-s1"),
+    pytest.param(2, [1, 1, 1, 1], (3, 5, 7, 9), 67, 66, 2, 1, id="multi-tile-s2-k3579"),
+    pytest.param(1, [1, 1], (5, 3), 45, 37, (3, 2), (2, 3), id="multi-tile-s3x2-d2x3"),
+]
+
+
+@pytest.mark.parametrize("n,splits,ks,h,w,stride,dilation", EMULATED)
+def test_cuda_algorithm_emulated_on_cpu(n, splits, ks, h, w, stride, dilation, monkeypatch):
+    """HYBRIDOPS_MDC_EMULATE_CUDA=1 runs the CUDA kernels' tiling (32x32 tiles with halo, the
+    stride-1 flipped-kernel grad_input, the stride > 1 gather, the grad_weight partials and their
+    shuffle-tree / fixed-order reduction) with the same per-thread bodies, one simulated thread at a
+    time: the GPU code's index math is checked here even without a GPU."""
+    monkeypatch.setenv("HYBRIDOPS_MDC_EMULATE_CUDA", "1")
+    x, ws, b = make_case(n, splits, ks, h, w, dtype=torch.float64)
+    out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, stride, dilation)
+    out_ref, grads_ref = run(ref64, x, ws, b, stride, dilation)
+    assert_close_all([out] + grads, [out_ref] + grads_ref, rtol=1e-10, atol=1e-10)
+
+
 def test_batch_zero():
     x, ws, b = make_case(0, [2, 3], (3, 5), 8, 8)
     out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, 2, 1)
@@ -201,6 +221,7 @@ def test_module_split_init_repr():
         "6, kernel_sizes=(3,), split_channels=[6], dilation=(2, 2)"
     x = torch.randn(2, 10, 9, 9)
     torch.testing.assert_close(m(x), reference.mixed_depthwise_conv2d(x, list(m.weights), m.bias, 2))
+    torch.testing.assert_close(hybridops.mixed_depthwise_conv2d(x, m.weights, m.bias, 2), m(x))  # ParameterList
 
 
 def test_module_torch_compile_fullgraph():

@@ -22,6 +22,7 @@
 #include <array>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -477,6 +478,142 @@ GroupPointers<const scalar_t> weight_pointers(const Geometry& g, const std::vect
   return wp;
 }
 
+// ---- CUDA emulation (tests only) ---------------------------------------------------------------
+// HYBRIDOPS_MDC_EMULATE_CUDA=1 runs the CUDA kernels' algorithm on the CPU: the same block
+// decomposition, the same per-thread bodies from the kernel header, one simulated thread at a
+// time, and the same grad_weight reduction order (warp shuffle tree, per-block partials, fixed-order
+// sum). Slow; it exists so that the GPU code's tiling is exercised by the CPU test-suite.
+bool emulate_cuda() {
+  const char* env = std::getenv("HYBRIDOPS_MDC_EMULATE_CUDA");
+  return env != nullptr && std::string(env) == "1";
+}
+
+template <typename scalar_t>
+void emu_forward(const Geometry& g, const GroupPointers<const scalar_t>& wp, const scalar_t* in, const scalar_t* bias,
+                 scalar_t* out, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool flip) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
+  const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
+  const int64_t tiles_w = ceil_div(Wo, kTileW), tiles = tiles_w * ceil_div(Ho, kTileH);
+  std::vector<acc_t> smem;
+  for (int64_t plane_idx = 0; plane_idx < g.batch * g.channels; ++plane_idx) {
+    for (int64_t tile_idx = 0; tile_idx < tiles; ++tile_idx) {  // one block
+      const int ho0 = static_cast<int>(tile_idx / tiles_w) * kTileH, wo0 = static_cast<int>(tile_idx % tiles_w) * kTileW;
+      const int64_t c = plane_idx % g.channels;
+      const int gi = g.group_of(c);
+      const int k = g.kernel[gi];
+      const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
+      acc_t* w = grow(smem, int64_t(k) * k + int64_t(t.rows) * t.row_stride);
+      acc_t* tile = w + k * k;
+      load_taps_part(wp.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, flip, w, 0, 1);
+      const acc_t b = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
+      const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+      load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, 0, 1);
+      for (int ty = 0; ty < kTY; ++ty) {
+        for (int tx = 0; tx < kTX; ++tx) {
+          acc_t acc[kRowsPerThread][1];
+          for (int u = 0; u < kRowsPerThread; ++u) acc[u][0] = b;
+          MDC_DISPATCH_K(k, forward_thread<K_>(tile, t, sh, sw, dh, dw, k, w, tx, ty, acc));
+          for (int u = 0; u < kRowsPerThread; ++u) {
+            const int64_t ho = ho0 + ty + u * kTY, wo = wo0 + tx;
+            if (ho < Ho && wo < Wo) out[plane_idx * Ho * Wo + ho * Wo + wo] = static_cast<scalar_t>(acc[u][0]);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void emu_grad_input_gather(const Geometry& g, const GroupPointers<const scalar_t>& wp, const scalar_t* grad_out,
+                           scalar_t* grad_in) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
+  const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
+  const int64_t tiles_w = ceil_div(g.width, kTileW), tiles = tiles_w * ceil_div(g.height, kTileH);
+  std::vector<acc_t> smem;
+  for (int64_t plane_idx = 0; plane_idx < g.batch * g.channels; ++plane_idx) {
+    for (int64_t tile_idx = 0; tile_idx < tiles; ++tile_idx) {
+      const int h0 = static_cast<int>(tile_idx / tiles_w) * kTileH, x0 = static_cast<int>(tile_idx % tiles_w) * kTileW;
+      const int64_t c = plane_idx % g.channels;
+      const int gi = g.group_of(c);
+      const int k = g.kernel[gi];
+      const int ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+      const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k);
+      acc_t* w = grow(smem, int64_t(k) * k + int64_t(gw.rows) * gw.cols);
+      acc_t* tile = w + k * k;
+      load_taps_part(wp.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w, 0, 1);
+      load_gather_part(grad_out + plane_idx * g.out_h * g.out_w, g.out_h, g.out_w, gw, tile, 0, 1);
+      for (int ty = 0; ty < kTY; ++ty) {
+        for (int tx = 0; tx < kTX; ++tx) {
+          for (int u = 0; u < kRowsPerThread; ++u) {
+            const int h = h0 + ty + u * kTY, x = x0 + tx;
+            acc_t v = 0;
+            MDC_DISPATCH_K(k, v = (grad_input_gather<K_, acc_t>(tile, gw.cols, gw.ho_lo, gw.wo_lo, gw.rows, gw.cols, sh,
+                                                               sw, dh, dw, ph, pw, k, w, h, x)));
+            if (h < g.height && x < g.width) {
+              grad_in[plane_idx * g.height * g.width + int64_t(h) * g.width + x] = static_cast<scalar_t>(v);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void emu_grad_weight(const Geometry& g, const scalar_t* in, const scalar_t* grad_out,
+                     const GroupPointers<scalar_t>& grad_w) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
+  const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
+  const int64_t H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
+  const int64_t tiles_w = ceil_div(Wo, kTileW), tiles = tiles_w * ceil_div(Ho, kTileH);
+  const int64_t items = g.batch * tiles;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(items, 3));  // exercise several items per block
+  const int max_taps = g.max_kernel * g.max_kernel;
+  std::vector<acc_t> partials(g.channels * chunks * max_taps, acc_t(0)), smem;
+  for (int64_t c = 0; c < g.channels; ++c) {
+    const int gi = g.group_of(c);
+    const int k = g.kernel[gi];
+    const int kk = k * k;
+    const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+    const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {  // one block
+      acc_t* tile = grow(smem, int64_t(t.rows) * t.row_stride + kTileH * kTileW + kk);
+      acc_t* gtile = tile + t.rows * t.row_stride;
+      acc_t* part = gtile + kTileH * kTileW;
+      std::fill(part, part + kk, acc_t(0));
+      for (int64_t item = chunk; item < items; item += chunks) {
+        const int64_t n = item / tiles;
+        const int tile_idx = static_cast<int>(item - n * tiles);
+        const int ho0 = (tile_idx / static_cast<int>(tiles_w)) * kTileH;
+        const int wo0 = (tile_idx % static_cast<int>(tiles_w)) * kTileW;
+        const int64_t plane_idx = n * g.channels + c;
+        load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, 0, 1);
+        load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, gtile, 0, 1);
+        for (int warp = 0; warp < kWarps; ++warp) {
+          for (int tap = warp; tap < kk; tap += kWarps) {
+            acc_t v[32], nv[32];
+            for (int lane = 0; lane < 32; ++lane) v[lane] = tap_lane_partial(tile, t, gtile, sh, sw, dh, dw, k, tap, lane);
+            for (int off = 16; off > 0; off >>= 1) {  // __shfl_down_sync: out-of-range lanes keep their value
+              for (int lane = 0; lane < 32; ++lane) nv[lane] = v[lane] + (lane + off < 32 ? v[lane + off] : v[lane]);
+              std::copy(nv, nv + 32, v);
+            }
+            part[tap] += v[0];
+          }
+        }
+      }
+      std::copy(part, part + kk, partials.begin() + (c * chunks + chunk) * max_taps);
+    }
+    for (int tap = 0; tap < kk; ++tap) {
+      acc_t sum = 0;
+      for (int64_t ch = 0; ch < chunks; ++ch) sum += partials[(c * chunks + ch) * max_taps + tap];
+      grad_w.ptr[gi][(c - g.group_begin[gi]) * kk + tap] = static_cast<scalar_t>(sum);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 at::Tensor forward_cpu(const at::Tensor& input_, at::TensorList weights_, const c10::optional<at::Tensor>& bias_,
                        at::IntArrayRef stride, at::IntArrayRef dilation) {
@@ -495,6 +632,10 @@ at::Tensor forward_cpu(const at::Tensor& input_, at::TensorList weights_, const 
     a.bias = use_bias ? bias.data_ptr<scalar_t>() : nullptr;
     a.w = weight_pointers<scalar_t>(g, weights);
     a.out = out.data_ptr<scalar_t>();
+    if (emulate_cuda()) {
+      emu_forward(g, a.w, a.input, a.bias, a.out, g.height, g.width, g.out_h, g.out_w, false);
+      return;
+    }
     const int64_t work = g.out_h * g.out_w * g.max_kernel * g.max_kernel + g.height * g.width;
     run_parallel(Pass::kForward, a, g.batch * g.channels, work);
   });
@@ -523,13 +664,25 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cpu(const at::Tensor& g
     a.grad_out = grad_out.data_ptr<scalar_t>();
     a.w = weight_pointers<scalar_t>(g, weights);
     const int64_t work = g.out_h * g.out_w * g.max_kernel * g.max_kernel + g.height * g.width;
+    const bool emulate = emulate_cuda();
     if (output_mask[0] && grad_input.numel() > 0) {
       a.out = grad_input.data_ptr<scalar_t>();
-      run_parallel(Pass::kGradInput, a, g.batch * g.channels, work);
+      if (emulate && g.stride_h == 1 && g.stride_w == 1) {
+        emu_forward(g, a.w, a.grad_out, static_cast<const scalar_t*>(nullptr), a.out, g.out_h, g.out_w, g.height,
+                    g.width, true);
+      } else if (emulate) {
+        emu_grad_input_gather(g, a.w, a.grad_out, a.out);
+      } else {
+        run_parallel(Pass::kGradInput, a, g.batch * g.channels, work);
+      }
     }
     if (output_mask[1]) {
       for (int i = 0; i < g.num_groups; ++i) a.grad_w.ptr[i] = grad_weights[i].data_ptr<scalar_t>();
-      run_parallel(Pass::kGradWeight, a, g.channels, std::max<int64_t>(1, g.batch) * work);
+      if (emulate) {
+        emu_grad_weight(g, a.input, a.grad_out, a.grad_w);
+      } else {
+        run_parallel(Pass::kGradWeight, a, g.channels, std::max<int64_t>(1, g.batch) * work);
+      }
     }
   });
   return {grad_input, grad_weights};

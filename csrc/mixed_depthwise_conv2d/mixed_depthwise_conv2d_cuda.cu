@@ -35,43 +35,20 @@ namespace hybridops {
 namespace mdc {
 namespace {
 
-// Block shape: 32 x 8 threads; an output tile is 32 wide and 8 * kRowsPerThread high.
-constexpr int kTX = 32;
-constexpr int kTY = 8;
-constexpr int kThreads = kTX * kTY;
-constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerThread = 4;
-constexpr int kTileW = kTX;                    // outputs per tile row
-constexpr int kTileH = kTY * kRowsPerThread;   // output rows per tile
+// Tiling constants (kTX, kTY, kTileH, kTileW, ...), the tile geometry and the per-thread bodies
+// live in mixed_depthwise_conv2d_kernel.h, shared with the CPU emulation used by the tests.
 
-// The padded, phase-split shared-memory tile that feeds `out_rows x out_cols` outputs.
-struct SmemTile {
-  int rows, cols, phase_len, row_stride;
-};
-
-HOST_DEVICE_INLINE SmemTile smem_tile(int out_rows, int out_cols, int sh, int sw, int dh, int dw, int k) {
-  SmemTile t;
-  t.rows = (out_rows - 1) * sh + (k - 1) * dh + 1;
-  t.cols = (out_cols - 1) * sw + (k - 1) * dw + 1;
-  t.phase_len = (t.cols + sw - 1) / sw;
-  t.row_stride = t.phase_len * sw;
-  return t;
-}
-
-// Shared memory (in accumulation-type elements) of one block for kernel size k: taps + tile(s).
+// Shared memory (in accumulation-type elements) of one block for kernel size k.
 inline int64_t forward_smem_elems(const Geometry& g, int k) {
   const SmemTile t = smem_tile(kTileH, kTileW, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
                                static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k);
   return int64_t(k) * k + int64_t(t.rows) * t.row_stride;
 }
 
-// grad_input (stride > 1) tile: the grad_output rows/cols read by a 32 x 32 tile of input pixels.
-HOST_DEVICE_INLINE int gather_span(int out_pixels, int s, int d, int k) { return (out_pixels - 1 + (k - 1) * d) / s + 2; }
-
 inline int64_t gather_smem_elems(const Geometry& g, int k) {
-  const int rows = gather_span(kTileH, static_cast<int>(g.stride_h), static_cast<int>(g.dil_h), k);
-  const int cols = gather_span(kTileW, static_cast<int>(g.stride_w), static_cast<int>(g.dil_w), k);
-  return int64_t(k) * k + int64_t(rows) * cols;
+  const GatherWindow gw = gather_window(0, 0, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
+                                        static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k);
+  return int64_t(k) * k + int64_t(gw.rows) * gw.cols;
 }
 
 inline int64_t grad_weight_smem_elems(const Geometry& g, int k) {
@@ -86,51 +63,25 @@ __device__ __forceinline__ acc_t* smem_as() {
   return reinterpret_cast<acc_t*>(smem_raw);
 }
 
-// Loads the padded input region whose top-left padded pixel is global (y0, x0) (may be negative:
-// zero outside the plane) into the phase-split tile.
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void load_tile(const scalar_t* __restrict__ plane, int64_t H, int64_t W, int64_t y0,
-                                          int64_t x0, const SmemTile& t, int sw, acc_t* __restrict__ tile) {
-  const int n = t.rows * t.cols;
-  for (int idx = threadIdx.y * kTX + threadIdx.x; idx < n; idx += kThreads) {
-    const int r = idx / t.cols;
-    const int x = idx - r * t.cols;
-    const int64_t y = y0 + r, xx = x0 + x;
-    acc_t v = 0;
-    if (y >= 0 && y < H && xx >= 0 && xx < W) v = static_cast<acc_t>(plane[y * W + xx]);
-    tile[r * t.row_stride + (x % sw) * t.phase_len + x / sw] = v;
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void load_taps(const scalar_t* __restrict__ wc, int k, bool flip, acc_t* __restrict__ w) {
-  const int kk = k * k;
-  for (int t = threadIdx.y * kTX + threadIdx.x; t < kk; t += kThreads) {
-    w[t] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
-  }
-}
+__device__ __forceinline__ int thread_rank() { return threadIdx.y * kTX + threadIdx.x; }
 
 // ---- forward (also grad_input at stride 1 with flipped taps) -----------------------------------
 // in: [N, C, H, W] -> out: [N, C, Ho, Wo] with "same" padding; `flip` reverses each channel's taps.
 template <int K, int SW, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_block(const Geometry& g, int k, const scalar_t* __restrict__ plane,
                                               scalar_t* __restrict__ out_plane, acc_t bias, int64_t H, int64_t W,
-                                              int64_t Ho, int64_t Wo, int ho0, int wo0, acc_t* __restrict__ w,
+                                              int64_t Ho, int64_t Wo, int ho0, int wo0, const acc_t* __restrict__ w,
                                               acc_t* __restrict__ tile) {
   const int sh = static_cast<int>(g.stride_h), sw = SW > 0 ? SW : static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
   const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
   const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
-  load_tile(plane, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile);
+  load_tile_part(plane, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, thread_rank(), kThreads);
   __syncthreads();
-  // Thread (x, y) computes output column x of tile rows y, y + kTY, ...: each tap's weight is read
-  // from shared memory once for its kRowsPerThread outputs.
   acc_t acc[kRowsPerThread][1];
 #pragma unroll
   for (int u = 0; u < kRowsPerThread; ++u) acc[u][0] = bias;
-  conv_run<K, kRowsPerThread, 1, kTX, acc_t, int, acc_t>(tile + threadIdx.y * sh * t.row_stride + threadIdx.x,
-                                                         t.row_stride, kTY * sh * t.row_stride, t.phase_len, sw, dh,
-                                                         dw, k, w, acc);
+  forward_thread<K>(tile, t, sh, sw, dh, dw, k, w, threadIdx.x, threadIdx.y, acc);
   const int wo = wo0 + threadIdx.x;
 #pragma unroll
   for (int u = 0; u < kRowsPerThread; ++u) {
@@ -147,18 +98,18 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Geometry g, GroupPoin
                                                            int64_t Ho, int64_t Wo, int tiles_w, int tiles, bool flip) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_idx = blockIdx.x / tiles;
-  const int tile_idx = blockIdx.x - plane_idx * tiles;
+  const int tile_idx = static_cast<int>(blockIdx.x - plane_idx * tiles);
   const int ho0 = (tile_idx / tiles_w) * kTileH, wo0 = (tile_idx % tiles_w) * kTileW;
   const int64_t c = plane_idx % g.channels;
   const int gi = g.group_of(c);
   const int k = g.kernel[gi];
   acc_t* w = smem_as<acc_t>();
   acc_t* tile = w + k * k;
-  load_taps(weights.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, flip, w);
+  load_taps_part(weights.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, flip, w, thread_rank(), kThreads);
   const acc_t b = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
   const scalar_t* plane = in + plane_idx * H * W;
   scalar_t* out_plane = out + plane_idx * Ho * Wo;
-  switch (k) {
+  switch (k) {  // uniform per block
     case 3: forward_block<3, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
     case 5: forward_block<5, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
     case 7: forward_block<7, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
@@ -175,25 +126,15 @@ __device__ __forceinline__ void grad_input_gather_block(const Geometry& g, int k
   const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
   const int ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
-  // grad_output rows that input rows [h0, h0 + kTileH) read: ho in [(h0 + ph - (k-1)dh) / s, (h0 + kTileH - 1 + ph) / s].
-  const int ho_lo = (h0 + ph - (k - 1) * dh) >= 0 ? (h0 + ph - (k - 1) * dh) / sh
-                                                   : -((-(h0 + ph - (k - 1) * dh) + sh - 1) / sh);
-  const int wo_lo = (x0 + pw - (k - 1) * dw) >= 0 ? (x0 + pw - (k - 1) * dw) / sw
-                                                  : -((-(x0 + pw - (k - 1) * dw) + sw - 1) / sw);
-  const int rows = gather_span(kTileH, sh, dh, k), cols = gather_span(kTileW, sw, dw, k);
-  const int64_t Ho = g.out_h, Wo = g.out_w;
-  for (int idx = threadIdx.y * kTX + threadIdx.x; idx < rows * cols; idx += kThreads) {
-    const int r = idx / cols, q = idx - r * cols;
-    const int64_t ho = ho_lo + r, wo = wo_lo + q;
-    tile[idx] = (ho >= 0 && ho < Ho && wo >= 0 && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
-  }
+  const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k);
+  load_gather_part(gplane, g.out_h, g.out_w, gw, tile, thread_rank(), kThreads);
   __syncthreads();
   const int x = x0 + threadIdx.x;
 #pragma unroll
   for (int u = 0; u < kRowsPerThread; ++u) {
     const int h = h0 + threadIdx.y + u * kTY;
-    const acc_t v = grad_input_gather<K, acc_t>(tile, cols, ho_lo, wo_lo, rows, cols, sh, sw, dh, dw, ph, pw, k, w,
-                                                h, x);
+    const acc_t v = grad_input_gather<K, acc_t>(tile, gw.cols, gw.ho_lo, gw.wo_lo, gw.rows, gw.cols, sh, sw, dh, dw,
+                                                ph, pw, k, w, h, x);
     if (h < g.height && x < g.width) gin_plane[int64_t(h) * g.width + x] = static_cast<scalar_t>(v);
   }
 }
@@ -205,14 +146,14 @@ __global__ void __launch_bounds__(kThreads) grad_input_gather_kernel(Geometry g,
                                                                      int tiles) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_idx = blockIdx.x / tiles;
-  const int tile_idx = blockIdx.x - plane_idx * tiles;
+  const int tile_idx = static_cast<int>(blockIdx.x - plane_idx * tiles);
   const int h0 = (tile_idx / tiles_w) * kTileH, x0 = (tile_idx % tiles_w) * kTileW;
   const int64_t c = plane_idx % g.channels;
   const int gi = g.group_of(c);
   const int k = g.kernel[gi];
   acc_t* w = smem_as<acc_t>();
   acc_t* tile = w + k * k;
-  load_taps(weights.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w);
+  load_taps_part(weights.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w, thread_rank(), kThreads);
   const scalar_t* gplane = grad_out + plane_idx * g.out_h * g.out_w;
   scalar_t* gin_plane = grad_in + plane_idx * g.height * g.width;
   switch (k) {
@@ -226,7 +167,7 @@ __global__ void __launch_bounds__(kThreads) grad_input_gather_kernel(Geometry g,
 
 // ---- grad_weight: per-block partial sums, then a fixed-order reduction -------------------------
 // Block (chunk, c) walks items chunk, chunk + chunks, ... of the (image, tile) items of channel c and
-// writes its k*k partial sums to partials[c][chunk][0, k*k).
+// writes its k*k partial sums to partials[c][chunk][0, k*k). Warp w owns taps w, w + kWarps, ...
 template <int SW, typename scalar_t>
 __global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry g, const scalar_t* __restrict__ in,
                                                                        const scalar_t* __restrict__ grad_out,
@@ -245,8 +186,8 @@ __global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry 
   const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
   acc_t* tile = smem_as<acc_t>();
   acc_t* gtile = tile + t.rows * t.row_stride;
-  acc_t* part = gtile + kTileH * kTileW;  // [kk], entry t owned by warp t % kWarps
-  const int tid = threadIdx.y * kTX + threadIdx.x;
+  acc_t* part = gtile + kTileH * kTileW;  // [kk]; entry t is updated only by lane 0 of warp t % kWarps
+  const int tid = thread_rank();
   const int warp = tid / 32, lane = tid % 32;
   for (int i = tid; i < kk; i += kThreads) part[i] = 0;
   const int64_t H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
@@ -256,22 +197,13 @@ __global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry 
     const int tile_idx = static_cast<int>(item - n * tiles);
     const int ho0 = (tile_idx / tiles_w) * kTileH, wo0 = (tile_idx % tiles_w) * kTileW;
     const int64_t plane_idx = n * g.channels + c;
-    __syncthreads();  // previous item's tiles fully consumed
-    load_tile(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile);
-    const scalar_t* gplane = grad_out + plane_idx * Ho * Wo;
-    for (int idx = tid; idx < kTileH * kTileW; idx += kThreads) {
-      const int r = idx / kTileW, q = idx - r * kTileW;
-      const int64_t ho = ho0 + r, wo = wo0 + q;
-      gtile[idx] = (ho < Ho && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
-    }
+    __syncthreads();  // the previous item's tiles are fully consumed (and part[] is initialised)
+    load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, tid,
+                   kThreads);
+    load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, gtile, tid, kThreads);
     __syncthreads();
     for (int tap = warp; tap < kk; tap += kWarps) {
-      const int i = tap / k, j = tap - i * k;
-      const int x = j * dw;
-      const acc_t* s0 = tile + i * dh * t.row_stride + (x % sw) * t.phase_len + x / sw + lane;
-      acc_t acc[1] = {0};
-      for (int r = 0; r < kTileH; ++r) tap_dot_run<1, 1, acc_t, acc_t>(gtile + r * kTileW + lane, s0 + r * sh * t.row_stride, acc);
-      acc_t v = acc[0];
+      acc_t v = tap_lane_partial(tile, t, gtile, sh, sw, dh, dw, k, tap, lane);
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
       if (lane == 0) part[tap] += v;

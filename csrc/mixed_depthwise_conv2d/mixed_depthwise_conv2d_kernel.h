@@ -184,5 +184,124 @@ MDC_INLINE void tap_dot_run(const acc_t* __restrict__ g, const acc_t* __restrict
   for (int v = 0; v < V; ++v) acc[v] += vload<vec_t>(g + v * VS) * vload<vec_t>(s + v * VS);
 }
 
+
+// ================================================================================================
+// GPU tiling. The CUDA kernels are thin loops around the per-thread bodies below; the CPU file can
+// run the very same bodies thread by thread (HYBRIDOPS_MDC_EMULATE_CUDA=1, used by the tests), so
+// the tile extents, halos, gathers and the grad_weight reduction order are checked without a GPU.
+// A block is kTX x kTY threads and owns a kTileH x kTileW tile of outputs (forward, grad_weight) or
+// of input pixels (grad_input gather); thread (tx, ty) handles column tx of rows ty + u * kTY.
+// ================================================================================================
+constexpr int kTX = 32;
+constexpr int kTY = 8;
+constexpr int kThreads = kTX * kTY;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRowsPerThread = 4;
+constexpr int kTileW = kTX;
+constexpr int kTileH = kTY * kRowsPerThread;
+
+// The padded, phase-split shared-memory tile that feeds out_rows x out_cols outputs.
+struct SmemTile {
+  int rows, cols, phase_len, row_stride;
+};
+
+HOST_DEVICE_INLINE SmemTile smem_tile(int out_rows, int out_cols, int sh, int sw, int dh, int dw, int k) {
+  SmemTile t;
+  t.rows = (out_rows - 1) * sh + (k - 1) * dh + 1;
+  t.cols = (out_cols - 1) * sw + (k - 1) * dw + 1;
+  t.phase_len = (t.cols + sw - 1) / sw;
+  t.row_stride = t.phase_len * sw;
+  return t;
+}
+
+// Part of loading the padded input region whose top-left padded pixel is at plane coordinates
+// (y0, x0) (negative: zero outside the plane): elements first, first + step, ... of the tile.
+template <typename scalar_t, typename acc_t>
+MDC_INLINE void load_tile_part(const scalar_t* __restrict__ plane, int64_t H, int64_t W, int64_t y0, int64_t x0,
+                               const SmemTile& t, int sw, acc_t* __restrict__ tile, int first, int step) {
+  const int n = t.rows * t.cols;
+  for (int idx = first; idx < n; idx += step) {
+    const int r = idx / t.cols;
+    const int x = idx - r * t.cols;
+    const int64_t y = y0 + r, xx = x0 + x;
+    acc_t v = 0;
+    if (y >= 0 && y < H && xx >= 0 && xx < W) v = static_cast<acc_t>(plane[y * W + xx]);
+    tile[r * t.row_stride + (x % sw) * t.phase_len + x / sw] = v;
+  }
+}
+
+// Part of loading the k*k taps of a channel (reversed when flip: grad_input at stride 1).
+template <typename scalar_t, typename acc_t>
+MDC_INLINE void load_taps_part(const scalar_t* __restrict__ wc, int k, bool flip, acc_t* __restrict__ w, int first,
+                               int step) {
+  const int kk = k * k;
+  for (int t = first; t < kk; t += step) w[t] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
+}
+
+// Forward, one thread: acc[u][0] (pre-loaded with the bias) += the conv at tile output (ty + u*kTY, tx).
+template <int K, typename acc_t>
+MDC_INLINE void forward_thread(const acc_t* __restrict__ tile, const SmemTile& t, int sh, int sw, int dh, int dw,
+                               int k, const acc_t* __restrict__ w, int tx, int ty, acc_t (&acc)[kRowsPerThread][1]) {
+  conv_run<K, kRowsPerThread, 1, kTX, acc_t, int, acc_t>(tile + ty * sh * t.row_stride + tx, t.row_stride,
+                                                         kTY * sh * t.row_stride, t.phase_len, sw, dh, dw, k, w, acc);
+}
+
+// grad_input gather: the window of grad_output read by input pixels [h0, h0 + kTileH) x [x0, x0 + kTileW).
+struct GatherWindow {
+  int ho_lo, wo_lo, rows, cols;
+};
+
+HOST_DEVICE_INLINE int floor_div_int(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+HOST_DEVICE_INLINE int gather_span(int pixels, int s, int d, int k) { return (pixels - 1 + (k - 1) * d) / s + 2; }
+
+HOST_DEVICE_INLINE GatherWindow gather_window(int h0, int x0, int sh, int sw, int dh, int dw, int k) {
+  // Input row h reads grad_output rows (h + p - i*d) / s, i in [0, k): the lowest is
+  // floor((h0 + p - (k-1) d) / s), and the window spans at most gather_span rows.
+  const int ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+  GatherWindow g;
+  g.ho_lo = floor_div_int(h0 + ph - (k - 1) * dh, sh);
+  g.wo_lo = floor_div_int(x0 + pw - (k - 1) * dw, sw);
+  g.rows = gather_span(kTileH, sh, dh, k);
+  g.cols = gather_span(kTileW, sw, dw, k);
+  return g;
+}
+
+// Part of loading that window of grad_output (zero outside the plane) as a rows x cols tile.
+template <typename scalar_t, typename acc_t>
+MDC_INLINE void load_gather_part(const scalar_t* __restrict__ gplane, int64_t Ho, int64_t Wo, const GatherWindow& gw,
+                                 acc_t* __restrict__ tile, int first, int step) {
+  for (int idx = first; idx < gw.rows * gw.cols; idx += step) {
+    const int r = idx / gw.cols, q = idx - r * gw.cols;
+    const int64_t ho = gw.ho_lo + r, wo = gw.wo_lo + q;
+    tile[idx] = (ho >= 0 && ho < Ho && wo >= 0 && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
+  }
+}
+
+// grad_weight: part of loading the kTileH x kTileW grad_output tile at (ho0, wo0), zero outside.
+template <typename scalar_t, typename acc_t>
+MDC_INLINE void load_gout_tile_part(const scalar_t* __restrict__ gplane, int64_t Ho, int64_t Wo, int ho0, int wo0,
+                                    acc_t* __restrict__ gtile, int first, int step) {
+  for (int idx = first; idx < kTileH * kTileW; idx += step) {
+    const int r = idx / kTileW, q = idx - r * kTileW;
+    const int64_t ho = ho0 + r, wo = wo0 + q;
+    gtile[idx] = (ho < Ho && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
+  }
+}
+
+// grad_weight: lane `lane`'s share of tap `tap` over one tile pair: sum over tile rows r of
+// gtile[r, lane] * tile[r*s_h + i*d_h, lane*s_w + j*d_w]. A warp's 32 lanes are then reduced with
+// shuffles (warp_reduce_order below gives the order).
+template <typename acc_t>
+MDC_INLINE acc_t tap_lane_partial(const acc_t* __restrict__ tile, const SmemTile& t, const acc_t* __restrict__ gtile,
+                                  int sh, int sw, int dh, int dw, int k, int tap, int lane) {
+  const int i = tap / k, j = tap - i * k;
+  const int x = j * dw;
+  const acc_t* s0 = tile + i * dh * t.row_stride + (x % sw) * t.phase_len + x / sw + lane;
+  acc_t acc[1] = {0};
+  for (int r = 0; r < kTileH; ++r) tap_dot_run<1, 1, acc_t, acc_t>(gtile + r * kTileW + lane, s0 + r * sh * t.row_stride, acc);
+  return acc[0];
+}
+
 }  // namespace mdc
 }  // namespace hybridops

@@ -20,7 +20,7 @@ parameter its own gradient without a split. The kernels read every group's weigh
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Iterable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -35,7 +35,7 @@ MAX_GROUPS = 32
 
 def mixed_depthwise_conv2d(
     input: Tensor,
-    weights: Union[Sequence[Tensor], Tensor],
+    weights: Union[Iterable[Tensor], Tensor],
     bias: Optional[Tensor] = None,
     stride: IntPair = 1,
     dilation: IntPair = 1,
@@ -57,9 +57,9 @@ def mixed_depthwise_conv2d(
     Args:
         input: ``[N, C, H, W]``, any float dtype (fp16/bf16 accumulate in fp32). Non-contiguous and
             channels-last inputs are accepted (copied to contiguous NCHW first).
-        weights: sequence of ``[C_i, 1, k_i, k_i]`` tensors, in channel order: odd ``k_i >= 1``,
-            ``sum(C_i) == C``, at most 32 groups. A single tensor is one group (plain depthwise
-            convolution with "same" padding).
+        weights: list, tuple or ``nn.ParameterList`` of ``[C_i, 1, k_i, k_i]`` tensors, in channel
+            order: odd ``k_i >= 1``, ``sum(C_i) == C``, at most 32 groups. A single tensor is one
+            group (plain depthwise convolution with "same" padding).
         bias: ``[C]`` or None.
         stride: int or (h, w) pair, >= 1.
         dilation: int or (h, w) pair, >= 1.
@@ -67,9 +67,12 @@ def mixed_depthwise_conv2d(
     Returns:
         ``[N, C, ceil(H / stride_h), ceil(W / stride_w)]``, contiguous, in the dtype of ``input``.
 
-    Gradients flow to input, every weight and bias; the backward is deterministic on CPU and CUDA.
-    Double backward is not supported (use the reference). Under ``torch.autocast`` the op runs in
-    the autocast dtype.
+    Gradients flow to input, every weight and bias; the backward is deterministic on CPU and CUDA
+    (no atomics). Double backward is not supported (use the reference). Under ``torch.autocast``
+    the op runs in the autocast dtype. The output size does not depend on the kernel sizes, since
+    every group uses "same" padding. On CUDA, a group's input tile with its halo must fit in shared
+    memory (about ``(31 * stride + dilation * (k - 1) + 1)^2`` elements): far beyond HybridNetSeg's
+    shapes, but very large ``dilation * (k - 1)`` raises an error there.
 
     Example:
         >>> x = torch.randn(2, 12, 32, 32)
@@ -83,9 +86,10 @@ def mixed_depthwise_conv2d(
 
 
 def _as_weight_list(weights) -> list:
+    """``weights`` as a list: a sequence or ``nn.ParameterList`` of tensors, or one tensor."""
     if isinstance(weights, Tensor):
         return [weights]
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
         raise TypeError(f"{_OP}: weights must be a list or tuple of [C_i, 1, k_i, k_i] tensors, got "
                         f"{type(weights).__name__}")
     return list(weights)
