@@ -135,6 +135,16 @@ def test_non_contiguous_input(layout):
     assert_close_all([out] + grads, [out_ref] + grads_ref, rtol=1e-5, atol=1e-5)
 
 
+def test_backward_op_channels_last_grad_output():
+    x, ws, _ = make_case(2, [3, 2, 3], (3, 5, 7), 9, 11)
+    g = torch.randn(2, 8, 5, 6)
+    bwd = torch.ops.hybridops.mixed_depthwise_conv2d_backward
+    expected = bwd(g, x, ws, [2, 2], [1, 1], [True, True])
+    actual = bwd(g.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last), ws, [2, 2],
+                 [1, 1], [True, True])
+    assert_close_all([actual[0]] + list(actual[1]), [expected[0]] + list(expected[1]), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), ((1, 2), (2, 1))])
 def test_gradcheck_float64(stride, dilation):
     x, ws, b = make_case(2, [2, 1, 1], (3, 5, 1), 5, 4, dtype=torch.float64)

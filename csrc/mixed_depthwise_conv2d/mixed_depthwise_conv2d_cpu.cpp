@@ -614,12 +614,42 @@ void emu_grad_weight(const Geometry& g, const scalar_t* in, const scalar_t* grad
   }
 }
 
+// The kernels work on NCHW planes. A channels-last tensor is converted with a cache-blocked
+// transpose (per image, [H*W, C] -> [C, H*W] in 64-pixel x 16-channel blocks, in parallel), which
+// is several times faster than the generic strided copy behind .contiguous().
+at::Tensor to_nchw(const at::Tensor& x) {
+  if (x.is_contiguous()) return x;
+  if (!x.is_contiguous(at::MemoryFormat::ChannelsLast) || x.numel() == 0) return x.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  constexpr int64_t kPix = 64, kCh = 16;
+  const int64_t pblocks = ceil_div(HW, kPix);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mixed_depthwise_conv2d_to_nchw", [&] {
+    const scalar_t* src = x.data_ptr<scalar_t>();  // [N, H*W, C] in memory
+    scalar_t* dst = out.data_ptr<scalar_t>();      // [N, C, H*W]
+    at::parallel_for(0, N * pblocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / pblocks, p0 = (t % pblocks) * kPix, p1 = std::min(HW, p0 + kPix);
+        const scalar_t* a = src + n * HW * C;
+        scalar_t* b = dst + n * C * HW;
+        for (int64_t c0 = 0; c0 < C; c0 += kCh) {
+          const int64_t c1 = std::min(C, c0 + kCh);
+          for (int64_t c = c0; c < c1; ++c) {
+            for (int64_t p = p0; p < p1; ++p) b[c * HW + p] = a[p * C + c];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 at::Tensor forward_cpu(const at::Tensor& input_, at::TensorList weights_, const c10::optional<at::Tensor>& bias_,
                        at::IntArrayRef stride, at::IntArrayRef dilation) {
   const Geometry g = make_geometry(input_, weights_, stride, dilation);
   check_bias(bias_, input_);
-  const at::Tensor input = input_.contiguous();
+  const at::Tensor input = to_nchw(input_);
   const std::vector<at::Tensor> weights = contiguous_all(weights_);
   const bool use_bias = bias_.has_value() && bias_->defined();
   const at::Tensor bias = use_bias ? bias_->contiguous() : at::Tensor();
@@ -648,8 +678,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cpu(const at::Tensor& g
                                                              std::array<bool, 2> output_mask) {
   const Geometry g = make_geometry(input_, weights_, stride, dilation);
   check_grad_output(grad_out_, g, input_);
-  const at::Tensor input = input_.contiguous();
-  const at::Tensor grad_out = grad_out_.contiguous();
+  const at::Tensor input = to_nchw(input_);
+  const at::Tensor grad_out = to_nchw(grad_out_);
   const std::vector<at::Tensor> weights = contiguous_all(weights_);
   at::Tensor grad_input = output_mask[0] ? at::empty(input.sizes(), input.options()) : at::empty({0}, input.options());
   std::vector<at::Tensor> grad_weights;
