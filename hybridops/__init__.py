@@ -2,17 +2,22 @@
 
 Public API:
     deform_conv2d, DeformConv2dV2      modulated deformable convolution (DCNv2)
+    mixed_depthwise_conv2d, MixedDepthwiseConv2d,
+    convert_timm_mixed_conv2d_state_dict   mixed-kernel depthwise convolution (MixConv)
     reference                          pure-PyTorch references of every op
     build_info()                       how the compiled kernels were built
 """
 from hybridops._extension import build_info
 from hybridops import reference
 from hybridops.ops import deform_conv2d
+from hybridops.ops import mixed_depthwise_conv2d
 from hybridops.nn import DeformConv2dV2
+from hybridops.nn import MixedDepthwiseConv2d, convert_timm_mixed_conv2d_state_dict
 
 try:
     from hybridops._version import __version__
 except ImportError:  # pragma: no cover
     __version__ = build_info()["version"]
 
-__all__ = ["build_info", "reference", "deform_conv2d", "DeformConv2dV2", "__version__"]
+__all__ = ["build_info", "reference", "deform_conv2d", "DeformConv2dV2", "mixed_depthwise_conv2d",
+           "MixedDepthwiseConv2d", "convert_timm_mixed_conv2d_state_dict", "__version__"]

@@ -6,15 +6,16 @@ Slow and readable: tests compare the kernels against them and benchmarks use the
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hybridops.ops._args import IntPair, pair
 from hybridops.ops.deform_conv2d import out_size
 
-__all__ = ["deform_conv2d", "bilinear_sample_zero_padded"]
+__all__ = ["deform_conv2d", "bilinear_sample_zero_padded", "mixed_depthwise_conv2d"]
 
 
 def bilinear_sample_zero_padded(planes: Tensor, y: Tensor, x: Tensor) -> Tensor:
@@ -90,3 +91,32 @@ def deform_conv2d(
     if bias is not None:
         out = out + bias.to(acc).view(1, c_out, 1, 1)
     return out.to(input.dtype)
+
+
+def mixed_depthwise_conv2d(
+    input: Tensor,
+    weights: Sequence[Tensor],
+    bias: Optional[Tensor] = None,
+    stride: IntPair = 1,
+    dilation: IntPair = 1,
+) -> Tensor:
+    """Reference of :func:`hybridops.mixed_depthwise_conv2d`: the split/conv/cat composition.
+
+    This is what timm's ``MixedConv2d`` (depthwise) computes: split the channels by
+    ``[w.shape[0] for w in weights]``, run one depthwise ``F.conv2d`` per group with "same"
+    padding ``dilation * (k - 1) // 2``, concatenate, add the bias. Runs in the dtype of ``input``.
+    """
+    if isinstance(weights, Tensor):
+        weights = [weights]
+    stride = pair(stride, "stride", "reference.mixed_depthwise_conv2d", 1)
+    dilation = pair(dilation, "dilation", "reference.mixed_depthwise_conv2d", 1)
+    splits = [w.shape[0] for w in weights]
+    outs = []
+    for x_i, w in zip(torch.split(input, splits, dim=1), weights):
+        k = w.shape[-1]
+        padding = (dilation[0] * (k - 1) // 2, dilation[1] * (k - 1) // 2)
+        outs.append(F.conv2d(x_i, w, None, stride, padding, dilation, groups=w.shape[0]))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out

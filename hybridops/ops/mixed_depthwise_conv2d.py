@@ -1,0 +1,179 @@
+"""``hybridops.mixed_depthwise_conv2d``: mixed-kernel depthwise convolution (MixConv) in one launch.
+
+The op is ``torch.ops.hybridops.mixed_depthwise_conv2d`` (C++/CUDA kernels in
+``csrc/mixed_depthwise_conv2d/``); this module holds its Python wrapper, fake (meta) kernels and
+autograd registration.
+
+Schema::
+
+    mixed_depthwise_conv2d(Tensor input, Tensor[] weights, Tensor? bias, int[2] stride,
+                           int[2] dilation) -> Tensor
+    mixed_depthwise_conv2d_backward(Tensor grad_output, Tensor input, Tensor[] weights,
+                                    int[2] stride, int[2] dilation, bool[2] output_mask)
+                                    -> (Tensor grad_input, Tensor[] grad_weights)
+
+The weights travel as a ``Tensor[]`` -- one ``[C_i, 1, k_i, k_i]`` tensor per channel group, the
+same tensors a ``MixedDepthwiseConv2d`` holds -- rather than one flat tensor plus a list of kernel
+sizes: the group table (channel split and kernel sizes) is read off the shapes, so it can never
+disagree with the weights, no concatenation runs before every call, and autograd hands each
+parameter its own gradient without a split. The kernels read every group's weights in place.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from hybridops.ops._args import IntPair, check_tensor, pair
+
+_OP = "hybridops.mixed_depthwise_conv2d"
+
+#: Most channel groups one call supports (the group table is passed to the kernels by value).
+MAX_GROUPS = 32
+
+
+def mixed_depthwise_conv2d(
+    input: Tensor,
+    weights: Union[Sequence[Tensor], Tensor],
+    bias: Optional[Tensor] = None,
+    stride: IntPair = 1,
+    dilation: IntPair = 1,
+) -> Tensor:
+    r"""Mixed-kernel depthwise 2-D convolution (MixConv, Tan & Le 2019), fused into one kernel.
+
+    The channels of ``input`` are split into consecutive groups, one per tensor in ``weights``;
+    group ``i`` (``C_i`` channels) is convolved depthwise with its own ``k_i x k_i`` kernel and
+    "same" padding ``dilation * (k_i - 1) // 2``. The result equals the split/conv/cat composition
+    (:func:`hybridops.reference.mixed_depthwise_conv2d`)::
+
+        torch.cat([F.conv2d(x_i, w_i, stride=stride, padding=dilation * (k_i - 1) // 2,
+                            dilation=dilation, groups=C_i)
+                   for x_i, w_i in zip(input.split([C_0, C_1, ...], 1), weights)], 1) + bias
+
+    but runs as one kernel launch per pass (forward, grad-input, grad-weight) whatever the number
+    of groups, with no copy for the concatenation.
+
+    Args:
+        input: ``[N, C, H, W]``, any float dtype (fp16/bf16 accumulate in fp32). Non-contiguous and
+            channels-last inputs are accepted (copied to contiguous NCHW first).
+        weights: sequence of ``[C_i, 1, k_i, k_i]`` tensors, in channel order: odd ``k_i >= 1``,
+            ``sum(C_i) == C``, at most 32 groups. A single tensor is one group (plain depthwise
+            convolution with "same" padding).
+        bias: ``[C]`` or None.
+        stride: int or (h, w) pair, >= 1.
+        dilation: int or (h, w) pair, >= 1.
+
+    Returns:
+        ``[N, C, ceil(H / stride_h), ceil(W / stride_w)]``, contiguous, in the dtype of ``input``.
+
+    Gradients flow to input, every weight and bias; the backward is deterministic on CPU and CUDA.
+    Double backward is not supported (use the reference). Under ``torch.autocast`` the op runs in
+    the autocast dtype.
+
+    Example:
+        >>> x = torch.randn(2, 12, 32, 32)
+        >>> ws = [torch.randn(4, 1, k, k) for k in (3, 5, 7)]
+        >>> hybridops.mixed_depthwise_conv2d(x, ws, stride=2).shape
+        torch.Size([2, 12, 16, 16])
+    """
+    weights = _as_weight_list(weights)
+    stride_, dilation_ = check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation)
+    return torch.ops.hybridops.mixed_depthwise_conv2d(input, weights, bias, stride_, dilation_)
+
+
+def _as_weight_list(weights) -> list:
+    if isinstance(weights, Tensor):
+        return [weights]
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise TypeError(f"{_OP}: weights must be a list or tuple of [C_i, 1, k_i, k_i] tensors, got "
+                        f"{type(weights).__name__}")
+    return list(weights)
+
+
+def check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation):
+    """Validates the arguments with messages that name them; returns (stride, dilation)."""
+    check_tensor(input, "input", _OP, 4)
+    if not input.is_floating_point():
+        raise ValueError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
+    stride_ = pair(stride, "stride", _OP, 1)
+    dilation_ = pair(dilation, "dilation", _OP, 1)
+    if len(weights) == 0:
+        raise ValueError(f"{_OP}: weights must hold at least one [C_i, 1, k_i, k_i] tensor, got none")
+    if len(weights) > MAX_GROUPS:
+        raise ValueError(f"{_OP}: at most {MAX_GROUPS} kernel groups are supported, got {len(weights)}")
+    total = 0
+    for i, w in enumerate(weights):
+        name = f"weights[{i}]"
+        check_tensor(w, name, _OP, 4, like=input)
+        c_i, one, kh, kw = w.shape
+        if one != 1 or kh != kw:
+            raise ValueError(f"{_OP}: {name} must have shape [C_i, 1, k, k] (depthwise, square kernel), "
+                             f"got {tuple(w.shape)}")
+        if kh <= 0 or kh % 2 == 0:
+            raise ValueError(f"{_OP}: {name} has kernel size {kh}; kernel sizes must be odd and positive "
+                             f"(\"same\" padding needs an odd kernel)")
+        if c_i == 0:
+            raise ValueError(f"{_OP}: {name} has no channels (shape {tuple(w.shape)})")
+        total += c_i
+    channels = input.shape[1]
+    if total != channels:
+        splits = [int(w.shape[0]) for w in weights]
+        raise ValueError(f"{_OP}: the channel split {splits} of weights sums to {total}, but input has "
+                         f"{channels} channels")
+    if bias is not None:
+        check_tensor(bias, "bias", _OP, 1, like=input)
+        if bias.shape[0] != channels:
+            raise ValueError(f"{_OP}: bias must have shape ({channels},), got {tuple(bias.shape)}")
+    return stride_, dilation_
+
+
+def out_size(h, w, stride) -> tuple:
+    """Output height and width: ``ceil(H / stride_h)``, ``ceil(W / stride_w)`` for every group."""
+    return (h + stride[0] - 1) // stride[0], (w + stride[1] - 1) // stride[1]
+
+
+@torch.library.register_fake("hybridops::mixed_depthwise_conv2d")
+def _mixed_depthwise_conv2d_fake(input, weights, bias, stride, dilation):
+    h_out, w_out = out_size(input.shape[2], input.shape[3], stride)
+    return input.new_empty((input.shape[0], input.shape[1], h_out, w_out))
+
+
+@torch.library.register_fake("hybridops::mixed_depthwise_conv2d_backward")
+def _mixed_depthwise_conv2d_backward_fake(grad_output, input, weights, stride, dilation, output_mask):
+    grad_input = input.new_empty(input.shape) if output_mask[0] else input.new_empty((0,))
+    grad_weights = [w.new_empty(w.shape) for w in weights] if output_mask[1] else []
+    return grad_input, grad_weights
+
+
+def _setup_context(ctx, inputs, output):
+    input, weights, bias, stride, dilation = inputs
+    ctx.save_for_backward(input, *weights)
+    ctx.has_bias = bias is not None
+    ctx.conv_args = (stride, dilation)
+
+
+def _backward(ctx, grad_output):
+    input, *weights = ctx.saved_tensors
+    need_input, need_weights, need_bias = ctx.needs_input_grad[:3]
+    if isinstance(need_weights, (list, tuple)):
+        need_weights = any(need_weights)
+    grad_input, grad_weights = torch.ops.hybridops.mixed_depthwise_conv2d_backward(
+        grad_output, input, weights, *ctx.conv_args, [bool(need_input), bool(need_weights)])
+    grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias and need_bias else None
+    grad_weights = list(grad_weights) if need_weights else [None] * len(weights)
+    return grad_input if need_input else None, grad_weights, grad_bias, None, None
+
+
+torch.library.register_autograd("hybridops::mixed_depthwise_conv2d", _backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "hybridops.mixed_depthwise_conv2d does not support double backward (gradients of its gradients, "
+        "e.g. torch.autograd.grad(..., create_graph=True) followed by another backward). Use "
+        "hybridops.reference.mixed_depthwise_conv2d, which is plain PyTorch, where you need it.")
+
+
+torch.library.register_autograd("hybridops::mixed_depthwise_conv2d_backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)
