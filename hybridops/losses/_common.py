@@ -54,6 +54,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 # Launches recorded instead of run (tests: compile every kernel for a GPU target without a GPU).
 _RECORD: Optional[List[Tuple[Any, tuple, tuple, dict]]] = None
+# Tests: fill every buffer a kernel writes with NaN first, so an element it fails to write shows.
+_POISON = False
 
 
 def interpreting() -> bool:
@@ -79,12 +81,30 @@ def use_triton(x: Tensor, op: str) -> bool:
     return eligible
 
 
+def empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.empty`` for kernel outputs (NaN-filled under the tests' ``_POISON``)."""
+    t = torch.empty(shape, dtype=dtype, device=device)
+    if _POISON:
+        t.fill_(float("nan"))
+    return t
+
+
+def empty_like(x: Tensor) -> Tensor:
+    return empty(x.shape, x.dtype, x.device)
+
+
 def launch(kernel: Any, grid: tuple, *args: Any, **meta: Any) -> None:
     """Launches ``kernel[grid](*args, **meta)`` on the device of the tensors (or records it)."""
     if _RECORD is not None:
         _RECORD.append((kernel, grid, args, meta))
         return
-    kernel[grid](*args, **meta)
+    first = args[0][0] if isinstance(args[0], tuple) else args[0]
+    dev = first.device
+    if dev.type == "cuda" and dev.index is not None and dev.index != torch.cuda.current_device():
+        with torch.cuda.device(dev):  # Triton launches on the current device
+            kernel[grid](*args, **meta)
+    else:
+        kernel[grid](*args, **meta)
 
 
 def check_reduction(reduction: str, op: str) -> None:
@@ -137,6 +157,15 @@ def label_view(target: Tensor) -> Tensor:
     """``target`` as a contiguous tensor Triton can load (bool is viewed as uint8, no copy)."""
     target = target.contiguous()
     return target.view(torch.uint8) if target.dtype == torch.bool else target
+
+
+def cdiv(a: int, b: int) -> int:
+    """Host-side ceil division (``triton.cdiv`` is a constexpr function: slow to call from the host)."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def num_warps_for(block: int) -> int:

@@ -32,9 +32,8 @@ def bce_dice_loss(input: Tensor, target: Tensor, bce_weight: float = 0.5, smooth
                   from_logits: bool = True, per_image: bool = False, reduction: str = "mean") -> Tensor:
     """``bce_weight * mean(BCE) + (1 - bce_weight) * (1 - Dice)``; see ``hybridops.losses.bce_dice_loss``."""
     dt = _compute_dtype(input)
-    n = input.shape[0]
-    x = input.reshape(n, -1).to(dt)
-    g = target.reshape(n, -1).to(dt).detach()
+    x = input.flatten(1).to(dt)
+    g = target.flatten(1).to(dt).detach()
     if from_logits:
         bce = F.binary_cross_entropy_with_logits(x, g, reduction="none")
         p = torch.sigmoid(x)
@@ -84,11 +83,16 @@ def mixed_loss(inputs: Sequence[Tensor], target: Tensor, weights: Optional[Seque
     return total.to(inputs[0].dtype)
 
 
+def _flat_labels(target: Tensor) -> Tensor:
+    """``[N, *]`` labels as ``[N, pixels]`` int64 (``[N]`` -> ``[N, 1]``)."""
+    return (target.flatten(1) if target.dim() > 1 else target.unsqueeze(1)).long()
+
+
 def class_areas(target: Tensor, num_classes: int, ignore_index: int, per_image: bool,
                 dtype: torch.dtype = torch.float32) -> Tensor:
     """Pixel count of every class, ``[N, C]`` (per image) or ``[1, C]`` (whole batch); ignored pixels excluded."""
     n = target.shape[0]
-    t = target.reshape(n, -1).long()
+    t = _flat_labels(target)
     valid = t != ignore_index
     hist = torch.zeros(n, num_classes, dtype=dtype, device=target.device)
     hist.scatter_add_(1, torch.where(valid, t, 0), valid.to(dtype))
@@ -114,11 +118,13 @@ def class_factors(hist: Tensor, alpha: float, weight: Optional[Tensor]) -> Tenso
 def size_adaptive_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                                 alpha: float = 1.0, ignore_index: int = -100, reduction: str = "mean",
                                 per_image: bool = True, normalize: str = "pixels") -> Tensor:
-    """``-sum (1 - S_c) ** alpha * w_c * log_softmax(x)_c / norm``; see ``hybridops.losses.size_adaptive_cross_entropy``."""
+    """``-sum (1 - S_c) ** alpha * w_c * log_softmax(x)_c / norm``.
+
+    See ``hybridops.losses.size_adaptive_cross_entropy``."""
     dt = _compute_dtype(input)
     n, c = input.shape[0], input.shape[1]
-    x = input.reshape(n, c, -1).to(dt)
-    t = target.reshape(n, -1).long()
+    x = (input.flatten(2) if input.dim() > 2 else input.unsqueeze(2)).to(dt)
+    t = _flat_labels(target)
     valid = t != ignore_index
     t0 = torch.where(valid, t, 0)
     factor = class_factors(class_areas(target, c, ignore_index, per_image, dt), alpha, weight)

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from hybridops.losses import _reference
-from hybridops.losses._common import (check_binary_target, check_float_input, check_reduction, check_scalar,
-                                      label_view, launch, num_warps_for, tl, triton, use_triton)
+from hybridops.losses._common import (cdiv, check_binary_target, check_float_input, check_reduction,
+                                      check_scalar, empty, empty_like, label_view, launch, next_pow2,
+                                      num_warps_for, tl, triton, use_triton)
 
 _OP = "hybridops.losses.bce_dice_loss"
 # Largest number of elements one program reduces (a power of 2). Tests lower it to cover several
@@ -89,7 +90,7 @@ def _finalize_kernel(part_ptr, sums_ptr, out_ptr, lam, N, P, inv_count, bce_w, s
         acc = tl.zeros([BLOCK_P, S_PAD], tl.float32)
         for p0 in range(0, P, BLOCK_P):
             r = p0 + rows
-            ptrs = part_ptr + (n.to(tl.int64) * P + r)[:, None] * S + cols[None, :]
+            ptrs = part_ptr + (n * P + r)[:, None] * S + cols[None, :]
             acc += tl.load(ptrs, mask=(r < P)[:, None] & col_ok[None, :], other=0.0)
         s = tl.sum(acc, axis=0)
         if PER_IMAGE:
@@ -112,9 +113,9 @@ def finalize(part: Tensor, out: Tensor, lam: tuple, n: int, chunks: int, inv_cou
     """Launches ``_finalize_kernel``; returns the sums buffer ``[N or 1, 1 + 3T]`` (fp32)."""
     t = len(lam)
     s = 1 + 3 * t
-    sums = torch.empty((n if per_image else 1, s), dtype=torch.float32, device=part.device)
+    sums = empty((n if per_image else 1, s), torch.float32, part.device)
     launch(_finalize_kernel, (1,), part, sums, out, lam, n, chunks, inv_count, bce_weight, smooth, out_scale,
-           T=t, S_PAD=triton.next_power_of_2(s), PER_IMAGE=per_image, STORE_EACH=store_each,
+           T=t, S_PAD=next_pow2(s), PER_IMAGE=per_image, STORE_EACH=store_each,
            BLOCK_P=_FINALIZE_BLOCK, num_warps=4)
     return sums
 
@@ -165,7 +166,7 @@ def _bce_dice_bwd_kernel(x_ptr, g_ptr, sums_ptr, go_ptr, dx_ptr, M, bce_scale, d
 
 
 def _block_for(m: int) -> int:
-    return max(16, min(_MAX_BLOCK, triton.next_power_of_2(m)))
+    return max(16, min(_MAX_BLOCK, next_pow2(m)))
 
 
 class _BCEDiceFunction(torch.autograd.Function):
@@ -177,12 +178,12 @@ class _BCEDiceFunction(torch.autograd.Function):
         n = x.shape[0]
         m = x.numel() // n
         block = _block_for(m)
-        chunks = triton.cdiv(m, block)
-        part = torch.empty((n, chunks, 4), dtype=torch.float32, device=x.device)
+        chunks = cdiv(m, block)
+        part = empty((n, chunks, 4), torch.float32, x.device)
         launch(_bce_dice_fwd_kernel, (chunks, n), x, g, part, m, chunks, FROM_LOGITS=from_logits, BLOCK=block,
                num_warps=num_warps_for(block))
         store_each = reduction == "none"
-        out = torch.empty((n,) if store_each else (), dtype=input.dtype, device=x.device)
+        out = empty((n,) if store_each else (), input.dtype, x.device)
         inv_count = 1.0 / m if per_image else 1.0 / (n * m)
         out_scale = 1.0 / n if (per_image and reduction == "mean") else 1.0
         sums = finalize(part, out, (1.0,), n, chunks, inv_count, bce_weight, smooth, out_scale, per_image,
@@ -197,8 +198,8 @@ class _BCEDiceFunction(torch.autograd.Function):
         bce_weight, smooth, from_logits, per_image, store_each, inv_count, out_scale, block = ctx.cfg
         n = x.shape[0]
         m = x.numel() // n
-        dx = torch.empty_like(x)
-        launch(_bce_dice_bwd_kernel, (triton.cdiv(m, block), n), x, g, sums, grad_out.contiguous(), dx, m,
+        dx = empty_like(x)
+        launch(_bce_dice_bwd_kernel, (cdiv(m, block), n), x, g, sums, grad_out.contiguous(), dx, m,
                bce_weight * inv_count, 1.0 - bce_weight, smooth, out_scale, PER_IMAGE=per_image,
                GO_PER_IMAGE=store_each, FROM_LOGITS=from_logits, BLOCK=block, num_warps=num_warps_for(block))
         return dx, None, None, None, None, None, None

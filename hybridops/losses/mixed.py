@@ -20,14 +20,15 @@ import torch
 from torch import Tensor, nn
 
 from hybridops.losses import _reference
-from hybridops.losses._common import (check_float_input, check_same_device, check_scalar,
-                                      label_view, launch, tl, triton, use_triton)
+from hybridops.losses._common import (cdiv, check_float_input, check_same_device, check_scalar, empty,
+                                      empty_like, label_view, launch, next_pow2, tl, triton, use_triton)
 from hybridops.losses.bce_dice import (_extra_repr, _prob_and_bce, _term_grad, check_bce_dice_options,
                                        finalize)
 
 _OP = "hybridops.losses.mixed_loss"
-_MAX_BLOCK = 1024      # label pixels per program (power of 2); tests lower it
-_ADJ_BLOCK = 256       # small-map pixels per program in the adjoint-upsampling kernel
+_MAX_BLOCK = 512       # label pixels per program (power of 2; 4 per thread at 4 warps); tests lower it
+_ADJ_BLOCK = 256       # small-map pixels per program in the adjoint-upsampling kernel (at most)
+_ADJ_TILE = 2048       # small pixels x window columns per program in that kernel
 
 
 @triton.jit
@@ -140,13 +141,14 @@ def _mixed_bwd_kernel(maps, hs, ws, scales_h, scales_w, outs, g_ptr, sums_ptr, g
 
 
 @triton.jit
-def _upsample_adjoint_kernel(src_ptr, dst_ptr, H, W, h, w, scale_h, scale_w, inv_scale_h, inv_scale_w,
-                             KH, KW, BLOCK: tl.constexpr):
+def _upsample_adjoint_kernel(src_ptr, dst_ptr, H, W, h, w, scale_h, scale_w, inv_scale_h, inv_scale_w, KH,
+                             KW: tl.constexpr, BLOCK: tl.constexpr):
     """dst[plane, y, x] = sum over label pixels (oy, ox) of weight(oy, ox -> y, x) * src[plane, oy, ox].
 
     The adjoint of ``_bilinear``, as a gather: each small pixel visits a window of KH x KW label pixels
     (every pixel whose bilinear footprint can include it, plus a margin) and recomputes the forward's
-    weights, so the sum matches the forward exactly and needs no atomics.
+    weights, so the sum matches the forward exactly and needs no atomics. The column weights of the
+    window, ``[BLOCK, KW]``, are computed once; the loop runs over the KH rows.
     """
     pid = tl.program_id(0)
     plane = tl.program_id(1).to(tl.int64)
@@ -156,8 +158,15 @@ def _upsample_adjoint_kernel(src_ptr, dst_ptr, H, W, h, w, scale_h, scale_w, inv
     x = offs % w
     oy_start = tl.maximum(tl.floor((y.to(tl.float32) - 0.5) * inv_scale_h - 0.5).to(tl.int32) - 1, 0)
     ox_start = tl.maximum(tl.floor((x.to(tl.float32) - 0.5) * inv_scale_w - 0.5).to(tl.int32) - 1, 0)
+    ox = ox_start[:, None] + tl.arange(0, KW)[None, :]
+    sx = tl.maximum(scale_w * (ox.to(tl.float32) + 0.5) - 0.5, 0.0)
+    x0 = tl.minimum(sx.to(tl.int32), w - 1)
+    x1 = x0 + (x0 < w - 1).to(tl.int32)
+    lx = sx - x0.to(tl.float32)
+    wx = tl.where(x0 == x[:, None], 1.0 - lx, 0.0) + tl.where(x1 == x[:, None], lx, 0.0)
+    wx = tl.where((ox < W) & mask[:, None], wx, 0.0)
     src = src_ptr + plane * H * W
-    acc = tl.zeros([BLOCK], tl.float32)
+    acc = tl.zeros([BLOCK, KW], tl.float32)
     for dy in range(KH):
         oy = oy_start + dy
         sy = tl.maximum(scale_h * (oy.to(tl.float32) + 0.5) - 0.5, 0.0)
@@ -166,22 +175,14 @@ def _upsample_adjoint_kernel(src_ptr, dst_ptr, H, W, h, w, scale_h, scale_w, inv
         ly = sy - y0.to(tl.float32)
         wy = tl.where(y0 == y, 1.0 - ly, 0.0) + tl.where(y1 == y, ly, 0.0)
         wy = tl.where(oy < H, wy, 0.0)
-        for dx in range(KW):
-            ox = ox_start + dx
-            sx = tl.maximum(scale_w * (ox.to(tl.float32) + 0.5) - 0.5, 0.0)
-            x0 = tl.minimum(sx.to(tl.int32), w - 1)
-            x1 = x0 + (x0 < w - 1).to(tl.int32)
-            lx = sx - x0.to(tl.float32)
-            wx = tl.where(x0 == x, 1.0 - lx, 0.0) + tl.where(x1 == x, lx, 0.0)
-            wx = tl.where(ox < W, wx, 0.0)
-            wgt = wy * wx
-            v = tl.load(src + oy * W + ox, mask=mask & (wgt != 0.0), other=0.0)
-            acc += wgt * v
-    tl.store(dst_ptr + plane * h * w + offs, acc.to(dst_ptr.dtype.element_ty), mask=mask)
+        wgt = wy[:, None] * wx
+        v = tl.load(src + oy[:, None] * W + ox, mask=wgt != 0.0, other=0.0)
+        acc += wgt * v
+    tl.store(dst_ptr + plane * h * w + offs, tl.sum(acc, axis=1).to(dst_ptr.dtype.element_ty), mask=mask)
 
 
 def _block_for(hw: int) -> int:
-    return max(16, min(_MAX_BLOCK, triton.next_power_of_2(hw)))
+    return max(16, min(_MAX_BLOCK, next_pow2(hw)))
 
 
 def _geometry(maps, H, W):
@@ -203,14 +204,14 @@ class _MixedLossFunction(torch.autograd.Function):
         n, c, H, W = target.shape
         hs, ws, scales_h, scales_w, full = _geometry(maps, H, W)
         block = _block_for(H * W)
-        chunks = triton.cdiv(H * W, block)
+        chunks = cdiv(H * W, block)
         k = len(maps)
         t = k + int(has_mean)
-        part = torch.empty((n * c, chunks, 1 + 3 * t), dtype=torch.float32, device=g.device)
+        part = empty((n * c, chunks, 1 + 3 * t), torch.float32, g.device)
         launch(_mixed_fwd_kernel, (chunks, n * c), maps, hs, ws, scales_h, scales_w, g, part, H, W, chunks,
                FULL=full, K=k, HAS_MEAN=has_mean, FROM_LOGITS=from_logits, BLOCK=block, num_warps=4)
         store_each = reduction == "none"
-        out = torch.empty((n,) if store_each else (), dtype=maps[0].dtype, device=g.device)
+        out = empty((n,) if store_each else (), maps[0].dtype, g.device)
         m = c * H * W
         inv_count = 1.0 / m if per_image else 1.0 / (n * m)
         out_scale = paper_scale * (1.0 / n if (per_image and reduction == "mean") else 1.0)
@@ -227,10 +228,10 @@ class _MixedLossFunction(torch.autograd.Function):
         lam, has_mean, bce_weight, smooth, from_logits, per_image, store_each, inv_count, out_scale, block = ctx.cfg
         n, c, H, W = g.shape
         hs, ws, scales_h, scales_w, full = _geometry(maps, H, W)
-        grads = [torch.empty_like(x) for x in maps]
-        outs = tuple(gr if f else torch.empty((n, c, H, W), dtype=torch.float32, device=g.device)
+        grads = [empty_like(x) for x in maps]
+        outs = tuple(gr if f else empty((n, c, H, W), torch.float32, g.device)
                      for gr, f in zip(grads, full))
-        launch(_mixed_bwd_kernel, (triton.cdiv(H * W, block), n * c), tuple(maps), hs, ws, scales_h, scales_w,
+        launch(_mixed_bwd_kernel, (cdiv(H * W, block), n * c), tuple(maps), hs, ws, scales_h, scales_w,
                outs, g, sums, grad_out.contiguous(), lam, c, H, W, bce_weight * inv_count, 1.0 - bce_weight,
                smooth, out_scale, FULL=full, K=len(maps), HAS_MEAN=has_mean, PER_IMAGE=per_image,
                GO_PER_IMAGE=store_each, FROM_LOGITS=from_logits, BLOCK=block, num_warps=4)
@@ -238,10 +239,11 @@ class _MixedLossFunction(torch.autograd.Function):
             if f:
                 continue
             h, w = hs[i], ws[i]
-            kh = math.ceil(2.0 * H / h) + 3
-            kw = math.ceil(2.0 * W / w) + 3
-            launch(_upsample_adjoint_kernel, (triton.cdiv(h * w, _ADJ_BLOCK), n * c), outs[i], grads[i], H, W, h, w,
-                   scales_h[i], scales_w[i], H / h, W / w, kh, kw, BLOCK=_ADJ_BLOCK, num_warps=4)
+            kh = math.ceil(2.0 * H / h) + 3   # window: every label row/column that can read a small one
+            kw = next_pow2(math.ceil(2.0 * W / w) + 3)
+            adj_block = max(16, min(_ADJ_BLOCK, _ADJ_TILE // kw, next_pow2(h * w)))
+            launch(_upsample_adjoint_kernel, (cdiv(h * w, adj_block), n * c), outs[i], grads[i], H, W, h,
+                   w, scales_h[i], scales_w[i], H / h, W / w, kh, KW=kw, BLOCK=adj_block, num_warps=4)
         return (None, None, *grads)
 
 
@@ -260,7 +262,7 @@ def _check_mixed_args(inputs, target, weights, mean_weight, op):
     first = inputs[0]
     for i, x in enumerate(inputs):
         name = f"inputs[{i}]"
-        check_float_input(x, name, op, 4)
+        check_float_input(x, name, op, 0)
         if x.dim() != 4:
             raise ValueError(f"{op}: {name} must be 4-D [N, C, h, w], got {x.dim()}-D with shape {tuple(x.shape)}")
         if x.shape[0] != n or x.shape[1] != c:
