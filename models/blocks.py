@@ -6,15 +6,16 @@ Every block is made of ``nn.Module`` leaves (``nn.Conv2d``, ``nn.BatchNorm2d``, 
 ``nn.Upsample``, ...) so :func:`models.complexity` can count it with forward hooks.
 
 The ``ops`` switch: ``ops="hybridops"`` builds :class:`hybridops.DeformConv2dV2` and
-:class:`hybridops.MixedDepthwiseConv2d` (compiled kernels); ``ops="reference"`` builds subclasses /
-twins with the *same parameters and state-dict keys* whose forward runs the pure-PyTorch references
-(:func:`hybridops.reference.deform_conv2d`, per-group ``F.conv2d`` split/conv/cat). A state dict
-saved in one mode loads into the other.
+:class:`hybridops.MixedDepthwiseConv2d` (compiled kernels); ``ops="reference"`` builds subclasses
+with the *same parameters and state-dict keys* whose forward runs the pure-PyTorch references
+(:func:`hybridops.reference.deform_conv2d`, :func:`hybridops.reference.mixed_depthwise_conv2d`).
+A state dict saved in one mode loads into the other. A mapping picks per op, e.g.
+``ops={"deform_conv": "hybridops", "mixconv": "reference"}`` (to time one op's kernel in a whole model).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -24,19 +25,43 @@ import hybridops
 from hybridops import reference as _reference
 
 __all__ = [
-    "OPS", "check_ops", "split_channels", "ConvBNAct", "GroupedConv1x1", "ReferenceMixedDepthwiseConv2d",
-    "ReferenceDeformConv2dV2", "mixed_depthwise_conv", "deform_conv", "SqueezeExcite", "MNBlock",
-    "InvertedResidual", "Resize", "DecoderBlock", "check_spatial",
+    "OPS", "OP_NAMES", "check_ops", "resolve_ops", "ops_repr", "split_channels", "ConvBNAct", "GroupedConv1x1",
+    "ReferenceMixedDepthwiseConv2d", "ReferenceDeformConv2dV2", "mixed_depthwise_conv", "deform_conv",
+    "SqueezeExcite", "MNBlock", "InvertedResidual", "Resize", "DecoderBlock", "check_spatial",
 ]
 
 OPS = ("hybridops", "reference")
+OP_NAMES = ("deform_conv", "mixconv")
+OpsArg = Union[str, Mapping[str, str]]
 
 
 def check_ops(ops: str) -> str:
-    """Validates the ``ops`` switch ("hybridops" or "reference")."""
+    """Validates one op's implementation choice ("hybridops" or "reference")."""
     if ops not in OPS:
         raise ValueError(f"ops must be one of {OPS}, got {ops!r}")
     return ops
+
+
+def resolve_ops(ops: OpsArg) -> dict[str, str]:
+    """The ``ops`` argument as ``{"deform_conv": impl, "mixconv": impl}``.
+
+    ``ops`` is "hybridops", "reference", or a mapping from op names in ``OP_NAMES`` to either
+    (ops left out use "hybridops").
+    """
+    if isinstance(ops, str):
+        return {name: check_ops(ops) for name in OP_NAMES}
+    if not isinstance(ops, Mapping):
+        raise TypeError(f"ops must be a str or a mapping, got {type(ops).__name__}")
+    unknown = set(ops) - set(OP_NAMES)
+    if unknown:
+        raise ValueError(f"ops: unknown op names {sorted(unknown)}; expected some of {OP_NAMES}")
+    return {name: check_ops(ops.get(name, "hybridops")) for name in OP_NAMES}
+
+
+def ops_repr(ops: Mapping[str, str]) -> Union[str, dict[str, str]]:
+    """The resolved ``ops`` in its shortest form (a str when every op uses the same implementation)."""
+    values = set(ops.values())
+    return values.pop() if len(values) == 1 else dict(ops)
 
 
 def check_spatial(x: Tensor, name: str, in_chans: int, factor: int) -> None:
@@ -103,54 +128,17 @@ class GroupedConv1x1(nn.Module):
         return f"{self.in_chans}, {self.out_chans}, groups={self.groups}"
 
 
-def _reference_mixed_depthwise_conv2d(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor],
-                                      stride: int, dilation: int) -> Tensor:
-    """Per-group ``F.conv2d`` split/conv/cat with "same" padding ``dilation*(k-1)//2``."""
-    splits = [w.shape[0] for w in weights]
-    outs = []
-    for part, w in zip(torch.split(x, splits, dim=1), weights):
-        k = w.shape[-1]
-        outs.append(F.conv2d(part, w, None, stride, dilation * (k - 1) // 2, dilation, groups=w.shape[0]))
-    out = torch.cat(outs, dim=1)
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+class ReferenceMixedDepthwiseConv2d(hybridops.MixedDepthwiseConv2d):
+    """:class:`hybridops.MixedDepthwiseConv2d` whose forward runs
+    :func:`hybridops.reference.mixed_depthwise_conv2d` (per-group ``F.conv2d`` split/conv/cat): same
+    constructor, attributes (``split_channels``, ``weights`` = ``nn.ParameterList`` of
+    ``[C_i, 1, k_i, k_i]``, ``bias``), init and state dict.
 
-
-class ReferenceMixedDepthwiseConv2d(nn.Module):
-    """Pure-PyTorch twin of :class:`hybridops.MixedDepthwiseConv2d`: same constructor, attributes
-    (``split_channels``, ``weights`` = ``nn.ParameterList`` of ``[C_i, 1, k_i, k_i]``, ``bias``) and
-    state-dict keys; forward is a per-group ``F.conv2d`` split/conv/cat.
-
-    Shapes: ``[N, channels, H, W] -> [N, channels, H_out, W_out]``, ``H_out = (H - 1) // stride + 1``.
+    Shapes: ``[N, channels, H, W] -> [N, channels, ceil(H / stride), ceil(W / stride)]``.
     """
 
-    def __init__(self, channels: int, kernel_sizes: Sequence[int] = (3, 5, 7), stride: int = 1, dilation: int = 1,
-                 bias: bool = False) -> None:
-        super().__init__()
-        self.channels = channels
-        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
-        self.stride, self.dilation = stride, dilation
-        self.split_channels = split_channels(channels, len(self.kernel_sizes))
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(c, 1, k, k))
-                                        for c, k in zip(self.split_channels, self.kernel_sizes))
-        self.bias = nn.Parameter(torch.empty(channels)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for w in self.weights:
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
     def forward(self, x: Tensor) -> Tensor:
-        return _reference_mixed_depthwise_conv2d(x, list(self.weights), self.bias, self.stride, self.dilation)
-
-    def extra_repr(self) -> str:
-        s = f"{self.channels}, kernel_sizes={self.kernel_sizes}, stride={self.stride}"
-        if self.dilation != 1:
-            s += f", dilation={self.dilation}"
-        return s + (", bias=True" if self.bias is not None else "")
+        return _reference.mixed_depthwise_conv2d(x, list(self.weights), self.bias, self.stride, self.dilation)
 
 
 class ReferenceDeformConv2dV2(hybridops.DeformConv2dV2):
@@ -169,12 +157,7 @@ class ReferenceDeformConv2dV2(hybridops.DeformConv2dV2):
 def mixed_depthwise_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1, ops: str = "hybridops"
                          ) -> nn.Module:
     """A MixConv depthwise conv (no bias) from the ``ops`` implementation."""
-    if check_ops(ops) == "reference":
-        return ReferenceMixedDepthwiseConv2d(channels, kernel_sizes, stride=stride)
-    cls = getattr(hybridops, "MixedDepthwiseConv2d", None)
-    if cls is None:
-        raise RuntimeError("hybridops.MixedDepthwiseConv2d is not available in this hybridops; build the model "
-                           "with ops='reference' to use the pure-PyTorch MixConv")
+    cls = ReferenceMixedDepthwiseConv2d if check_ops(ops) == "reference" else hybridops.MixedDepthwiseConv2d
     return cls(channels, tuple(kernel_sizes), stride=stride, bias=False)
 
 

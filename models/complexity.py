@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import hybridops
-from models.blocks import ReferenceMixedDepthwiseConv2d, Resize
+from models.blocks import Resize
 
 __all__ = ["Complexity", "complexity", "PTFLOPS_TYPES", "CONV_TYPES"]
 
@@ -47,11 +47,6 @@ _ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.PReLU)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
           nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
           nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-
-
-def _mixconv_classes() -> tuple[type, ...]:
-    cls = getattr(hybridops, "MixedDepthwiseConv2d", None)
-    return (ReferenceMixedDepthwiseConv2d,) + ((cls,) if cls is not None else ())
 
 
 @dataclass
@@ -109,7 +104,8 @@ def complexity(model: nn.Module, input_shape: Sequence[int], *, device: Union[st
 
     Args:
         model: any model built from standard modules, :class:`hybridops.DeformConv2dV2` (counted as
-            its main conv + its offset/mask conv) and MixedDepthwiseConv2d (hybridops or reference).
+            its main conv + its offset/mask conv) and :class:`hybridops.MixedDepthwiseConv2d` (or the
+            reference subclasses).
         input_shape: ``(C, H, W)`` (batch 1) or ``(N, C, H, W)``.
         device: where to run the counting forward. ``"meta"`` (default) runs on a meta-device copy of
             the model: no memory, no compute. ``None`` runs ``model`` itself on its own device.
@@ -142,7 +138,6 @@ def complexity(model: nn.Module, input_shape: Sequence[int], *, device: Union[st
 
     names = {m: n for n, m in net.named_modules()}
     offset_convs = {m.offset_mask for m in net.modules() if isinstance(m, hybridops.DeformConv2dV2)}
-    mix_classes = _mixconv_classes()
     by_module: dict[str, dict[str, int]] = {}
 
     def add(m: nn.Module, kind: str, value: int) -> None:
@@ -158,7 +153,7 @@ def complexity(model: nn.Module, input_shape: Sequence[int], *, device: Union[st
                 add(m, "bias", out.numel())
             samples = x.shape[0] * m.in_channels * kh * kw * out.shape[-2] * out.shape[-1]
             add(m, "dcn_gather", 5 * samples)
-        elif isinstance(m, mix_classes):
+        elif isinstance(m, hybridops.MixedDepthwiseConv2d):
             n, _, ho, wo = out.shape
             add(m, "mixconv", sum(n * w.shape[0] * w.shape[-2] * w.shape[-1] * ho * wo for w in m.weights))
             if getattr(m, "bias", None) is not None:
@@ -188,7 +183,7 @@ def complexity(model: nn.Module, input_shape: Sequence[int], *, device: Union[st
             add(m, "upsample", out.numel())
 
     counted = (hybridops.DeformConv2dV2, nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.modules.batchnorm._BatchNorm,
-               nn.Sigmoid, nn.Upsample, Resize) + mix_classes + _ACTS + _POOLS
+               nn.Sigmoid, nn.Upsample, Resize, hybridops.MixedDepthwiseConv2d) + _ACTS + _POOLS
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, counted)]
     was_training = net.training
     try:

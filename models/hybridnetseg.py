@@ -19,7 +19,7 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-from models.blocks import ConvBNAct, DecoderBlock, MNBlock, check_ops, check_spatial, deform_conv
+from models.blocks import ConvBNAct, DecoderBlock, MNBlock, OpsArg, check_spatial, deform_conv, ops_repr, resolve_ops
 from models.registry import register_model
 
 __all__ = ["HybridNetSegEncoder", "HybridNetSegDecoder", "HybridNetSeg", "hybridnetseg"]
@@ -45,19 +45,21 @@ class HybridNetSegEncoder(nn.Module):
 
     Args:
         in_chans: image channels (3).
-        ops: "hybridops" (compiled DCN/MixConv) or "reference" (pure PyTorch, same state dict).
+        ops: "hybridops" (compiled DCN/MixConv), "reference" (pure PyTorch, same state dict), or a
+            mapping ``{"deform_conv": ..., "mixconv": ...}`` choosing per op.
     """
 
     out_channels = (16, 40, 80, 120)
     reductions = (2, 4, 8, 16)
 
-    def __init__(self, in_chans: int = 3, ops: str = "hybridops") -> None:
+    def __init__(self, in_chans: int = 3, ops: OpsArg = "hybridops") -> None:
         super().__init__()
+        ops = resolve_ops(ops)
         self.stem = ConvBNAct(in_chans, 16, 3, stride=2)
         self.stages = nn.ModuleList()
         for blocks in STAGES:
-            layers = [deform_conv(blocks[0][0], ops)]
-            layers += [MNBlock(i, o, k, eg, pg, s, e, se, ops=ops) for i, o, k, eg, pg, s, e, se in blocks]
+            layers = [deform_conv(blocks[0][0], ops["deform_conv"])]
+            layers += [MNBlock(i, o, k, eg, pg, s, e, se, ops=ops["mixconv"]) for i, o, k, eg, pg, s, e, se in blocks]
             self.stages.append(nn.Sequential(*layers))
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -107,7 +109,8 @@ class HybridNetSeg(nn.Module):
             (default 0.15 as in M2U-Net).
         ops: "hybridops" (default; compiled :class:`hybridops.DeformConv2dV2` and
             :class:`hybridops.MixedDepthwiseConv2d`) or "reference" (the pure-PyTorch references with
-            the same parameters, so state dicts move freely between the two).
+            the same parameters, so state dicts move freely between the two), or a mapping choosing
+            per op, e.g. ``{"deform_conv": "hybridops", "mixconv": "reference"}``.
 
     Inputs:
         ``x [N, in_chans, H, W]``, H and W divisible by 16 (else ``ValueError``).
@@ -127,9 +130,9 @@ class HybridNetSeg(nn.Module):
     input_divisor = 16
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1, decoder_expand_ratio: float = 0.15,
-                 ops: str = "hybridops") -> None:
+                 ops: OpsArg = "hybridops") -> None:
         super().__init__()
-        self.in_chans, self.num_classes, self.ops = in_chans, num_classes, check_ops(ops)
+        self.in_chans, self.num_classes, self.ops = in_chans, num_classes, ops_repr(resolve_ops(ops))
         self.decoder_expand_ratio = decoder_expand_ratio
         self.encoder = HybridNetSegEncoder(in_chans, ops)
         self.decoder = HybridNetSegDecoder(in_chans, num_classes, decoder_expand_ratio,
