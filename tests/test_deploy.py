@@ -82,3 +82,40 @@ def test_export_requires_eval_mode(tmp_path):
     with pytest.raises(ValueError, match="mixconv must be"):
         export_onnx(hybridops.DeformConv2dV2(2, 2, 3, padding=1).eval(), torch.randn(1, 2, 8, 8), tmp_path / "x.onnx",
                     mixconv="fast")
+
+
+def _hybridnetseg_with_offsets():
+    models = pytest.importorskip("models")
+    torch.manual_seed(0)
+    model = models.create_model("hybridnetseg").eval()
+    with torch.no_grad():  # non-zero offsets and masks: perturb every DCN's predictor
+        for m in model.modules():
+            if isinstance(m, hybridops.DeformConv2dV2):
+                m.offset_mask.weight.normal_(0, 0.05)
+                m.offset_mask.bias.normal_(0, 0.5)
+    return model
+
+
+def test_hybridnetseg_round_trip_in_onnxruntime(tmp_path):
+    from hybridops.deploy import check_onnx, export_onnx
+
+    model = _hybridnetseg_with_offsets()
+    x = torch.randn(1, 3, 64, 64)
+    path = export_onnx(model, x, tmp_path / "hybridnetseg.onnx", atol=1e-4)
+    # dynamic batch and spatial size
+    assert check_onnx(model, path, torch.randn(2, 3, 48, 80)) < 1e-4
+
+
+def test_export_cli(tmp_path):
+    from models.export import main
+
+    model = _hybridnetseg_with_offsets()
+    ckpt = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / "m.onnx"
+    assert main(["--model", "hybridnetseg", "--checkpoint", str(ckpt), "--out", str(out), "--size", "32", "32"]) == 0
+    assert out.is_file()
+    assert main(["--model", "unet", "--checkpoint", str(ckpt), "--out", str(out), "--size", "32", "32"]) == 2
+    assert main(["--model", "nope", "--out", str(out)]) == 2
+    assert main(["--model", "hybridnetseg", "--out", str(out), "--size", "30", "32"]) == 2
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--model", "hybridnetseg", "--out", str(out)]) == 2
