@@ -26,19 +26,22 @@ from hybridops import reference as _reference
 
 __all__ = [
     "OPS", "OP_NAMES", "check_ops", "resolve_ops", "ops_repr", "split_channels", "ConvBNAct", "GroupedConv1x1",
-    "ReferenceMixedDepthwiseConv2d", "ReferenceDeformConv2dV2", "mixed_depthwise_conv", "deform_conv",
+    "ReferenceMixedDepthwiseConv2d", "ReferenceDeformConv2dV2", "TorchvisionDeformConv2dV2", "mixed_depthwise_conv", "deform_conv",
     "SqueezeExcite", "MNBlock", "InvertedResidual", "Resize", "DecoderBlock", "check_spatial",
 ]
 
-OPS = ("hybridops", "reference")
+OPS = ("hybridops", "reference", "torchvision")
 OP_NAMES = ("deform_conv", "mixconv")
 OpsArg = Union[str, Mapping[str, str]]
 
 
-def check_ops(ops: str) -> str:
-    """Validates one op's implementation choice ("hybridops" or "reference")."""
+def check_ops(ops: str, op_name: str = "deform_conv") -> str:
+    """Validates one op's implementation choice: "hybridops", "reference", or (DCN only)
+    "torchvision" (``torchvision.ops.deform_conv2d``, the peer the benchmarks compare against)."""
     if ops not in OPS:
         raise ValueError(f"ops must be one of {OPS}, got {ops!r}")
+    if ops == "torchvision" and op_name != "deform_conv":
+        raise ValueError(f"ops: torchvision has no {op_name} op; use 'reference' (split/conv/cat) for {op_name}")
     return ops
 
 
@@ -49,13 +52,13 @@ def resolve_ops(ops: OpsArg) -> dict[str, str]:
     (ops left out use "hybridops").
     """
     if isinstance(ops, str):
-        return {name: check_ops(ops) for name in OP_NAMES}
+        return {name: check_ops(ops, name) for name in OP_NAMES}
     if not isinstance(ops, Mapping):
         raise TypeError(f"ops must be a str or a mapping, got {type(ops).__name__}")
     unknown = set(ops) - set(OP_NAMES)
     if unknown:
         raise ValueError(f"ops: unknown op names {sorted(unknown)}; expected some of {OP_NAMES}")
-    return {name: check_ops(ops.get(name, "hybridops")) for name in OP_NAMES}
+    return {name: check_ops(ops.get(name, "hybridops"), name) for name in OP_NAMES}
 
 
 def ops_repr(ops: Mapping[str, str]) -> Union[str, dict[str, str]]:
@@ -145,25 +148,40 @@ class ReferenceDeformConv2dV2(hybridops.DeformConv2dV2):
     """:class:`hybridops.DeformConv2dV2` whose forward runs :func:`hybridops.reference.deform_conv2d`
     (same parameters, offset/mask predictor and state dict)."""
 
+    @staticmethod
+    def _deform_conv2d(*args) -> Tensor:
+        return _reference.deform_conv2d(*args)
+
     def forward(self, x: Tensor, offset: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Tensor:
         if offset is None or mask is None:
             pred_offset, pred_mask = self.offsets_and_mask(x)
             offset = pred_offset if offset is None else offset
             mask = pred_mask if mask is None else mask
-        return _reference.deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding,
-                                        self.dilation, mask)
+        return self._deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+
+class TorchvisionDeformConv2dV2(ReferenceDeformConv2dV2):
+    """:class:`hybridops.DeformConv2dV2` whose forward runs ``torchvision.ops.deform_conv2d`` (the
+    peer op in benchmarks; same parameters and state dict). Needs torchvision."""
+
+    @staticmethod
+    def _deform_conv2d(*args) -> Tensor:
+        from torchvision.ops import deform_conv2d as tv_deform_conv2d
+
+        return tv_deform_conv2d(*args)
 
 
 def mixed_depthwise_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1, ops: str = "hybridops"
                          ) -> nn.Module:
     """A MixConv depthwise conv (no bias) from the ``ops`` implementation."""
-    cls = ReferenceMixedDepthwiseConv2d if check_ops(ops) == "reference" else hybridops.MixedDepthwiseConv2d
+    cls = ReferenceMixedDepthwiseConv2d if check_ops(ops, "mixconv") == "reference" else hybridops.MixedDepthwiseConv2d
     return cls(channels, tuple(kernel_sizes), stride=stride, bias=False)
 
 
 def deform_conv(channels: int, ops: str = "hybridops") -> nn.Module:
     """``DeformConv2dV2(c, c, 3, padding=1, bias=False)`` from the ``ops`` implementation."""
-    cls = ReferenceDeformConv2dV2 if check_ops(ops) == "reference" else hybridops.DeformConv2dV2
+    cls = {"hybridops": hybridops.DeformConv2dV2, "reference": ReferenceDeformConv2dV2,
+           "torchvision": TorchvisionDeformConv2dV2}[check_ops(ops, "deform_conv")]
     return cls(channels, channels, 3, padding=1, bias=False)
 
 

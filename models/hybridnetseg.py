@@ -46,7 +46,8 @@ class HybridNetSegEncoder(nn.Module):
     Args:
         in_chans: image channels (3).
         ops: "hybridops" (compiled DCN/MixConv), "reference" (pure PyTorch, same state dict), or a
-            mapping ``{"deform_conv": ..., "mixconv": ...}`` choosing per op.
+            mapping ``{"deform_conv": ..., "mixconv": ...}`` choosing per op; the DCN also takes
+            "torchvision" (``torchvision.ops.deform_conv2d``, the benchmarks' peer).
     """
 
     out_channels = (16, 40, 80, 120)

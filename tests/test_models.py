@@ -67,6 +67,23 @@ def test_registry():
         models.create_model("nope")
     with pytest.raises(ValueError, match="ops must be one of"):
         models.create_model("hybridnetseg", ops="cuda")
+    with pytest.raises(ValueError, match="torchvision has no mixconv op"):
+        models.create_model("hybridnetseg", ops="torchvision")
+
+
+def test_torchvision_dcn_peer_gives_the_same_outputs():
+    pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    ours = models.create_model("hybridnetseg").eval()
+    with torch.no_grad():
+        for m in ours.modules():
+            if isinstance(m, hybridops.DeformConv2dV2):
+                m.offset_mask.weight.normal_(0, 0.05)
+    peer = models.create_model("hybridnetseg", ops={"deform_conv": "torchvision", "mixconv": "reference"}).eval()
+    peer.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(peer(x), ours(x), rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- counts
