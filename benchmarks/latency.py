@@ -10,7 +10,8 @@ weights; U-Net; the lumbar MSFF network (1-channel input, 8 classes). For each: 
 GMACs (ptflops convention, models.complexity), state-dict size (MB), inference latency at batch 1
 (median with p20/p80 after warm-up; CUDA events on the GPU, perf_counter on the CPU) in each dtype,
 eager and -- on CUDA by default, on the CPU with --compile -- torch.compile (CUDA: mode
-"reduce-overhead", i.e. CUDA graphs). Also a training step (forward + loss + backward) at each
+"reduce-overhead", i.e. CUDA graphs; every dtype for HybridNetSeg on hybridops, the first dtype for
+the other models). Also a training step (forward + loss + backward) at each
 paper's batch size (HybridNetSeg 2 with the mixed loss, U-Net 2 with BCE+Dice, MSFF 4 with the
 size-adaptive CE), and HybridNetSeg exported to ONNX and run in ONNX Runtime on the CPU (when
 onnxruntime is installed). Prints a Table-5-style table naming the device and writes JSON with
@@ -132,7 +133,9 @@ def run(device: torch.device, sizes: list[tuple[int, int]], dtypes: list[torch.d
                 m = model.to(dtype=dtype)
                 x = torch.randn(1, spec["in_chans"], *size, device=device, dtype=dtype)
                 variants: list[tuple[str, Callable]] = [("eager", m)]
-                if compile_:
+                # Compiled variants: every dtype for HybridNetSeg on hybridops, the first dtype for the
+                # others (keeps a GPU run within minutes: each compile costs tens of seconds).
+                if compile_ and (spec["key"] == "hybridnetseg" or dtype == dtypes[0]):
                     mode = "reduce-overhead" if device.type == "cuda" else None
                     variants.append(("compile" + ("+cudagraphs" if mode else ""), torch.compile(m, mode=mode)))
                 for name, fn in variants:
