@@ -51,10 +51,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_L2_FLUSH: dict = {}
+
+
+def _flush_l2(device: torch.device) -> None:
+    """Writes 256 MiB so the next call starts with its inputs evicted from L2 (50-60 MB on Hopper)."""
+    buf = _L2_FLUSH.get(device)
+    if buf is None:
+        buf = _L2_FLUSH[device] = torch.empty(64 * 1024 * 1024, dtype=torch.float32, device=device)
+    buf.zero_()
+
+
 def measure(fn: Callable[[], object], device: torch.device, warmup: int = 3, reps: int = 20,
-            max_seconds: float = 10.0) -> Timing:
+            max_seconds: float = 10.0, flush_l2: bool = False) -> Timing:
     """Times ``fn()``: ``warmup`` untimed calls, then up to ``reps`` timed calls (stopping early after
-    ``max_seconds``). CUDA is timed with events around each call; the CPU with perf_counter."""
+    ``max_seconds`` once 3 are done). CUDA is timed with events around each call (with
+    ``flush_l2``, L2 is evicted before each, outside the timed region); the CPU with perf_counter.
+    Peak memory (CUDA) is what the timed calls allocated above what was allocated before them."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -65,6 +78,8 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 3, rep
     start_all = time.perf_counter()
     for _ in range(reps):
         if device.type == "cuda":
+            if flush_l2:
+                _flush_l2(device)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()
@@ -82,6 +97,18 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 3, rep
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     q = torch.tensor(times, dtype=torch.float64).quantile(torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64))
     return Timing(float(q[0]), float(q[1]), float(q[2]), len(times), peak)
+
+
+def copy_bandwidth(device: torch.device) -> Optional[float]:
+    """Achievable DRAM bandwidth in bytes/s (1 GiB device-to-device copy, median of 10); None on the CPU."""
+    if device.type != "cuda":
+        return None
+    x = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device=device)
+    y = torch.empty_like(x)
+    t = measure(lambda: y.copy_(x), device, warmup=3, reps=10)
+    nbytes = 2 * x.numel() * x.element_size()
+    del x, y
+    return nbytes / (t.p50_ms * 1e-3)
 
 
 def environment(device: torch.device) -> dict:

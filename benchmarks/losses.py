@@ -12,10 +12,11 @@ peers are ``eager`` (``hybridops.losses.reference``, plain PyTorch) and ``torch.
 same eager code. Modes: ``forward`` and ``fwd+bwd`` (``torch.autograd.grad`` of the loss w.r.t. the
 logits, so no gradient accumulation is timed). Each (case, mode) gives one row per peer.
 
-Timing: on CUDA every repetition is timed with CUDA events after a 256 MiB write that evicts the
-inputs from L2 (they would otherwise stay cached between repetitions: 4-32 MiB against 50 MiB of L2
-on an H100); on the CPU with perf_counter. p20/p50/p80 over the repetitions; peak memory is what one
-call allocates above what was allocated before it (CUDA only). On CUDA each row's ``extra`` also has
+Timing (``benchmarks/_harness.measure`` with ``flush_l2``): on CUDA every repetition is timed with
+CUDA events after a 256 MiB write that evicts the inputs from L2 (they would otherwise stay cached
+between repetitions: 4-32 MiB against 50 MiB of L2 on an H100); on the CPU with perf_counter.
+p20/p50/p80 over the repetitions; peak memory is what the timed calls allocate above what was
+allocated before them (CUDA only). On CUDA each row's ``extra`` also has
 the floor: the bytes the loss must move (forward: read the inputs once; fwd+bwd: read them twice and
 write the gradients) at the copy bandwidth measured on the same GPU, and ``x_floor`` = p50 / floor.
 Every run also checks ours and compile against eager (loss and gradients; ``max_abs_diff``).
@@ -27,83 +28,14 @@ On the CPU ``ours`` is the PyTorch path, so a CPU run only checks the harness.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Callable, List, Optional
 
 import torch
 
 import hybridops.losses as L
-from benchmarks._harness import Row, Timing, print_table, write_json
+from benchmarks._harness import Row, copy_bandwidth, measure, print_table, write_json
 from hybridops.losses import reference as R
-
-
-def _quantiles(times_ms: List[float]) -> tuple:
-    q = torch.tensor(times_ms, dtype=torch.float64).quantile(torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64))
-    return float(q[0]), float(q[1]), float(q[2])
-
-
-class Timer:
-    """Like ``_harness.measure``, but on CUDA it evicts L2 before every timed call."""
-
-    def __init__(self, device: torch.device, warmup: int, reps: int):
-        self.device = device
-        self.warmup = warmup
-        self.reps = reps
-        self.cuda = device.type == "cuda"
-        self._flush = torch.empty(64 * 1024 * 1024, dtype=torch.float32, device=device) if self.cuda else None
-
-    def times_ms(self, fn: Callable[[], object]) -> List[float]:
-        for _ in range(self.warmup):
-            fn()
-        self._sync()
-        if not self.cuda:
-            out = []
-            for _ in range(self.reps):
-                t0 = time.perf_counter()
-                fn()
-                out.append((time.perf_counter() - t0) * 1e3)
-            return out
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.reps)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.reps)]
-        for s, e in zip(starts, ends):
-            self._flush.zero_()
-            s.record()
-            fn()
-            e.record()
-        torch.cuda.synchronize(self.device)
-        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
-
-    def peak_mib(self, fn: Callable[[], object]) -> Optional[float]:
-        if not self.cuda:
-            return None
-        self._sync()
-        torch.cuda.reset_peak_memory_stats(self.device)
-        base = torch.cuda.memory_allocated(self.device)
-        fn()
-        self._sync()
-        return (torch.cuda.max_memory_allocated(self.device) - base) / 2 ** 20
-
-    def measure(self, fn: Callable[[], object]) -> Timing:
-        times = self.times_ms(fn)
-        p20, p50, p80 = _quantiles(times)
-        return Timing(p20, p50, p80, len(times), self.peak_mib(fn))
-
-    def _sync(self):
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-
-def copy_bandwidth(device: torch.device) -> Optional[float]:
-    """Achievable DRAM bandwidth (bytes/s): a 1 GiB device-to-device copy, median of 10."""
-    if device.type != "cuda":
-        return None
-    x = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device=device)
-    y = torch.empty_like(x)
-    t_ms = statistics.median(Timer(device, warmup=3, reps=10).times_ms(lambda: y.copy_(x)))
-    nbytes = 2 * x.numel() * x.element_size()
-    del x, y
-    return nbytes / (t_ms * 1e-3)
 
 
 def _nbytes(tensors) -> int:
@@ -154,7 +86,9 @@ def _max_abs_diff(fn: Callable, eager: Callable, xs, g) -> dict:
 def run(device: torch.device, quick: bool, reps: Optional[int]) -> List[Row]:
     warmup = 2 if quick else 10
     reps = reps or (5 if quick else 50)
-    timer = Timer(device, warmup, reps)
+    def timed(fn):
+        return measure(fn, device, warmup=warmup, reps=reps, max_seconds=60, flush_l2=True)
+
     bandwidth = copy_bandwidth(device)
     rows = []
     for case in make_cases(device, quick):
@@ -167,7 +101,7 @@ def run(device: torch.device, quick: bool, reps: Optional[int]) -> List[Row]:
         compile_s = time.perf_counter() - t0
         for mode in ("forward", "fwd+bwd"):
             backward = mode == "fwd+bwd"
-            ours = timer.measure(_step(case["ours"], xs, g, backward))
+            ours = timed(_step(case["ours"], xs, g, backward))
             floor_bytes = 2 * in_bytes + _nbytes(xs) if backward else in_bytes
             extra = dict(floor_bytes=floor_bytes, max_abs_diff_vs_eager=diffs["ours"],
                          kernels="triton" if (device.type == "cuda" and L.HAS_TRITON) else "pytorch")
@@ -175,7 +109,7 @@ def run(device: torch.device, quick: bool, reps: Optional[int]) -> List[Row]:
                 floor_ms = floor_bytes / bandwidth * 1e3
                 extra.update(copy_bandwidth_gbs=bandwidth / 1e9, floor_ms=floor_ms, x_floor=ours.p50_ms / floor_ms)
             for peer_name, peer_fn in (("eager PyTorch", case["eager"]), ("torch.compile(eager)", compiled)):
-                peer = timer.measure(_step(peer_fn, xs, g, backward))
+                peer = timed(_step(peer_fn, xs, g, backward))
                 row_extra = dict(extra)
                 if peer_name.startswith("torch.compile"):
                     row_extra.update(peer_max_abs_diff_vs_eager=diffs["compile"], compile_and_check_s=compile_s)
