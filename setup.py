@@ -127,7 +127,7 @@ def _arch_list() -> str:
     return HYBRIDOPS_DEFAULT_ARCHS
 
 
-def _write_version(with_cuda: bool, archs: str) -> None:
+def _write_version() -> None:
     with open(os.path.join(ROOT, "hybridops", "_version.py"), "w") as f:
         f.write("# Written by setup.py at build time.\n")
         f.write(f"__version__ = {VERSION!r}\n")
@@ -163,7 +163,7 @@ def make_extension():
         _log(f"CUDA kernels: OFF ({why})")
     _log(f"torch {torch.__version__}; {len(sources)} sources; MAX_JOBS={os.environ.get('MAX_JOBS', 'auto')}"
          f"{'; debug' if DEBUG else ''}")
-    _write_version(with_cuda, archs)
+    _write_version()
     return ext_cls(
         name="hybridops._C",
         sources=sources,

@@ -4,11 +4,13 @@ Public API:
     deform_conv2d, DeformConv2dV2      modulated deformable convolution (DCNv2)
     mixed_depthwise_conv2d, MixedDepthwiseConv2d,
     convert_timm_mixed_conv2d_state_dict   mixed-kernel depthwise convolution (MixConv)
+    losses                             fused segmentation losses (BCE+Dice, mixed multi-scale,
+                                       size-adaptive CE): Triton on CUDA, PyTorch on CPU
     reference                          pure-PyTorch references of every op
     build_info()                       how the compiled kernels were built
 """
 from hybridops._extension import build_info
-from hybridops import reference
+from hybridops import losses, reference
 from hybridops.ops import deform_conv2d
 from hybridops.ops import mixed_depthwise_conv2d
 from hybridops.nn import DeformConv2dV2
@@ -19,5 +21,5 @@ try:
 except ImportError:  # pragma: no cover
     __version__ = build_info()["version"]
 
-__all__ = ["build_info", "reference", "deform_conv2d", "DeformConv2dV2", "mixed_depthwise_conv2d",
+__all__ = ["build_info", "losses", "reference", "deform_conv2d", "DeformConv2dV2", "mixed_depthwise_conv2d",
            "MixedDepthwiseConv2d", "convert_timm_mixed_conv2d_state_dict", "__version__"]

@@ -23,7 +23,7 @@ struct BilinearCorners {
   template <typename scalar_t>
   HOST_DEVICE_INLINE acc_t sample(const scalar_t* plane) const {
     acc_t v = 0;
-#pragma unroll
+HYBRIDOPS_UNROLL
     for (int i = 0; i < 4; ++i) {
       if (idx[i] >= 0) v += w[i] * static_cast<acc_t>(plane[idx[i]]);
     }
@@ -36,7 +36,7 @@ struct BilinearCorners {
     v = 0;
     dy = 0;
     dx = 0;
-#pragma unroll
+HYBRIDOPS_UNROLL
     for (int i = 0; i < 4; ++i) {
       if (idx[i] >= 0) {
         const acc_t p = static_cast<acc_t>(plane[idx[i]]);
@@ -54,7 +54,7 @@ HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> bilinear_corners(acc_t y, acc
   BilinearCorners<acc_t, index_t> c;
   if (!(y > acc_t(-1) && y < acc_t(height) && x > acc_t(-1) && x < acc_t(width))) {
     // Also catches NaN coordinates: they sample 0.
-#pragma unroll
+HYBRIDOPS_UNROLL
     for (int i = 0; i < 4; ++i) {
       c.idx[i] = -1;
       c.w[i] = c.dwdy[i] = c.dwdx[i] = 0;
@@ -78,7 +78,7 @@ HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> bilinear_corners(acc_t y, acc
   const acc_t w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
   const acc_t dwdy[4] = {-hx, -lx, hx, lx};
   const acc_t dwdx[4] = {-hy, hy, -ly, ly};
-#pragma unroll
+HYBRIDOPS_UNROLL
   for (int i = 0; i < 4; ++i) {
     c.idx[i] = valid[i] ? rows[i] * width + cols[i] : index_t(-1);
     c.w[i] = valid[i] ? w[i] : acc_t(0);

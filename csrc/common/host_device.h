@@ -11,6 +11,17 @@
 #define HOST_DEVICE_INLINE inline
 #endif
 
+// Loop unrolling hint understood by both nvcc and g++.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define HYBRIDOPS_UNROLL _Pragma("unroll")
+#elif defined(__clang__)
+#define HYBRIDOPS_UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define HYBRIDOPS_UNROLL _Pragma("GCC unroll 4")
+#else
+#define HYBRIDOPS_UNROLL
+#endif
+
 namespace hybridops {
 
 template <typename T>

@@ -156,7 +156,7 @@ HOST_DEVICE_INLINE void col2im_item(const Geometry& g, const scalar_t* offset, c
   const scalar_t* gcol = grad_columns + (c0 * K + it.k) * ncols + it.b * P + it.p;
   for (index_t c = 0; c < cpg; ++c) {
     const acc_t gc = static_cast<acc_t>(*gcol) * m;
-#pragma unroll
+HYBRIDOPS_UNROLL
     for (int j = 0; j < 4; ++j) {
       if (c4.idx[j] >= 0) add(plane + c4.idx[j], static_cast<grad_t>(gc * c4.w[j]));
     }
@@ -190,7 +190,7 @@ HOST_DEVICE_INLINE void col2im_planes(const Geometry& g, const scalar_t* offset,
       grad_t* plane = planes;
       for (index_t c = c_begin; c < c_end; ++c) {
         const acc_t gc = static_cast<acc_t>(*gcol) * m;
-#pragma unroll
+HYBRIDOPS_UNROLL
         for (int j = 0; j < 4; ++j) {
           if (c4.idx[j] >= 0) plane[c4.idx[j]] = static_cast<grad_t>(static_cast<acc_t>(plane[c4.idx[j]]) + gc * c4.w[j]);
         }

@@ -1,0 +1,1 @@
+"""Benchmarks of hybridops (run from the repo root: ``python -m benchmarks.<name>``)."""

@@ -1,0 +1,94 @@
+"""Export a model to ONNX and check it in ONNX Runtime.
+
+    python -m models.export --model hybridnetseg [--checkpoint CKPT] --out model.onnx
+                            [--size H W] [--in-chans C] [--static] [--mixconv padded|per_group] [--no-check]
+
+``--checkpoint`` takes a checkpoint written by ``python -m train`` (the model name and its settings
+are read from it) or a plain state dict of the named model; without it the model keeps its random
+initialisation (useful for latency tests only). The exported graph takes ``image`` ``[N, C, H, W]``
+and returns the eval-mode logits ``output``; batch and spatial size are dynamic unless
+``--static``. Loading uses ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+import models
+
+
+class ExportError(Exception):
+    """A user error: printed without a traceback, exit code 2."""
+
+
+def load_model(name: str | None, checkpoint: str | None) -> tuple[str, torch.nn.Module]:
+    """(model name, eval-mode model) from a training checkpoint, a plain state dict, or a name."""
+    kwargs: dict = {}
+    state = None
+    if checkpoint:
+        try:
+            ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ExportError(f"checkpoint {checkpoint!r} does not exist") from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
+            raise ExportError(f"cannot read checkpoint {checkpoint!r}: {str(exc).splitlines()[0][:200]}") from None
+        if isinstance(ckpt, dict) and "state_dict" in ckpt and "model" in ckpt:
+            if name is not None and name != ckpt["model"]:
+                raise ExportError(f"checkpoint {checkpoint!r} holds a {ckpt['model']!r} model, not {name!r}")
+            name, kwargs, state = ckpt["model"], dict(ckpt.get("model_kwargs") or {}), ckpt["state_dict"]
+        elif isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            state = ckpt
+        else:
+            raise ExportError(f"{checkpoint!r} is neither a training checkpoint nor a state dict")
+    if name is None:
+        raise ExportError("--model is required when the checkpoint does not name its model")
+    if name not in models.list_models():
+        raise ExportError(f"unknown model {name!r}; available: {', '.join(models.list_models())}")
+    model = models.create_model(name, **kwargs)
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ExportError(f"checkpoint {checkpoint!r} does not fit model {name!r}: "
+                              f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}") from None
+    return name, model.eval()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help=f"one of {', '.join(models.list_models())}")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--out", required=True, help="output .onnx path")
+    parser.add_argument("--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"),
+                        help="example input size used for tracing and the check (default 512 512)")
+    parser.add_argument("--in-chans", type=int, default=None, help="input channels (default: the model's)")
+    parser.add_argument("--static", action="store_true", help="fixed batch and size instead of dynamic ones")
+    parser.add_argument("--mixconv", choices=("padded", "per_group"), default=None)
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
+    args = parser.parse_args(argv)
+    try:
+        from hybridops.deploy import export_onnx
+
+        name, model = load_model(args.model, args.checkpoint)
+        in_chans = args.in_chans or getattr(model, "in_chans", 3)
+        example = torch.randn(1, in_chans, *args.size)
+        try:
+            with torch.no_grad():
+                model(example)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        path = export_onnx(model, example, args.out, dynamic_batch=not args.static, dynamic_size=not args.static,
+                           mixconv=args.mixconv, check=not args.no_check)
+    except (ExportError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({name}, input [N, {in_chans}, H, W]"
+          f"{'' if args.no_check else ', checked against PyTorch in ONNX Runtime'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Tests of the train/ package: recipes and config, a few-step training whose loss falls, the CLI run ->
+checkpoint -> evaluate round trip, exact resume, prediction, user errors (clear message, exit 2, no
+traceback) and DDP with 2 CPU processes (gloo). Tiny images and a tiny U-Net keep it fast."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+from train import checkpoint as ckpt_io
+from train.__main__ import main as train_main
+from train.__main__ import run as train_run
+from train.data import build_dataset
+from train.evaluate import evaluate_checkpoint
+from train.evaluate import main as evaluate_main
+from train.loop import lr_at, make_config, make_loss, normalize, to_input
+from train.predict import main as predict_main
+from train.plots import plot_curves
+from train.recipes import recipe_for
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--model", "unet", "--model-kwargs", '{"widths": [4, 8]}', "--size", "32", "32", "--limit", "4",
+        "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread (and do not fight other jobs on a small shared CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+# ------------------------------------------------------------------------------------------ recipes
+
+
+def test_recipes_and_overrides():
+    r = recipe_for("hybridnetseg", "chase_db1", multiclass=False)
+    assert (r["optimizer"], r["lr"], r["weight_decay"], r["loss"]) == ("adamw", 1e-3, 5e-4, "mixed")
+    assert (r["batch_size"], r["epochs"], r["patience"]) == (1, 500, 30)
+    assert recipe_for("hybridnetseg", "drive", False)["batch_size"] == 2
+    m = recipe_for("msffnet", "folder", multiclass=True)
+    assert (m["optimizer"], m["momentum"], m["lr"], m["epochs"], m["batch_size"]) == ("sgd", 0.9, 1e-3, 100, 4)
+    assert (m["loss"], m["alpha"], m["lr_steps"]) == ("sace", 1.0, [80])
+    assert m["augment"] == dict(hflip=0.5, rotate=10.0, brightness=0.2, contrast=0.2)
+    assert lr_at(m, 79) == pytest.approx(1e-3) and lr_at(m, 80) == pytest.approx(1e-4)
+    assert recipe_for("msffnet", "drive", multiclass=False)["loss"] == "bce_dice"     # binary fallback
+    cfg = make_config({"model": "hybridnetseg", "dataset": "chase_db1", "data_root": "/x", "lr": 5e-4, "epochs": 3})
+    assert (cfg["lr"], cfg["epochs"], cfg["batch_size"], cfg["size"], cfg["in_chans"]) == (5e-4, 3, 1, [960, 960], 3)
+    assert make_config({"model": "msffnet", "dataset": "synthetic_multiclass"})["in_chans"] == 1
+    noargs = make_config({})
+    assert (noargs["model"], noargs["dataset"], noargs["size"], noargs["epochs"]) == ("hybridnetseg", "synthetic",
+                                                                                     [64, 64], 30)
+
+
+# ------------------------------------------------------------------------------------------ learning
+
+
+def _batch(name, n, size, in_chans=3):
+    ds = build_dataset(name, None, "train", size=(size, size), limit=n, in_chans=in_chans)
+    items = [ds[i] for i in range(n)]
+    x = normalize(to_input(torch.stack([it["image"] for it in items]), torch.device("cpu")))
+    return x, torch.stack([it["label"] for it in items])
+
+
+def _train_steps(model, loss_fn, x, y, steps, lr):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_loss_falls_hybridnetseg_mixed():
+    torch.manual_seed(0)
+    x, y = _batch("synthetic", 2, 32)
+    model = models.create_model("hybridnetseg")
+    out = model.train()(x)
+    assert isinstance(out, list) and len(out) == 4                  # the deep-supervision maps
+    losses = _train_steps(model, make_loss("mixed", False), x, y, 8, 3e-3)
+    assert losses[-1] < 0.93 * losses[0], losses
+
+
+def test_loss_falls_multiclass_sace():
+    torch.manual_seed(0)
+    x, y = _batch("synthetic_multiclass", 2, 32, in_chans=1)
+    model = models.create_model("unet", in_chans=1, num_classes=8, widths=(8, 16))
+    losses = _train_steps(model, make_loss("sace", True, alpha=1.0), x, y, 10, 1e-2)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ------------------------------------------------------------------------------------------ CLI runs
+
+
+def test_run_checkpoint_evaluate_round_trip(tmp_path):
+    out = tmp_path / "run"
+    summary = train_run(TINY + ["--epochs", "1", "--val", "test", "--out", str(out)])
+    for name in ("config.json", "metrics.jsonl", "curves.png", "best.pt", "last.pt", "eval/metrics.json",
+                 "eval/metrics.md"):
+        assert (out / name).exists(), name
+    assert len(list((out / "eval" / "overlays").glob("*.png"))) == 4
+    assert Image.open(out / "curves.png").size == (960, 360)
+    recs = _lines(out / "metrics.jsonl")
+    assert len(recs) == 1 and recs[0]["epoch"] == 1 and recs[0]["val"]["auc"] is not None
+    # the checkpoint alone rebuilds the model (weights_only load, model name and kwargs inside)
+    ck = torch.load(out / "best.pt", weights_only=True)
+    assert ck["model"] == "unet" and ck["model_kwargs"]["widths"] == [4, 8] and ck["epoch"] == 1
+    # evaluating best.pt on the test split at the input size reproduces the validation metrics
+    res = evaluate_checkpoint(out / "best.pt", split="test", at_input_size=True, out=tmp_path / "ev",
+                              progress=False, limit=4, save_images=False)["results"]
+    for k in ("acc", "sen", "sp", "dice", "iou", "auc"):
+        assert res["pooled_fov"][k] == pytest.approx(recs[0]["val"][k], abs=1e-6), k
+    md = (out / "eval" / "metrics.md").read_text()
+    assert "pixels of all images pooled, inside the FOV" in md and "per image over the whole image" in md
+    js = json.loads((out / "eval" / "metrics.json").read_text())
+    assert js["results"]["n_images"] == 4 and js["meta"]["model"] == "unet"
+    assert summary["eval"] == str(out / "eval")
+
+
+def test_resume_continues_exactly(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train_run(TINY + ["--epochs", "2", "--no-eval", "--out", str(a)])
+    train_run(TINY + ["--epochs", "1", "--no-eval", "--out", str(b)])
+    assert len(_lines(b / "metrics.jsonl")) == 1
+    train_run(["--out", str(b), "--resume", "--epochs", "2", "--no-eval", "--no-progress"])
+    sa = torch.load(a / "last.pt", weights_only=True)
+    sb = torch.load(b / "last.pt", weights_only=True)
+    assert sb["epoch"] == 2 and [r["epoch"] for r in _lines(b / "metrics.jsonl")] == [1, 2]
+    for k, v in sa["state_dict"].items():
+        assert torch.equal(v, sb["state_dict"][k]), k
+    assert _lines(a / "metrics.jsonl")[1]["train_loss"] == pytest.approx(_lines(b / "metrics.jsonl")[1]["train_loss"])
+
+
+def test_holdout_validation(tmp_path):
+    out = tmp_path / "h"
+    train_run(TINY + ["--limit", "5", "--val", "holdout", "--epochs", "1", "--no-eval", "--out", str(out)])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["val_resolved"] == "holdout" and len(cfg["val_ids"]) == 1          # 20% of 5 images
+
+
+def test_multiclass_run_and_amp(tmp_path, capsys):
+    out = tmp_path / "mc"
+    train_run(["--model", "unet", "--model-kwargs", '{"widths": [4, 8]}', "--dataset", "synthetic_multiclass",
+               "--loss", "sace", "--size", "32", "32", "--limit", "3", "--epochs", "1", "--amp", "--out", str(out),
+               "--no-progress"])
+    rec = _lines(out / "metrics.jsonl")[0]
+    assert "mdice" in rec["val"] and "dice_vertebra" in rec["val"]
+    ck = ckpt_io.load(out / "best.pt")
+    assert ck["data"]["num_classes"] == 8 and ck["data"]["in_chans"] == 3 and ck["config"]["amp"] is True
+    md = (out / "eval" / "metrics.md").read_text()
+    assert "vertebra" in md and "mean Dice (fg)" in md
+
+
+def test_predict(tmp_path):
+    out = tmp_path / "run"
+    train_run(TINY + ["--epochs", "1", "--val", "none", "--no-eval", "--out", str(out)])
+    inp = tmp_path / "in"
+    inp.mkdir()
+    raw = build_dataset("synthetic", None, "test", size=(40, 56), limit=2)
+    for i in range(2):
+        Image.fromarray(raw.original(i).image).save(inp / f"img{i}.png")
+    assert predict_main([str(inp), "--checkpoint", str(out / "best.pt"), "--out", str(tmp_path / "p"),
+                         "--no-progress"]) == 0
+    assert Image.open(tmp_path / "p" / "img0_prob.png").size == (32, 32)
+    assert Image.open(tmp_path / "p" / "img0_mask_full.png").size == (56, 40)
+    mask = np.asarray(Image.open(tmp_path / "p" / "img1_mask.png"))
+    assert set(np.unique(mask).tolist()) <= {0, 255}
+    # evaluation on another dataset (a folder of 56x40 images): scored at the original size
+    (tmp_path / "f" / "images").mkdir(parents=True)
+    (tmp_path / "f" / "masks").mkdir()
+    for i in range(2):
+        r = raw.original(i)
+        Image.fromarray(r.image).save(tmp_path / "f" / "images" / f"s{i}.png")
+        Image.fromarray(r.label * 255).save(tmp_path / "f" / "masks" / f"s{i}.png")
+    assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--dataset", "folder", "--data-root",
+                          str(tmp_path / "f"), "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "ev" / "metrics.json").read_text())["results"]
+    assert res["n_images"] == 2 and res["pooled_fov"]["tp"] + res["pooled_fov"]["fp"] + res["pooled_fov"]["fn"] \
+        + res["pooled_fov"]["tn"] == 2 * 40 * 56
+    assert Image.open(tmp_path / "ev" / "overlays" / "s0.png").size == (56, 40)
+    # --init-from with the same model starts from those weights
+    train_run(TINY + ["--epochs", "1", "--val", "none", "--no-eval", "--init-from", str(out / "best.pt"),
+                      "--out", str(tmp_path / "init")])
+    assert json.loads((tmp_path / "init" / "config.json").read_text())["init_from"] == str(out / "best.pt")
+
+
+def test_plot_handles_missing_values(tmp_path):
+    recs = [{"epoch": 1, "train_loss": 1.0, "val": {"dice": None, "auc": 0.5}, "best": True},
+            {"epoch": 2, "train_loss": 0.5, "val": None, "best": False}]
+    plot_curves(recs, tmp_path / "c.png", "dice")
+    assert Image.open(tmp_path / "c.png").size == (960, 360)
+
+
+# ------------------------------------------------------------------------------------------ user errors
+
+
+def _err(fn, argv, capsys) -> str:
+    rc = fn(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_user_errors(tmp_path, capsys):
+    assert "needs --data-root" in _err(train_main, ["--dataset", "drive"], capsys)
+    assert "is not a folder" in _err(train_main, ["--dataset", "drive", "--data-root", str(tmp_path / "no")], capsys)
+    assert "divisible by 16" in _err(train_main, ["--size", "40", "40", "--out", str(tmp_path / "s")], capsys)
+    assert "unknown model 'nope'" in _err(train_main, ["--model", "nope"], capsys)
+    assert "multi-class loss" in _err(train_main, ["--loss", "sace"], capsys)
+    out = tmp_path / "run"
+    train_run(TINY + ["--epochs", "1", "--val", "none", "--no-eval", "--out", str(out)])
+    capsys.readouterr()
+    assert "already holds a run" in _err(train_main, TINY + ["--out", str(out)], capsys)
+    best = str(out / "best.pt")
+    assert "holds a 'unet' model, not 'msffnet'" in _err(evaluate_main, ["--checkpoint", best, "--model", "msffnet"],
+                                                         capsys)
+    assert "does not exist" in _err(evaluate_main, ["--checkpoint", str(tmp_path / "none.pt")], capsys)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    assert "cannot read checkpoint" in _err(evaluate_main, ["--checkpoint", str(junk)], capsys)
+    plain = tmp_path / "plain.pt"
+    torch.save(models.create_model("unet", widths=(4, 8)).state_dict(), plain)
+    assert "plain state dict" in _err(evaluate_main, ["--checkpoint", str(plain)], capsys)
+    assert "holds a 'unet' model, not 'hybridnetseg'" in _err(
+        train_main, ["--init-from", best, "--out", str(tmp_path / "i")], capsys)
+    assert "does not fit the model" in _err(
+        train_main, ["--model", "unet", "--init-from", best, "--size", "32", "32", "--out", str(tmp_path / "j")], capsys)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a png")
+    assert "cannot read image" in _err(predict_main, [str(bad), "--checkpoint", best, "--out", str(tmp_path / "p")],
+                                       capsys)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    assert "divisible by 2" in _err(predict_main, [str(good), "--checkpoint", best, "--out", str(tmp_path / "p"),
+                                                   "--size", "33", "32"], capsys)
+    # labels out of range for the class count given
+    root = tmp_path / "mc"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(np.full((32, 32), 5, np.uint8)).save(root / "masks" / "a.png")
+    assert "outside 0..2" in _err(train_main, TINY + ["--dataset", "folder", "--data-root", str(root), "--num-classes",
+                                                      "3", "--loss", "ce", "--val", "none", "--out",
+                                                      str(tmp_path / "f")], capsys)
+
+
+def test_cli_subprocess_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "train", "--dataset", "chase_db1", "--data-root", str(tmp_path)],
+                       capture_output=True, text=True, cwd=REPO, env=_env(), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: CHASE_DB1: no Image_NNL/R.jpg files"), r.stderr
+
+
+# ------------------------------------------------------------------------------------------ DDP
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
+           *TINY, "--epochs", "2", "--device", "cpu", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "DDP, 2 processes" in r.stdout
+    assert r.stdout.count("epoch   2/2") == 1                     # only rank 0 prints
+    recs = _lines(out / "metrics.jsonl")
+    assert [x["epoch"] for x in recs] == [1, 2] and recs[0]["val"]["auc"] is not None
+    ck = ckpt_io.load(out / "last.pt")
+    assert not any(k.startswith("module.") for k in ck["state_dict"])   # saved unwrapped
+    assert (out / "eval" / "metrics.json").exists()
