@@ -411,3 +411,20 @@ def test_cuda_opcheck_and_autocast():
     with torch.autocast("cuda", dtype=torch.float16):
         out = hybridops.mixed_depthwise_conv2d(x.detach(), [w.detach() for w in ws], b.detach())
     assert out.dtype == torch.float16
+
+
+def test_benchmark_runs_and_writes_json(tmp_path, monkeypatch):
+    """benchmarks/mixconv.py end to end on a tiny shape (timings are never asserted)."""
+    import json
+
+    from benchmarks import mixconv
+
+    monkeypatch.setattr(mixconv, "SHAPES", [("tiny 6@12 k3,5 s2", 6, 12, (3, 5), 2)])
+    monkeypatch.setattr(mixconv, "QUICK", ["tiny 6@12 k3,5 s2"])
+    path = tmp_path / "mixconv.json"
+    assert mixconv.main(["--quick", "--device", "cpu", "--batches", "1", "--budget", "0", "--json", str(path)]) == 0
+    payload = json.loads(path.read_text())
+    assert payload["torch"] == torch.__version__ and payload["git_sha"]
+    assert {(r["impl"], r["mode"]) for r in payload["rows"]} == {
+        (i, m) for i in ("ours", "composition", "padded") for m in ("forward", "forward+backward")}
+    assert all(r["median_ms"] > 0 and r["p20_ms"] <= r["p80_ms"] for r in payload["rows"])

@@ -56,7 +56,9 @@ def mixed_depthwise_conv2d(
 
     Args:
         input: ``[N, C, H, W]``, any float dtype (fp16/bf16 accumulate in fp32). Non-contiguous and
-            channels-last inputs are accepted (copied to contiguous NCHW first).
+            channels-last inputs are accepted but copied to contiguous NCHW first (the kernels are
+            NCHW-only for now; on the CPU that copy makes channels-last slower than PyTorch's own
+            NHWC depthwise kernels, see benchmarks/results/mixconv-cpu-*.json).
         weights: list, tuple or ``nn.ParameterList`` of ``[C_i, 1, k_i, k_i]`` tensors, in channel
             order: odd ``k_i >= 1``, ``sum(C_i) == C``, at most 32 groups. A single tensor is one
             group (plain depthwise convolution with "same" padding).
@@ -65,7 +67,8 @@ def mixed_depthwise_conv2d(
         dilation: int or (h, w) pair, >= 1.
 
     Returns:
-        ``[N, C, ceil(H / stride_h), ceil(W / stride_w)]``, contiguous, in the dtype of ``input``.
+        ``[N, C, ceil(H / stride_h), ceil(W / stride_w)]``, contiguous (NCHW, also for a
+        channels-last input), in the dtype of ``input``.
 
     Gradients flow to input, every weight and bias; the backward is deterministic on CPU and CUDA
     (no atomics). Double backward is not supported (use the reference). Under ``torch.autocast``
