@@ -111,34 +111,48 @@ def copy_bandwidth(device: torch.device) -> Optional[float]:
     return nbytes / (t.p50_ms * 1e-3)
 
 
+def git_sha() -> Optional[str]:
+    """Short sha of HEAD, with "-dirty" when csrc/ or hybridops/ have uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(RESULTS_DIR))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root,
+                             timeout=10).stdout.strip()
+        if not sha:
+            return None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc", "hybridops"], cwd=root,
+                               timeout=10).returncode != 0
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model from /proc/cpuinfo."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
 def environment(device: torch.device) -> dict:
     """Device name, versions, git sha and date for a results file."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(RESULTS_DIR), timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        sha = None
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        name = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
     import hybridops
     return {
         "device": str(device),
-        "device_name": name,
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "hybridops": hybridops.build_info(),
-        "git_sha": sha,
+        "git_sha": git_sha(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }

@@ -22,9 +22,7 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 
 import hybridops
 from hybridops import reference
+from benchmarks._harness import device_name, git_sha
 from hybridops.nn.mixed_conv import split_channels
 
 # (name, channels, H (= W) of the input, kernel sizes, stride) -- HybridNetSeg at 512x512 input.
@@ -61,29 +60,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _git_sha() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        sha = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "csrc", "hybridops"], cwd=root) != 0
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
+    return f"{device_name(torch.device(device))} ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
 
 
 def make_problem(channels, size, ks, stride, batch, dtype, device, channels_last):
@@ -235,7 +213,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "mixconv", "device": _device_name(device), "device_kind": device,
         "torch": torch.__version__, "hybridops": hybridops.__version__, "build": hybridops.build_info(),
-        "git_sha": _git_sha(), "date": now.isoformat(timespec="seconds"), "quick": args.quick,
+        "git_sha": git_sha(), "date": now.isoformat(timespec="seconds"), "quick": args.quick,
         "cpu_isa_cap": os.environ.get("HYBRIDOPS_CPU_ISA", ""), "threads": torch.get_num_threads(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "timing": "median/p20/p80 of per-run wall time (CUDA events on GPU), implementations interleaved",
