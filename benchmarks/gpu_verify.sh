@@ -8,6 +8,9 @@
 # included), nvidia-smi.txt, and one JSON per benchmark (<name>-cuda.json) -- at most 8 files, as
 # the device tool returns. Copy the JSON files into benchmarks/results/ and commit them.
 # Uses the machine's own python3/torch (no network there); nothing is installed but hybridops.
+# One device command may run 10 minutes at most: run it as two calls if needed, e.g.
+#   bash benchmarks/gpu_verify.sh build,test,sanitize   then   bash benchmarks/gpu_verify.sh build,bench
+# (a fresh machine needs the build phase in each call; the ninja build takes ~1-2 min on 16 cores).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_verify_out}
@@ -24,7 +27,8 @@ step "environment"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 head -15 "$OUT/nvidia-smi.txt"
 $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
-ARCH=$($PY -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}.{c[1]}')")
+ARCH=$($PY -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}.{c[1]}')") \
+  || { echo "gpu_verify: no CUDA device visible to $PY's torch"; exit 1; }
 which nvcc && nvcc --version | tail -2
 
 if has build; then
@@ -53,7 +57,7 @@ if has bench; then
   for b in deform_conv2d mixconv losses latency; do
     if [ -f "benchmarks/$b.py" ]; then
       step "benchmark $b"
-      timeout 300 $PY -m "benchmarks.$b" --device cuda --json "$OUT/$b-cuda.json" || status=1
+      timeout 420 $PY -m "benchmarks.$b" --device cuda --json "$OUT/$b-cuda.json" || status=1
     fi
   done
 fi
