@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import Tensor
 
+from hybridops.ops._autograd import forbid_double_backward
 from hybridops.ops._args import IntPair, check_tensor, pair
 
 _OP = "hybridops.mixed_depthwise_conv2d"
@@ -175,12 +176,4 @@ def _backward(ctx, grad_output):
 torch.library.register_autograd("hybridops::mixed_depthwise_conv2d", _backward, setup_context=_setup_context)
 
 
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "hybridops.mixed_depthwise_conv2d does not support double backward (gradients of its gradients, "
-        "e.g. torch.autograd.grad(..., create_graph=True) followed by another backward). Use "
-        "hybridops.reference.mixed_depthwise_conv2d, which is plain PyTorch, where you need it.")
-
-
-torch.library.register_autograd("hybridops::mixed_depthwise_conv2d_backward", _no_double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+forbid_double_backward("mixed_depthwise_conv2d")
