@@ -28,3 +28,23 @@ def test_deform_conv2d_benchmark_harness(tmp_path, monkeypatch):
     rows = json.loads(path.read_text())["rows"]
     assert {r["mode"] for r in rows} == {"forward", "fwd+bwd"}
     assert all(r["ours"]["p50_ms"] > 0 for r in rows)
+
+
+def test_plots_from_results_files(tmp_path):
+    from PIL import Image
+
+    from benchmarks import plots
+
+    latency = {"environment": {"device_name": "cpu"}, "models": [
+        {"model": m, "inference": [{"size": [s, s], "dtype": "float32", "mode": "eager", "p50_ms": t * s}
+                                   for s in (64, 128)]} for m, t in (("hybridnetseg", 1.0), ("unet", 3.0))]}
+    timing = {"p20_ms": 1.0, "p50_ms": 2.0, "p80_ms": 3.0, "reps": 3, "peak_mib": None}
+    ops = {"benchmark": "deform_conv2d", "rows": [
+        {"op": "deform_conv2d", "case": c, "mode": m, "dtype": "float32", "ours": timing, "peer_name": "tv",
+         "peer": dict(timing, p50_ms=4.0)} for c in ("a", "b") for m in ("forward", "fwd+bwd")]}
+    for name, payload in (("latency", latency), ("ops", ops)):
+        src = tmp_path / f"{name}.json"
+        src.write_text(json.dumps(payload))
+        png = plots.plot_file(str(src), str(tmp_path))
+        with Image.open(png) as img:
+            assert img.size[0] >= 480 and img.size[1] == 360

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "line_panels"]
 
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
@@ -28,7 +28,7 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def _panel(draw, font, box, title: str, series: dict[str, list[tuple[float, float]]], mark_x: Optional[float] = None,
-           empty: str = "no data yet"):
+           empty: str = "no data yet", xlabel: str = "epoch"):
     x0, y0, x1, y1 = box
     left, bottom = x0 + 56, y1 - 34
     top, right = y0 + 26, x1 - 12
@@ -56,7 +56,7 @@ def _panel(draw, font, box, title: str, series: dict[str, list[tuple[float, floa
             xx, _ = px(t, ylo)
             draw.line([xx, bottom, xx, bottom + 4], fill=(0, 0, 0))
             draw.text((xx - 6, bottom + 6), f"{int(round(t))}", fill=(0, 0, 0), font=font)
-    draw.text(((left + right) / 2 - 16, bottom + 18), "epoch", fill=(0, 0, 0), font=font)
+    draw.text(((left + right) / 2 - 3 * len(xlabel), bottom + 18), xlabel, fill=(0, 0, 0), font=font)
     if mark_x is not None:
         xx, _ = px(mark_x, ylo)
         draw.line([xx, top, xx, bottom], fill=(180, 180, 180), width=1)
@@ -93,6 +93,22 @@ def plot_curves(records: Sequence[dict], path: Path, monitor: str = "dice") -> P
     _panel(draw, font, (0, 0, 480, 360), "training loss", loss)
     _panel(draw, font, (480, 0, 960, 360), f"validation (monitor: {monitor})" if val else "validation", val,
            best[-1] if best else None, empty="no validation metrics (yet, or --val none)")
+    path = Path(path)
+    img.save(path)
+    return path
+
+
+def line_panels(panels: Sequence[tuple[str, dict[str, list[tuple[float, float]]], str]], path: Path,
+                panel_size: tuple[int, int] = (480, 360)) -> Path:
+    """Writes side-by-side line charts to ``path``: each panel is ``(title, {name: [(x, y), ...]}, xlabel)``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    w, h = panel_size
+    img = Image.new("RGB", (w * max(1, len(panels)), h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    for i, (title, series, xlabel) in enumerate(panels):
+        _panel(draw, font, (i * w, 0, (i + 1) * w, h), title, series, xlabel=xlabel)
     path = Path(path)
     img.save(path)
     return path
