@@ -38,3 +38,12 @@ def check_tensor(t: object, name: str, op: str, ndim: int, like: torch.Tensor | 
             raise ValueError(f"{op}: {name} is on {t.device} but input is on {like.device}")
         if t.dtype != like.dtype:
             raise ValueError(f"{op}: {name} has dtype {t.dtype} but input has dtype {like.dtype}")
+
+
+def check_bias(bias: object, op: str, like: torch.Tensor, channels: int) -> None:
+    """``bias`` is None or a ``[channels]`` tensor with the device and dtype of ``like``."""
+    if bias is None:
+        return
+    check_tensor(bias, "bias", op, 1, like=like)
+    if bias.shape[0] != channels:
+        raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")

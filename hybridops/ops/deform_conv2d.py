@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
-from hybridops.ops._args import IntPair, check_tensor, pair
+from hybridops.ops._args import IntPair, check_bias, check_tensor, pair
 
 _OP = "hybridops.deform_conv2d"
 
@@ -106,10 +106,7 @@ def check_deform_conv2d_args(input, offset, weight, bias, stride, padding, dilat
         if tuple(mask.shape) != expected:
             raise ValueError(f"{_OP}: mask must have shape {expected} (offset_groups * kH * kW channels), "
                              f"got {tuple(mask.shape)}")
-    if bias is not None:
-        check_tensor(bias, "bias", _OP, 1, like=input)
-        if bias.shape[0] != c_out:
-            raise ValueError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
+    check_bias(bias, _OP, input, c_out)
     return stride_, padding_, dilation_
 
 

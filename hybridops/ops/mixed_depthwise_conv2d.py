@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
-from hybridops.ops._args import IntPair, check_tensor, pair
+from hybridops.ops._args import IntPair, check_bias, check_tensor, pair
 
 _OP = "hybridops.mixed_depthwise_conv2d"
 
@@ -129,10 +129,7 @@ def check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation):
         splits = [int(w.shape[0]) for w in weights]
         raise ValueError(f"{_OP}: the channel split {splits} of weights sums to {total}, but input has "
                          f"{channels} channels")
-    if bias is not None:
-        check_tensor(bias, "bias", _OP, 1, like=input)
-        if bias.shape[0] != channels:
-            raise ValueError(f"{_OP}: bias must have shape ({channels},), got {tuple(bias.shape)}")
+    check_bias(bias, _OP, input, channels)
     return stride_, dilation_
 
 
