@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from benchmarks import deform_conv2d, latency
+from benchmarks import _harness, deform_conv2d, latency
+from benchmarks._harness import MODES, Row, Step, Timing, measure_interleaved, op_step, summarize
 
 
 def test_latency_quick_runs_and_writes_json(tmp_path, capsys):
@@ -25,9 +27,174 @@ def test_deform_conv2d_benchmark_harness(tmp_path, monkeypatch):
     monkeypatch.setattr(deform_conv2d, "QUICK_CASES", [("tiny 4ch@16^2 b1", 1, 4, 16)])
     path = tmp_path / "dcn.json"
     deform_conv2d.main(["--quick", "--device", "cpu", "--json", str(path)])
-    rows = json.loads(path.read_text())["rows"]
-    assert {r["mode"] for r in rows} == {"forward", "fwd+bwd"}
+    payload = json.loads(path.read_text())
+    rows = payload["rows"]
+    assert [r["mode"] for r in rows] == list(MODES)
     assert all(r["ours"]["p50_ms"] > 0 for r in rows)
+    assert {v["mode"] for v in payload["summary"].values()} <= set(MODES)
+
+
+def test_mixconv_benchmark_runs_and_writes_json(tmp_path, monkeypatch):
+    """benchmarks/mixconv.py end to end on a tiny shape (timings are never asserted)."""
+    from benchmarks import mixconv
+
+    monkeypatch.setattr(mixconv, "SHAPES", [("tiny 6@12 k3,5 s2", 6, 12, (3, 5), 2)])
+    monkeypatch.setattr(mixconv, "QUICK", ["tiny 6@12 k3,5 s2"])
+    path = tmp_path / "mixconv.json"
+    assert mixconv.main(["--quick", "--device", "cpu", "--batches", "1", "--budget", "0", "--json", str(path)]) == 0
+    payload = json.loads(path.read_text())
+    assert payload["benchmark"] == "mixconv" and payload["quick"] is True
+    assert payload["environment"]["torch"] == torch.__version__ and payload["environment"]["git_sha"]
+    rows = payload["rows"]
+    peers = set(mixconv.PEERS.values())
+    assert {(r["mode"], r["peer_name"]) for r in rows} == {(m, p) for m in MODES for p in peers}
+    assert len(rows) == len(MODES) * len(peers)
+    for r in rows:
+        assert r["case"] == "tiny 6@12 k3,5 s2 b1 nchw" and r["dtype"] == "float32"
+        assert r["extra"] == dict(shape="tiny 6@12 k3,5 s2", channels=6, size=12, kernel_sizes=[3, 5], stride=2,
+                                  batch=1, layout="nchw")
+        for t in (r["ours"], r["peer"]):
+            assert t["p50_ms"] > 0 and t["p20_ms"] <= t["p80_ms"] and t["reps"] >= 3
+        assert r["speedup"] == pytest.approx(r["peer"]["p50_ms"] / r["ours"]["p50_ms"])
+    for mode in MODES:  # the two rows of one measurement share ours' timing
+        assert len({json.dumps(r["ours"]) for r in rows if r["mode"] == mode}) == 1
+    summary = payload["summary"]
+    assert {(v["mode"], v["layout"], v["peer_name"]) for v in summary.values()} == {
+        (m, "nchw", p) for m in MODES for p in peers}
+    assert all(v["n"] == 1 and v["min"] <= v["geomean"] <= v["max"] for v in summary.values())
+
+
+# ------------------------------------------------------------------------------------------- harness
+
+class _Recorder:
+    """Steps that log their calls: prepare(name) returns a token that run(name) must receive."""
+
+    def __init__(self):
+        self.log: list[tuple[str, str]] = []
+        self.tokens = 0
+
+    def step(self, name: str) -> Step:
+        def prepare():
+            self.tokens += 1
+            self.log.append(("prepare", name))
+            return (name, self.tokens)
+
+        def run(arg):
+            assert arg == (name, self.tokens)  # run gets the value of the prepare just before it
+            self.log.append(("run", name))
+        return Step(run=run, prepare=prepare)
+
+
+def test_measure_interleaved_round_robin_with_prepare():
+    rec = _Recorder()
+    steps = {"a": rec.step("a"), "b": rec.step("b"), "c": lambda: rec.log.append(("run", "c"))}
+    timings = measure_interleaved(steps, torch.device("cpu"), warmup=2, reps=4, max_seconds=1e9)
+    assert list(timings) == ["a", "b", "c"]
+    assert all(isinstance(t, Timing) and t.reps == 4 and t.peak_mib is None for t in timings.values())
+    # every run of a step with prepare directly follows its own prepare (the token check in run)
+    prepares = [name for kind, name in rec.log if kind == "prepare"]
+    assert prepares == [name for kind, name in rec.log if kind == "run" and name != "c"]
+    runs = [name for kind, name in rec.log if kind == "run"]
+    assert runs[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, step by step
+    timed = runs[6:]
+    assert len(timed) == 3 * 4  # then round by round, each step once per round
+    assert all(sorted(timed[i:i + 3]) == ["a", "b", "c"] for i in range(0, len(timed), 3))
+
+
+def test_measure_interleaved_stops_after_max_seconds_with_three_rounds():
+    timings = measure_interleaved({"x": lambda: None, "y": lambda: None}, "cpu", warmup=1, reps=1000,
+                                  max_seconds=0.0)
+    assert [t.reps for t in timings.values()] == [3, 3]
+    assert _harness.measure(lambda: None, torch.device("cpu"), warmup=1, reps=5).reps == 5
+
+
+def _counting_call(x: torch.Tensor):
+    calls = []
+
+    def call():
+        calls.append(torch.is_grad_enabled())
+        return x * 3.0
+    return call, calls
+
+
+def test_op_step_backward_runs_the_forward_in_prepare_and_clears_grads():
+    x = torch.randn(4, 5, requires_grad=True)
+    call, calls = _counting_call(x)
+    grad = torch.randn(4, 5)
+    step = op_step(call, [x], "backward", grad=grad)
+    x.grad = torch.full_like(x, 7.0)
+    out = step.prepare()
+    assert calls == [True] and x.grad is None and out.requires_grad
+    step.run(out)
+    assert calls == [True]  # the timed part does not run the forward
+    torch.testing.assert_close(x.grad, 3.0 * grad)
+    step.run(step.prepare())  # grads were cleared, not accumulated
+    torch.testing.assert_close(x.grad, 3.0 * grad)
+
+
+def test_op_step_forward_and_full():
+    x = torch.randn(3, 3, requires_grad=True)
+    call, calls = _counting_call(x)
+    fwd = op_step(call, [x], "forward")
+    assert fwd.prepare is None
+    out = fwd.run(None)
+    assert calls == [False] and not out.requires_grad and x.grad is None
+
+    call, calls = _counting_call(x)
+    full = op_step(call, [x], "full")
+    x.grad = torch.ones_like(x)
+    arg = full.prepare()
+    assert x.grad is None and calls == []
+    full.run(arg)
+    full.run(full.prepare())
+    assert calls == [True, True]
+    grad = _harness._default_grad(call())  # fixed: standard normal from seed 0
+    torch.testing.assert_close(x.grad, 3.0 * grad)
+
+
+def test_op_step_autograd_grad_keeps_grad_fields_empty():
+    x = torch.randn(6, requires_grad=True)
+    step = op_step(lambda: (x * x).sum(), [x], "full", accumulate=False)
+    (gx,) = step.run(step.prepare())
+    torch.testing.assert_close(gx, 2 * x.detach())  # a one-element output gets grad 1: d loss / d x
+    assert x.grad is None
+    with pytest.raises(ValueError, match="mode"):
+        op_step(lambda: x, [x], "fwd+bwd")
+
+
+def test_default_grad_keeps_channels_last():
+    out = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    g = _harness._default_grad(out)
+    assert g.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(g, _harness._default_grad(out.contiguous()))
+
+
+def _row(mode: str, layout: str, peer: str, ours_ms: float, peer_ms: float) -> Row:
+    def t(ms):
+        return Timing(ms, ms, ms, 3)
+    return Row("op", f"case {layout}", mode, "float32", t(ours_ms), peer, t(peer_ms), {"layout": layout})
+
+
+def test_summarize_groups_by_mode_extra_keys_and_peer(tmp_path, capsys):
+    rows = [_row("forward", "nchw", "p", 1.0, 2.0), _row("forward", "nchw", "p", 1.0, 8.0),
+            _row("forward", "channels_last", "p", 2.0, 1.0), _row("full", "nchw", "q", 1.0, 3.0),
+            Row("op", "no peer", "full", "float32", Timing(1, 1, 1, 3), "missing", None)]
+    summary = summarize(rows, by=("layout",))
+    assert list(summary) == ["forward | nchw | p", "forward | channels_last | p", "full | nchw | q"]
+    s = summary["forward | nchw | p"]
+    assert (s["mode"], s["layout"], s["peer_name"], s["n"]) == ("forward", "nchw", "p", 2)
+    assert s["geomean"] == pytest.approx(4.0) and (s["min"], s["max"]) == (2.0, 8.0)
+    assert summary["forward | channels_last | p"]["geomean"] == pytest.approx(0.5)
+    assert "forward | nchw | p" in capsys.readouterr().out
+    assert list(summarize(rows, show=False)) == ["forward | p", "full | q"]
+
+    path = _harness.write_json(rows, torch.device("cpu"), "unit", str(tmp_path / "sub" / "r.json"),
+                               extra={"summary": summary})
+    payload = json.loads(open(path).read())
+    assert list(payload) == ["benchmark", "environment", "summary", "rows"]
+    assert payload["summary"] == json.loads(json.dumps(summary)) and payload["rows"][0]["speedup"] == 2.0
+    with pytest.raises(ValueError, match="reserved"):
+        _harness.write_json(rows, torch.device("cpu"), "unit", str(tmp_path / "x.json"), extra={"rows": []})
 
 
 def test_plots_from_results_files(tmp_path):
@@ -41,10 +208,16 @@ def test_plots_from_results_files(tmp_path):
     timing = {"p20_ms": 1.0, "p50_ms": 2.0, "p80_ms": 3.0, "reps": 3, "peak_mib": None}
     ops = {"benchmark": "deform_conv2d", "rows": [
         {"op": "deform_conv2d", "case": c, "mode": m, "dtype": "float32", "ours": timing, "peer_name": "tv",
-         "peer": dict(timing, p50_ms=4.0)} for c in ("a", "b") for m in ("forward", "fwd+bwd")]}
-    for name, payload in (("latency", latency), ("ops", ops)):
+         "peer": dict(timing, p50_ms=4.0)} for c in ("a", "b") for m in MODES]}
+    # mixconv-style: two peers per (case, mode) sharing ours' timing, two dtypes -> a panel per mode and dtype
+    mix = {"benchmark": "mixconv", "rows": [
+        {"op": "mixed_depthwise_conv2d", "case": c, "mode": m, "dtype": d, "ours": timing, "peer_name": p,
+         "peer": dict(timing, p50_ms=4.0)}
+        for c in ("a b1 nchw", "a b1 channels_last") for d in ("float32", "float16") for m in MODES
+        for p in ("composition (split/conv/cat)", "padded (one depthwise conv at k_max)")]}
+    for name, payload, panels in (("latency", latency, 1), ("ops", ops, 3), ("mix", mix, 6)):
         src = tmp_path / f"{name}.json"
         src.write_text(json.dumps(payload))
         png = plots.plot_file(str(src), str(tmp_path))
         with Image.open(png) as img:
-            assert img.size[0] >= 480 and img.size[1] == 360
+            assert img.size == (480 * panels, 360)

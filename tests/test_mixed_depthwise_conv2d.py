@@ -12,58 +12,8 @@ import torch.nn.functional as F
 import hybridops
 from hybridops import reference
 
-CUDA = torch.cuda.is_available() and hybridops.build_info()["cuda"]
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a GPU and hybridops built with CUDA")
-DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
-
-OP = torch.ops.hybridops.mixed_depthwise_conv2d.default
-
-
-def make_case(n, splits, ks, h, w, dtype=torch.float32, device="cpu", bias=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    c = sum(splits)
-    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
-    ws = [torch.randn(ci, 1, k, k, generator=g, dtype=torch.float64) / k for ci, k in zip(splits, ks)]
-    b = torch.randn(c, generator=g, dtype=torch.float64) if bias else None
-    cast = lambda t: None if t is None else t.to(device=device, dtype=dtype)
-    return cast(x), [cast(t) for t in ws], cast(b)
-
-
-def run(fn, x, ws, b, stride, dilation, grad_out_seed=1):
-    """Output and gradients (input, each weight, bias) for a random grad_output."""
-    x = x.detach().clone().requires_grad_()
-    ws = [w.detach().clone().requires_grad_() for w in ws]
-    b = None if b is None else b.detach().clone().requires_grad_()
-    out = fn(x, ws, b, stride, dilation)
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=torch.float64)
-    out.backward(g.to(device=out.device, dtype=out.dtype))
-    grads = [x.grad] + [w.grad for w in ws] + ([b.grad] if b is not None else [])
-    return out.detach(), grads
-
-
-def ref64(x, ws, b, stride, dilation):
-    up = lambda t: None if t is None else t.double().cpu()
-    return reference.mixed_depthwise_conv2d(up(x), [up(w) for w in ws], up(b), stride, dilation)
-
-
-def assert_close_all(actual, expected, **tol):
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a.double().cpu(), e.double().cpu(), **tol)
-
-
-# (batch, splits, kernel sizes, H, W, stride, dilation)
-AWKWARD = [
-    pytest.param(2, [1, 1, 1], (3, 5, 7), 9, 7, 1, 1, id="one-channel-per-group"),
-    pytest.param(2, [5, 2, 1], (3, 5, 9), 12, 10, 1, 1, id="unequal-split"),
-    pytest.param(1, [2, 3], (7, 9), 2, 3, 1, 1, id="smaller-than-kernel"),
-    pytest.param(2, [3, 2, 2], (3, 5, 7), 11, 9, 2, 1, id="stride2-odd"),
-    pytest.param(1, [2, 2], (3, 5), 5, 13, (2, 1), 1, id="stride-2x1"),
-    pytest.param(1, [3, 1], (3, 5), 10, 9, 1, 2, id="dilation2"),
-    pytest.param(2, [2, 2], (5, 3), 9, 12, 2, (1, 3), id="stride2-dilation-1x3"),
-    pytest.param(1, [3, 2], (1, 11), 6, 70, 1, 1, id="k1-k11-long-row"),
-    pytest.param(1, [2, 2, 2, 2], (3, 5, 7, 9), 17, 37, 2, 1, id="hybridnetseg-k3579-s2"),
-    pytest.param(1, [4], (3,), 3, 1, 3, 1, id="single-group-stride3-w1"),
-]
+from tests._mdc_cases import (AWKWARD, CUDA, DEVICES, OP, assert_close_all, make_case, needs_cuda, ref64,
+                              run)
 
 
 @pytest.mark.parametrize("n,splits,ks,h,w,stride,dilation", AWKWARD)
@@ -136,12 +86,12 @@ def test_non_contiguous_input(layout):
 
 
 def test_backward_op_channels_last_grad_output():
+    """NCHW input with a channels-last grad_output: the NCHW kernels, same bits."""
     x, ws, _ = make_case(2, [3, 2, 3], (3, 5, 7), 9, 11)
     g = torch.randn(2, 8, 5, 6)
     bwd = torch.ops.hybridops.mixed_depthwise_conv2d_backward
     expected = bwd(g, x, ws, [2, 2], [1, 1], [True, True])
-    actual = bwd(g.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last), ws, [2, 2],
-                 [1, 1], [True, True])
+    actual = bwd(g.to(memory_format=torch.channels_last), x, ws, [2, 2], [1, 1], [True, True])
     assert_close_all([actual[0]] + list(actual[1]), [expected[0]] + list(expected[1]), rtol=0, atol=0)
 
 
@@ -411,20 +361,3 @@ def test_cuda_opcheck_and_autocast():
     with torch.autocast("cuda", dtype=torch.float16):
         out = hybridops.mixed_depthwise_conv2d(x.detach(), [w.detach() for w in ws], b.detach())
     assert out.dtype == torch.float16
-
-
-def test_benchmark_runs_and_writes_json(tmp_path, monkeypatch):
-    """benchmarks/mixconv.py end to end on a tiny shape (timings are never asserted)."""
-    import json
-
-    from benchmarks import mixconv
-
-    monkeypatch.setattr(mixconv, "SHAPES", [("tiny 6@12 k3,5 s2", 6, 12, (3, 5), 2)])
-    monkeypatch.setattr(mixconv, "QUICK", ["tiny 6@12 k3,5 s2"])
-    path = tmp_path / "mixconv.json"
-    assert mixconv.main(["--quick", "--device", "cpu", "--batches", "1", "--budget", "0", "--json", str(path)]) == 0
-    payload = json.loads(path.read_text())
-    assert payload["torch"] == torch.__version__ and payload["git_sha"]
-    assert {(r["impl"], r["mode"]) for r in payload["rows"]} == {
-        (i, m) for i in ("ours", "composition", "padded") for m in ("forward", "forward+backward")}
-    assert all(r["median_ms"] > 0 and r["p20_ms"] <= r["p80_ms"] for r in payload["rows"])

@@ -26,99 +26,13 @@
 #include <tuple>
 #include <vector>
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"  // vector types never cross a non-inlined call boundary
-#endif
-
+#include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_simd.h"  // first: its -Wpsabi pragma
+#include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_nhwc.h"
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_driver.h"
-
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define MDC_X86_DISPATCH 1
-#define MDC_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define MDC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-#else
-#define MDC_X86_DISPATCH 0
-#endif
 
 namespace hybridops {
 namespace mdc {
 namespace {
-
-// ---- SIMD policies -----------------------------------------------------------------------------
-#if defined(__GNUC__) || defined(__clang__)
-template <typename acc_t, int Bytes>
-struct VecOf {
-  typedef acc_t type __attribute__((vector_size(Bytes)));
-};
-#else
-template <typename acc_t, int Bytes>
-struct VecOf {
-  using type = acc_t;  // no vector extensions: scalar accumulators
-};
-#endif
-
-// bytes: vector width; rows: output rows per conv_run call (U), as many accumulators as the ISA
-// has registers for (8 vectors; each tap's weight broadcast and offsets serve U x V of them).
-struct IsaBase {
-  static constexpr int bytes = 16;
-  static constexpr int rows = 1;
-};
-struct IsaAvx2 {
-  static constexpr int bytes = 32;
-  static constexpr int rows = 2;
-};
-struct IsaAvx512 {
-  static constexpr int bytes = 64;
-  static constexpr int rows = 4;
-};
-constexpr int kMaxRows = 4;  // tiles are padded for this many rows per call, whatever the ISA
-
-template <typename Isa, typename acc_t>
-struct Simd {
-  using vec = typename VecOf<acc_t, Isa::bytes>::type;
-  static constexpr int L = static_cast<int>(sizeof(vec) / sizeof(acc_t));  // lanes per vector
-  static constexpr int R = static_cast<int>(128 / sizeof(acc_t));          // outputs per run (32 fp32)
-  static constexpr int V = R / L;                                          // vectors per run
-  static constexpr int U = Isa::rows;                                      // rows per run
-};
-
-// Outputs per run, whatever the ISA: tiles are padded to whole runs so the last run of a row
-// needs no bounds checks.
-template <typename acc_t>
-constexpr int64_t run_width() {
-  return static_cast<int64_t>(128 / sizeof(acc_t));
-}
-
-// Runs STMT with `constexpr int K_` = k for the common kernel sizes, K_ = 0 (run-time loop bounds)
-// otherwise. (A switch rather than a generic lambda: the body must stay inside the ISA entry point.)
-#define MDC_DISPATCH_K(k, ...)                \
-  switch (k) {                                \
-    case 3: {                                 \
-      constexpr int K_ = 3;                   \
-      __VA_ARGS__;                            \
-      break;                                  \
-    }                                         \
-    case 5: {                                 \
-      constexpr int K_ = 5;                   \
-      __VA_ARGS__;                            \
-      break;                                  \
-    }                                         \
-    case 7: {                                 \
-      constexpr int K_ = 7;                   \
-      __VA_ARGS__;                            \
-      break;                                  \
-    }                                         \
-    case 9: {                                 \
-      constexpr int K_ = 9;                   \
-      __VA_ARGS__;                            \
-      break;                                  \
-    }                                         \
-    default: {                                \
-      constexpr int K_ = 0;                   \
-      __VA_ARGS__;                            \
-      break;                                  \
-    }                                         \
-  }
 
 // One plane's convolution problem: input H x W, output Ho x Wo, kernel k with "same" padding.
 struct PlaneConv {
@@ -418,30 +332,6 @@ MDC_TARGET_AVX512 void run_avx512(Pass pass, const Args<scalar_t>& a, int64_t be
 }
 #endif
 
-enum class HostIsa { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
-
-HostIsa host_isa() {
-  static const HostIsa supported = [] {
-    HostIsa best = HostIsa::kBase;
-#if MDC_X86_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = HostIsa::kAvx2;
-    if (best == HostIsa::kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
-      best = HostIsa::kAvx512;
-    }
-#endif
-    return best;
-  }();
-  HostIsa cap = HostIsa::kAvx512;
-  if (const char* env = std::getenv("HYBRIDOPS_CPU_ISA")) {
-    const std::string v(env);
-    if (v == "base" || v == "default") cap = HostIsa::kBase;
-    else if (v == "avx2") cap = HostIsa::kAvx2;
-  }
-  return static_cast<HostIsa>(std::min(static_cast<int>(supported), static_cast<int>(cap)));
-}
-
 template <typename scalar_t>
 using RunFn = void (*)(Pass, const Args<scalar_t>&, int64_t, int64_t);
 
@@ -455,13 +345,6 @@ RunFn<scalar_t> pick_run() {
   }
 #endif
   return &run_base<scalar_t>;
-}
-
-// Tasks per parallel chunk: small problems run on one thread (a parallel region costs more than
-// it saves below roughly 32k multiply-adds).
-inline int64_t grain_for(int64_t work_per_task) {
-  constexpr int64_t kMinWork = int64_t(1) << 15;
-  return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work_per_task));
 }
 
 template <typename scalar_t>
@@ -649,12 +532,13 @@ at::Tensor forward_cpu(const at::Tensor& input_, at::TensorList weights_, const 
                        at::IntArrayRef stride, at::IntArrayRef dilation) {
   const Geometry g = make_geometry(input_, weights_, stride, dilation);
   check_bias(bias_, input_);
-  const at::Tensor input = to_nchw(input_);
   const std::vector<at::Tensor> weights = contiguous_all(weights_);
   const bool use_bias = bias_.has_value() && bias_->defined();
   const at::Tensor bias = use_bias ? bias_->contiguous() : at::Tensor();
+  if (use_channels_last(input_) && !emulate_cuda()) return forward_nhwc_cpu(g, input_, weights, bias);
+  const at::Tensor input = to_nchw(input_);
   at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options());
-  if (out.numel() == 0) return out;
+  if (out.numel() == 0) return in_layout_of(out, input_);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_cpu", [&] {
     Args<scalar_t> a{};
     a.g = g;
@@ -669,7 +553,7 @@ at::Tensor forward_cpu(const at::Tensor& input_, at::TensorList weights_, const 
     const int64_t work = g.out_h * g.out_w * g.max_kernel * g.max_kernel + g.height * g.width;
     run_parallel(Pass::kForward, a, g.batch * g.channels, work);
   });
-  return out;
+  return in_layout_of(out, input_);
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cpu(const at::Tensor& grad_out_, const at::Tensor& input_,
@@ -678,6 +562,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cpu(const at::Tensor& g
                                                              std::array<bool, 2> output_mask) {
   const Geometry g = make_geometry(input_, weights_, stride, dilation);
   check_grad_output(grad_out_, g, input_);
+  if (use_channels_last(input_) && !emulate_cuda()) {
+    return backward_nhwc_cpu(g, grad_out_, input_, contiguous_all(weights_), output_mask);
+  }
   const at::Tensor input = to_nchw(input_);
   const at::Tensor grad_out = to_nchw(grad_out_);
   const std::vector<at::Tensor> weights = contiguous_all(weights_);
@@ -715,7 +602,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cpu(const at::Tensor& g
       }
     }
   });
-  return {grad_input, grad_weights};
+  return {output_mask[0] ? in_layout_of(grad_input, input_) : grad_input, grad_weights};
 }
 
 }  // namespace

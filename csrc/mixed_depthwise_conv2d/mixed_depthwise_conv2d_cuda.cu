@@ -297,13 +297,13 @@ at::Tensor forward_cuda(const at::Tensor& input_, at::TensorList weights_, const
   const bool use_bias = bias_.has_value() && bias_->defined();
   const at::Tensor bias = use_bias ? bias_->contiguous() : at::Tensor();
   at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options());
-  if (out.numel() == 0) return out;
+  if (out.numel() == 0) return in_layout_of(out, input_);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_cuda", [&] {
     launch_forward<scalar_t>(g, weight_pointers<scalar_t>(g, weights), input.data_ptr<scalar_t>(),
                              use_bias ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), g.height,
                              g.width, g.out_h, g.out_w, false);
   });
-  return out;
+  return in_layout_of(out, input_);  // channels-last in, channels-last out (NCHW kernels)
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& grad_out_, const at::Tensor& input_,
@@ -381,7 +381,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
-  return {grad_input, grad_weights};
+  return {output_mask[0] ? in_layout_of(grad_input, input_) : grad_input, grad_weights};
 }
 
 }  // namespace

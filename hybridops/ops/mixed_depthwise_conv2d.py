@@ -56,10 +56,10 @@ def mixed_depthwise_conv2d(
     of groups, with no copy for the concatenation.
 
     Args:
-        input: ``[N, C, H, W]``, any float dtype (fp16/bf16 accumulate in fp32). Non-contiguous and
-            channels-last inputs are accepted but copied to contiguous NCHW first (the kernels are
-            NCHW-only for now; on the CPU that copy makes channels-last slower than PyTorch's own
-            NHWC depthwise kernels, see benchmarks/results/mixconv-cpu-*.json).
+        input: ``[N, C, H, W]``, any float dtype (fp16/bf16 accumulate in fp32), NCHW or
+            channels-last. On the CPU a channels-last input runs channels-last kernels (vectorised
+            over channels, no transposes); on CUDA it is converted to NCHW and back. Other strided
+            inputs are copied to contiguous NCHW first.
         weights: list, tuple or ``nn.ParameterList`` of ``[C_i, 1, k_i, k_i]`` tensors, in channel
             order: odd ``k_i >= 1``, ``sum(C_i) == C``, at most 32 groups. A single tensor is one
             group (plain depthwise convolution with "same" padding).
@@ -68,8 +68,9 @@ def mixed_depthwise_conv2d(
         dilation: int or (h, w) pair, >= 1.
 
     Returns:
-        ``[N, C, ceil(H / stride_h), ceil(W / stride_w)]``, contiguous (NCHW, also for a
-        channels-last input), in the dtype of ``input``.
+        ``[N, C, ceil(H / stride_h), ceil(W / stride_w)]`` in the dtype of ``input``; channels-last
+        when ``input`` is channels-last (like ``F.conv2d``), else contiguous NCHW. The input
+        gradient has the same layout as ``input`` under the same rule.
 
     Gradients flow to input, every weight and bias; the backward is deterministic on CPU and CUDA
     (no atomics). Double backward is not supported (use the reference). Under ``torch.autocast``
@@ -138,15 +139,28 @@ def out_size(h, w, stride) -> tuple:
     return (h + stride[0] - 1) // stride[0], (w + stride[1] - 1) // stride[1]
 
 
+def result_memory_format(input: Tensor) -> torch.memory_format:
+    """Layout of the op's output and grad_input: channels-last when ``input`` is channels-last
+    contiguous (and not also NCHW contiguous), else contiguous -- the rule of the C++ kernels
+    (``use_channels_last`` in ``csrc/mixed_depthwise_conv2d/mixed_depthwise_conv2d_driver.h``)."""
+    if not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 @torch.library.register_fake("hybridops::mixed_depthwise_conv2d")
 def _mixed_depthwise_conv2d_fake(input, weights, bias, stride, dilation):
     h_out, w_out = out_size(input.shape[2], input.shape[3], stride)
-    return input.new_empty((input.shape[0], input.shape[1], h_out, w_out))
+    return input.new_empty((input.shape[0], input.shape[1], h_out, w_out)).contiguous(
+        memory_format=result_memory_format(input))
 
 
 @torch.library.register_fake("hybridops::mixed_depthwise_conv2d_backward")
 def _mixed_depthwise_conv2d_backward_fake(grad_output, input, weights, stride, dilation, output_mask):
-    grad_input = input.new_empty(input.shape) if output_mask[0] else input.new_empty((0,))
+    if output_mask[0]:
+        grad_input = input.new_empty(input.shape).contiguous(memory_format=result_memory_format(input))
+    else:
+        grad_input = input.new_empty((0,))
     grad_weights = [w.new_empty(w.shape) for w in weights] if output_mask[1] else []
     return grad_input, grad_weights
 

@@ -1,0 +1,585 @@
+// CPU kernels of mixed_depthwise_conv2d for channels-last (NHWC) tensors.
+//
+// In NHWC memory a pixel's channels are contiguous, so these kernels vectorise over channels: each
+// SIMD lane is one channel, and a group's weights are packed tap-major ([k*k, C_g], one vector
+// load gives one tap's weights for consecutive channels). No tiles and no transposes:
+//  * forward, and grad_input at stride 1 (the forward on grad_output with the flipped kernel):
+//    tasks are output rows (image, h_out). Per channel group and channel block, U consecutive
+//    outputs share every tap's weight vectors; outputs whose taps leave the image take a path with
+//    clipped tap ranges.
+//  * grad_input at stride > 1: tasks are input rows; every pixel gathers the taps whose output
+//    exists (in range and stride-aligned): no scatter, no races.
+//  * grad_weight: tasks are (channel block, chunk of output rows); each writes its own partial
+//    sums [tap, channel], added in chunk order afterwards. Blocks and chunks depend only on the
+//    shapes, never on the thread count or the ISA, and each lane is one channel, so the result is
+//    the same bit for bit on any machine with the same FMA behaviour and any number of threads.
+// fp16/bf16 tensors are converted to float around the float kernels (float accumulation).
+#include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_simd.h"  // first: its -Wpsabi pragma
+#include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_nhwc.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace hybridops {
+namespace mdc {
+namespace {
+
+constexpr auto kNhwc = at::MemoryFormat::ChannelsLast;
+
+// Forward register blocking: U outputs x V vectors of accumulators per step.
+template <typename Isa>
+struct NhwcBlock {
+  static constexpr int U = 4;
+  static constexpr int V = 2;
+};
+template <>
+struct NhwcBlock<IsaAvx512> {  // 32 vector registers
+  static constexpr int U = 6;
+  static constexpr int V = 2;
+};
+
+// Channels per grad_weight task block, whatever the ISA (the blocks fix the summation order).
+constexpr int64_t kGradWeightBlock = 64;
+// Aim for this many grad_weight tasks (blocks x row chunks), whatever the thread count.
+constexpr int64_t kGradWeightTasks = 64;
+
+template <typename vec, typename acc_t>
+constexpr int lanes() {
+  return static_cast<int>(sizeof(vec) / sizeof(acc_t));
+}
+
+// Calls f.template step<vec, V>(c) over the channels [c0, c1): blocks of VMax full vectors, then
+// single full vectors, at most one half vector (AVX2/AVX-512), then single channels.
+template <typename Isa, typename acc_t, int VMax, typename F>
+MDC_INLINE void channel_steps(int64_t c0, int64_t c1, const F& f) {
+  using full = typename VecOf<acc_t, Isa::bytes>::type;
+  constexpr int L = lanes<full, acc_t>();
+  int64_t c = c0;
+  for (; c + VMax * L <= c1; c += VMax * L) f.template step<full, VMax>(c);
+  if constexpr (VMax > 1) {
+    for (; c + L <= c1; c += L) f.template step<full, 1>(c);
+  }
+  if constexpr (Isa::bytes >= 32 && L >= 2) {
+    using half = typename VecOf<acc_t, Isa::bytes / 2>::type;
+    if (c + L / 2 <= c1) {
+      f.template step<half, 1>(c);
+      c += L / 2;
+    }
+  }
+  for (; c < c1; ++c) f.template step<acc_t, 1>(c);
+}
+
+// Taps [lo, hi) of a size-k kernel with dilation d whose coordinate x0 + i * d lies in [0, n).
+struct TapRange {
+  int lo, hi;
+};
+
+MDC_INLINE TapRange tap_range(int64_t x0, int64_t n, int k, int64_t d) {
+  const int64_t lo = std::min<int64_t>(k, x0 >= 0 ? 0 : (-x0 + d - 1) / d);
+  const int64_t hi = x0 <= n - 1 ? std::min<int64_t>(k, (n - 1 - x0) / d + 1) : 0;
+  return TapRange{static_cast<int>(lo), static_cast<int>(std::max(lo, hi))};
+}
+
+// Outputs [a, b) of a row whose taps all lie inside [0, n): o * s - p >= 0 and
+// o * s - p + (k - 1) * d <= n - 1; a <= b <= n_out.
+struct Interior {
+  int64_t a, b;
+};
+
+MDC_INLINE Interior interior(int64_t n, int64_t n_out, int64_t s, int64_t p, int k, int64_t d) {
+  const int64_t a = std::min<int64_t>(n_out, (p + s - 1) / s);
+  const int64_t last = n - 1 + p - (k - 1) * d;
+  const int64_t b = last >= 0 ? std::min<int64_t>(n_out, last / s + 1) : 0;
+  return Interior{a, std::max(a, b)};
+}
+
+template <typename acc_t>
+struct Problem {
+  Geometry g;
+  int64_t src_h, src_w, dst_h, dst_w;  // src [N, src_h, src_w, C] -> dst [N, dst_h, dst_w, C]
+  const acc_t* src;                    // forward: input; grad_input: grad_output
+  acc_t* dst;                          // forward: output; grad_input: grad_input
+  const acc_t* bias;                   // [C] or nullptr
+  const acc_t* w[kMaxGroups];          // packed [k*k, C_g] (flipped for grad_input at stride 1)
+  // grad_weight: src is grad_output, `input` the input; partial sums [chunks, total] where group
+  // g's [k*k, C_g] block starts at part_offset[g].
+  const acc_t* input;
+  acc_t* partial;
+  int64_t part_offset[kMaxGroups];
+  int64_t part_total, chunks, rows_per_chunk;
+  const std::vector<std::array<int64_t, 3>>* blocks;  // (group, first channel, end channel)
+};
+
+// ---- forward (and grad_input at stride 1) -------------------------------------------------------
+// Outputs of a row are visited pixel-major (all groups and channels of a few outputs, then the
+// next outputs), so the input and output rows stream through memory in order.
+enum class Span { kBlock, kSingle, kBorder };  // U interior outputs, one interior output, one border output
+
+template <int K, int U, typename acc_t>
+struct ForwardRow {
+  const acc_t* src;
+  acc_t* out;  // dst at (n, h_out, 0, 0)
+  const acc_t* w;
+  const acc_t* bias;
+  int64_t row_off;  // src offset of the (virtual) row h_out * s_h - p_h, column 0
+  int64_t C, Cg, c0, row_step, col_step, src_w, sw, pw, dw;
+  int i_lo, i_hi, k_rt;
+  int64_t wo;  // first output of the span
+  Span span;
+
+  template <typename vec, int UU, int V>
+  MDC_INLINE void run(int64_t c, int j_lo, int j_hi) const {
+    constexpr int L = lanes<vec, acc_t>();
+    const int k = K > 0 ? K : k_rt;
+    vec acc[UU][V];
+    for (int v = 0; v < V; ++v) {
+      const vec b = bias ? vload<vec>(bias + c + v * L) : vec{};
+      for (int u = 0; u < UU; ++u) acc[u][v] = b;
+    }
+    const int64_t off = row_off + (wo * sw - pw) * C + c;
+    const acc_t* wc = w + (c - c0);
+    for (int i = i_lo; i < i_hi; ++i) {
+      const acc_t* row = src + (off + i * row_step);
+      const acc_t* wr = wc + static_cast<int64_t>(i) * k * Cg;
+      for (int j = j_lo; j < j_hi; ++j) {
+        vec wv[V];
+        for (int v = 0; v < V; ++v) wv[v] = vload<vec>(wr + j * Cg + v * L);
+        const acc_t* s = row + j * col_step;
+        for (int u = 0; u < UU; ++u) {
+          for (int v = 0; v < V; ++v) acc[u][v] += wv[v] * vload<vec>(s + u * sw * C + v * L);
+        }
+      }
+    }
+    for (int u = 0; u < UU; ++u) {
+      for (int v = 0; v < V; ++v) vstore(out + (wo + u) * C + c + v * L, acc[u][v]);
+    }
+  }
+
+  template <typename vec, int V>
+  MDC_INLINE void step(int64_t c) const {
+    const int k = K > 0 ? K : k_rt;  // the full tap range is a constant after inlining when K > 0
+    switch (span) {
+      case Span::kBlock: run<vec, U, V>(c, 0, k); break;
+      case Span::kSingle: run<vec, 1, V>(c, 0, k); break;
+      case Span::kBorder: {
+        const TapRange jr = tap_range(wo * sw - pw, src_w, k, dw);
+        run<vec, 1, V>(c, jr.lo, jr.hi);
+        break;
+      }
+    }
+  }
+};
+
+// Per output row and group: the group's valid kernel rows and its interior outputs.
+struct RowGroup {
+  int64_t h0;
+  TapRange ir;
+  Interior in;
+};
+
+template <typename Isa, typename acc_t>
+MDC_INLINE void forward_span(const Problem<acc_t>& p, const RowGroup& rg, int gi, int64_t n, int64_t ho, int64_t wo,
+                             Span span) {
+  constexpr int U = NhwcBlock<Isa>::U, V = NhwcBlock<Isa>::V;
+  const Geometry& g = p.g;
+  const int64_t C = g.channels;
+  const int k = g.kernel[gi];
+  const int64_t c0 = g.group_begin[gi], c1 = g.group_begin[gi + 1];
+  MDC_DISPATCH_K(k, {
+    const ForwardRow<K_, U, acc_t> f{p.src, p.dst + (n * p.dst_h + ho) * p.dst_w * C, p.w[gi], p.bias,
+                                     (n * p.src_h + rg.h0) * p.src_w * C, C, c1 - c0, c0, g.dil_h * p.src_w * C,
+                                     g.dil_w * C, p.src_w, g.stride_w, g.pad_w(k), g.dil_w, rg.ir.lo, rg.ir.hi, k,
+                                     wo, span};
+    channel_steps<Isa, acc_t, V>(c0, c1, f);
+  });
+}
+
+template <typename Isa, typename acc_t>
+MDC_INLINE void forward_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end) {
+  constexpr int U = NhwcBlock<Isa>::U;
+  const Geometry& g = p.g;
+  RowGroup rg[kMaxGroups];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / p.dst_h, ho = task % p.dst_h;
+    // Outputs [a, b) are interior for every group; the rest take the clipped path.
+    int64_t a = 0, b = p.dst_w;
+    for (int gi = 0; gi < g.num_groups; ++gi) {
+      const int k = g.kernel[gi];
+      rg[gi].h0 = ho * g.stride_h - g.pad_h(k);
+      rg[gi].ir = tap_range(rg[gi].h0, p.src_h, k, g.dil_h);
+      rg[gi].in = interior(p.src_w, p.dst_w, g.stride_w, g.pad_w(k), k, g.dil_w);
+      a = std::max(a, rg[gi].in.a);
+      b = std::min(b, rg[gi].in.b);
+    }
+    b = std::max(a, b);
+    for (int64_t wo = 0; wo < a; ++wo) {
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kBorder);
+    }
+    int64_t wo = a;
+    for (; wo + U <= b; wo += U) {
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kBlock);
+    }
+    for (; wo < b; ++wo) {
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kSingle);
+    }
+    for (wo = b; wo < p.dst_w; ++wo) {
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kBorder);
+    }
+  }
+}
+
+// ---- grad_input at stride > 1: gather -------------------------------------------------------------
+template <typename acc_t>
+struct GatherPixel {
+  const acc_t* grad_out;
+  acc_t* dst;  // grad_input at (n, h, x, 0)
+  const acc_t* w;
+  int64_t c0;
+  const int64_t* src_off;  // grad_output offsets of the contributing outputs
+  const int64_t* w_off;    // their taps' offsets in the packed weights
+  int taps;
+
+  template <typename vec, int V>
+  MDC_INLINE void step(int64_t c) const {
+    constexpr int L = lanes<vec, acc_t>();
+    vec acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = vec{};
+    const acc_t* wc = w + (c - c0);
+    for (int t = 0; t < taps; ++t) {
+      const acc_t* s = grad_out + src_off[t] + c;
+      const acc_t* wt = wc + w_off[t];
+      for (int v = 0; v < V; ++v) acc[v] += vload<vec>(wt + v * L) * vload<vec>(s + v * L);
+    }
+    for (int v = 0; v < V; ++v) vstore(dst + c + v * L, acc[v]);
+  }
+};
+
+template <typename Isa, typename acc_t>
+MDC_INLINE void gather_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end) {
+  const Geometry& g = p.g;
+  const int64_t C = g.channels, H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
+  const int kk_max = g.max_kernel * g.max_kernel;
+  std::vector<int64_t> buf(4 * static_cast<size_t>(g.max_kernel) + 2 * static_cast<size_t>(kk_max));
+  int64_t* rows = buf.data();             // [k] grad_output row offsets of the valid taps i
+  int64_t* ti = rows + g.max_kernel;      // [k] those i
+  int64_t* cols = ti + g.max_kernel;      // [k] column offsets of the valid taps j
+  int64_t* tj = cols + g.max_kernel;      // [k] those j
+  int64_t* src_off = tj + g.max_kernel;   // [k*k]
+  int64_t* w_off = src_off + kk_max;      // [k*k]
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / H, h = task % H;
+    for (int gi = 0; gi < g.num_groups; ++gi) {
+      const int k = g.kernel[gi];
+      const int64_t c0 = g.group_begin[gi], c1 = g.group_begin[gi + 1], Cg = c1 - c0;
+      const int64_t ph = g.pad_h(k), pw = g.pad_w(k);
+      int ni = 0;
+      for (int i = 0; i < k; ++i) {
+        const int64_t t = h + ph - i * g.dil_h;
+        if (t < 0 || t % g.stride_h != 0 || t / g.stride_h >= Ho) continue;
+        rows[ni] = (n * Ho + t / g.stride_h) * Wo * C;
+        ti[ni++] = i;
+      }
+      for (int64_t x = 0; x < W; ++x) {
+        int nj = 0;
+        for (int j = 0; j < k; ++j) {
+          const int64_t t = x + pw - j * g.dil_w;
+          if (t < 0 || t % g.stride_w != 0 || t / g.stride_w >= Wo) continue;
+          cols[nj] = (t / g.stride_w) * C;
+          tj[nj++] = j;
+        }
+        int taps = 0;
+        for (int a = 0; a < ni; ++a) {
+          for (int b = 0; b < nj; ++b) {
+            src_off[taps] = rows[a] + cols[b];
+            w_off[taps++] = (ti[a] * k + tj[b]) * Cg;
+          }
+        }
+        const GatherPixel<acc_t> f{p.src, p.dst + ((n * H + h) * W + x) * C, p.w[gi], c0, src_off, w_off, taps};
+        channel_steps<Isa, acc_t, 2>(c0, c1, f);
+      }
+    }
+  }
+}
+
+// ---- grad_weight ----------------------------------------------------------------------------------
+//   gw[c, i, j] = sum_{n, ho, wo} grad_out[n, ho, wo, c] * input[n, ho*s_h - p_h + i*d_h, wo*s_w - p_w + j*d_w, c]
+template <int K, typename acc_t>
+struct GradWeightRow {
+  const acc_t* go;  // grad_output at (n, ho, 0, 0)
+  const acc_t* input;
+  acc_t* part;      // this chunk's partial sums of the group, [k*k, C_g]
+  int64_t row_off;  // input offset of the (virtual) row ho * s_h - p_h, column 0
+  int64_t C, Cg, c0, row_step, col_step, src_w, sw, pw, dw, n_out;
+  int i_lo, i_hi, k_rt;
+  Interior in;
+
+  template <typename vec, int V>
+  MDC_INLINE void step(int64_t c) const {
+    static_assert(V == 1, "grad_weight steps are single vectors");
+    const int k = K > 0 ? K : k_rt;
+    acc_t* pc = part + (c - c0);
+    // Outputs handled by the register-blocked loop (none when K is only known at run time).
+    const int64_t a = K > 0 ? in.a : n_out, b = K > 0 ? in.b : n_out;
+    for (int i = i_lo; i < i_hi; ++i) {
+      const int64_t roff = row_off + i * row_step + c;
+      acc_t* pi = pc + static_cast<int64_t>(i) * k * Cg;
+      if constexpr (K > 0) {
+        constexpr int WU = K <= 3 ? 3 : (K <= 5 ? 2 : 1);  // independent accumulator sets
+        vec acc[WU][K];
+        for (int u = 0; u < WU; ++u) {
+          for (int j = 0; j < K; ++j) acc[u][j] = vec{};
+        }
+        int64_t wo = a;
+        for (; wo + WU <= b; wo += WU) {
+          for (int u = 0; u < WU; ++u) {
+            const vec gv = vload<vec>(go + (wo + u) * C + c);
+            const acc_t* s = input + (roff + ((wo + u) * sw - pw) * C);
+            for (int j = 0; j < K; ++j) acc[u][j] += gv * vload<vec>(s + j * col_step);
+          }
+        }
+        for (; wo < b; ++wo) {
+          const vec gv = vload<vec>(go + wo * C + c);
+          const acc_t* s = input + (roff + (wo * sw - pw) * C);
+          for (int j = 0; j < K; ++j) acc[0][j] += gv * vload<vec>(s + j * col_step);
+        }
+        for (int j = 0; j < K; ++j) {
+          vec t = acc[0][j];
+          for (int u = 1; u < WU; ++u) t += acc[u][j];
+          vstore(pi + j * Cg, vload<vec>(pi + j * Cg) + t);
+        }
+      }
+      // Border outputs (every output when K is a run-time value): clipped taps, straight into the
+      // partial sums.
+      for (int64_t wo = 0; wo < n_out; ++wo) {
+        if (wo == a) wo = b;
+        if (wo >= n_out) break;
+        const vec gv = vload<vec>(go + wo * C + c);
+        const int64_t x0 = wo * sw - pw;
+        const TapRange jr = tap_range(x0, src_w, k, dw);
+        const acc_t* s = input + (roff + x0 * C);
+        for (int j = jr.lo; j < jr.hi; ++j) {
+          vstore(pi + j * Cg, vload<vec>(pi + j * Cg) + gv * vload<vec>(s + j * col_step));
+        }
+      }
+    }
+  }
+};
+
+template <typename Isa, typename acc_t>
+MDC_INLINE void grad_weight_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end) {
+  const Geometry& g = p.g;
+  const int64_t C = g.channels, H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
+  const int64_t total_rows = g.batch * Ho;
+  for (int64_t task = begin; task < end; ++task) {
+    const auto& blk = (*p.blocks)[task / p.chunks];
+    const int64_t chunk = task % p.chunks;
+    const int gi = static_cast<int>(blk[0]);
+    const int64_t cb0 = blk[1], cb1 = blk[2];
+    const int k = g.kernel[gi];
+    const int64_t c0 = g.group_begin[gi], Cg = g.group_begin[gi + 1] - c0;
+    acc_t* part = p.partial + chunk * p.part_total + p.part_offset[gi];
+    for (int64_t tap = 0; tap < int64_t(k) * k; ++tap) {
+      std::fill(part + tap * Cg + (cb0 - c0), part + tap * Cg + (cb1 - c0), acc_t(0));
+    }
+    const Interior in = interior(W, Wo, g.stride_w, g.pad_w(k), k, g.dil_w);
+    const int64_t q1 = std::min(total_rows, (chunk + 1) * p.rows_per_chunk);
+    for (int64_t q = chunk * p.rows_per_chunk; q < q1; ++q) {
+      const int64_t n = q / Ho, ho = q % Ho;
+      const int64_t h0 = ho * g.stride_h - g.pad_h(k);
+      const TapRange ir = tap_range(h0, H, k, g.dil_h);
+      MDC_DISPATCH_K(k, {
+        const GradWeightRow<K_, acc_t> f{p.src + (n * Ho + ho) * Wo * C, p.input, part, (n * H + h0) * W * C, C, Cg,
+                                         c0, g.dil_h * W * C, g.dil_w * C, W, g.stride_w, g.pad_w(k), g.dil_w, Wo,
+                                         ir.lo, ir.hi, k, in};
+        channel_steps<Isa, acc_t, 1>(cb0, cb1, f);
+      });
+    }
+  }
+}
+
+// ---- ISA entry points ---------------------------------------------------------------------------
+enum class NhwcPass { kForward, kGather, kGradWeight };
+
+template <typename Isa, typename acc_t>
+MDC_INLINE void nhwc_tasks(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+  switch (pass) {
+    case NhwcPass::kForward: forward_tasks<Isa>(p, begin, end); break;
+    case NhwcPass::kGather: gather_tasks<Isa>(p, begin, end); break;
+    case NhwcPass::kGradWeight: grad_weight_tasks<Isa>(p, begin, end); break;
+  }
+}
+
+template <typename acc_t>
+void nhwc_base(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+  nhwc_tasks<IsaBase>(pass, p, begin, end);
+}
+
+#if MDC_X86_DISPATCH
+template <typename acc_t>
+MDC_TARGET_AVX2 void nhwc_avx2(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+  nhwc_tasks<IsaAvx2>(pass, p, begin, end);
+}
+
+template <typename acc_t>
+MDC_TARGET_AVX512 void nhwc_avx512(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+  nhwc_tasks<IsaAvx512>(pass, p, begin, end);
+}
+#endif
+
+template <typename acc_t>
+void run_nhwc(NhwcPass pass, const Problem<acc_t>& p, int64_t tasks, int64_t work_per_task) {
+  void (*fn)(NhwcPass, const Problem<acc_t>&, int64_t, int64_t) = &nhwc_base<acc_t>;
+#if MDC_X86_DISPATCH
+  switch (host_isa()) {
+    case HostIsa::kAvx512: fn = &nhwc_avx512<acc_t>; break;
+    case HostIsa::kAvx2: fn = &nhwc_avx2<acc_t>; break;
+    default: break;
+  }
+#endif
+  at::parallel_for(0, tasks, grain_for(work_per_task), [&](int64_t begin, int64_t end) { fn(pass, p, begin, end); });
+}
+
+// ---- host side ----------------------------------------------------------------------------------
+at::ScalarType compute_type(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
+// Each group's weights [C_g, 1, k, k] as [k*k, C_g] in the compute dtype (kernel flipped if asked).
+std::vector<at::Tensor> pack_weights(const std::vector<at::Tensor>& weights, at::ScalarType type, bool flip) {
+  std::vector<at::Tensor> packed;
+  for (const auto& w : weights) {
+    const at::Tensor wf = flip ? w.flip({2, 3}) : w;
+    packed.push_back(wf.to(type).reshape({w.size(0), w.size(2) * w.size(3)}).t().contiguous());
+  }
+  return packed;
+}
+
+template <typename acc_t>
+Problem<acc_t> make_problem(const Geometry& g, const std::vector<at::Tensor>& packed) {
+  Problem<acc_t> p{};
+  p.g = g;
+  for (size_t i = 0; i < packed.size(); ++i) p.w[i] = packed[i].data_ptr<acc_t>();
+  return p;
+}
+
+int64_t forward_work(const Geometry& g, int64_t out_w) {
+  return out_w * g.channels * g.max_kernel * g.max_kernel;
+}
+
+// out = conv(src) over rows of dst, src/dst channels-last in the compute dtype.
+template <typename acc_t>
+void conv_rows(Problem<acc_t>& p, const at::Tensor& src, const at::Tensor& dst, int64_t src_h, int64_t src_w) {
+  p.src = src.data_ptr<acc_t>();
+  p.dst = dst.data_ptr<acc_t>();
+  p.src_h = src_h;
+  p.src_w = src_w;
+  p.dst_h = dst.size(2);
+  p.dst_w = dst.size(3);
+  run_nhwc(NhwcPass::kForward, p, p.g.batch * p.dst_h, forward_work(p.g, p.dst_w));
+}
+
+}  // namespace
+
+at::Tensor forward_nhwc_cpu(const Geometry& g, const at::Tensor& input, const std::vector<at::Tensor>& weights,
+                            const at::Tensor& bias) {
+  const at::ScalarType type = compute_type(input.scalar_type());
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options().dtype(type).memory_format(kNhwc));
+  if (out.numel() > 0) {
+    const at::Tensor x = input.to(type).contiguous(kNhwc);
+    const at::Tensor b = bias.defined() ? bias.to(type).contiguous() : at::Tensor();
+    const std::vector<at::Tensor> packed = pack_weights(weights, type, false);
+    AT_DISPATCH_FLOATING_TYPES(type, "mixed_depthwise_conv2d_cpu_nhwc", [&] {
+      Problem<scalar_t> p = make_problem<scalar_t>(g, packed);
+      p.bias = b.defined() ? b.data_ptr<scalar_t>() : nullptr;
+      conv_rows(p, x, out, g.height, g.width);
+    });
+  }
+  return out.scalar_type() == input.scalar_type() ? out : out.to(input.scalar_type());
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> backward_nhwc_cpu(const Geometry& g, const at::Tensor& grad_output,
+                                                                  const at::Tensor& input,
+                                                                  const std::vector<at::Tensor>& weights,
+                                                                  std::array<bool, 2> output_mask) {
+  const at::ScalarType type = compute_type(input.scalar_type());
+  const at::Tensor go = grad_output.to(type).contiguous(kNhwc);
+  at::Tensor grad_input = at::empty({0}, input.options());
+  std::vector<at::Tensor> grad_weights;
+  if (output_mask[0]) {
+    grad_input = at::empty(input.sizes(), input.options().dtype(type).memory_format(kNhwc));
+    if (grad_input.numel() > 0) {
+      const bool unit_stride = g.stride_h == 1 && g.stride_w == 1;
+      const std::vector<at::Tensor> packed = pack_weights(weights, type, unit_stride);
+      AT_DISPATCH_FLOATING_TYPES(type, "mixed_depthwise_conv2d_backward_cpu_nhwc", [&] {
+        Problem<scalar_t> p = make_problem<scalar_t>(g, packed);
+        if (unit_stride) {  // the forward on grad_output with the flipped kernel (H_out == H)
+          conv_rows(p, go, grad_input, g.out_h, g.out_w);
+        } else {
+          p.src = go.data_ptr<scalar_t>();
+          p.dst = grad_input.data_ptr<scalar_t>();
+          run_nhwc(NhwcPass::kGather, p, g.batch * g.height, forward_work(g, g.width));
+        }
+      });
+    }
+    if (grad_input.scalar_type() != input.scalar_type()) grad_input = grad_input.to(input.scalar_type());
+  }
+  if (output_mask[1]) {
+    const at::Tensor x = input.to(type).contiguous(kNhwc);
+    std::vector<std::array<int64_t, 3>> blocks;
+    int64_t part_offset[kMaxGroups] = {};
+    int64_t part_total = 0;
+    for (int gi = 0; gi < g.num_groups; ++gi) {
+      const int64_t c0 = g.group_begin[gi], c1 = g.group_begin[gi + 1];
+      for (int64_t c = c0; c < c1; c += kGradWeightBlock) blocks.push_back({gi, c, std::min(c1, c + kGradWeightBlock)});
+      part_offset[gi] = part_total;
+      part_total += (c1 - c0) * g.kernel[gi] * g.kernel[gi];
+    }
+    const int64_t rows = g.batch * g.out_h;
+    const int64_t nblocks = static_cast<int64_t>(blocks.size());
+    const int64_t chunks = std::max<int64_t>(1, std::min(rows, ceil_div(kGradWeightTasks, nblocks)));
+    const int64_t rows_per_chunk = std::max<int64_t>(1, ceil_div(rows, chunks));
+    at::Tensor partial = at::empty({chunks, part_total}, x.options().memory_format(at::MemoryFormat::Contiguous));
+    AT_DISPATCH_FLOATING_TYPES(type, "mixed_depthwise_conv2d_backward_cpu_nhwc", [&] {
+      Problem<scalar_t> p = make_problem<scalar_t>(g, {});
+      p.src = go.data_ptr<scalar_t>();
+      p.input = x.data_ptr<scalar_t>();
+      p.partial = partial.data_ptr<scalar_t>();
+      std::copy(part_offset, part_offset + kMaxGroups, p.part_offset);
+      p.part_total = part_total;
+      p.chunks = chunks;
+      p.rows_per_chunk = rows_per_chunk;
+      p.blocks = &blocks;
+      const int64_t work = rows_per_chunk * g.out_w * kGradWeightBlock * g.max_kernel * g.max_kernel;
+      run_nhwc(NhwcPass::kGradWeight, p, nblocks * chunks, work);
+    });
+    // Sum the chunks in chunk order, then [k*k, C_g] -> [C_g, 1, k, k] per group.
+    at::Tensor total = at::empty({part_total}, partial.options());
+    AT_DISPATCH_FLOATING_TYPES(type, "mixed_depthwise_conv2d_backward_cpu_nhwc", [&] {
+      const scalar_t* src = partial.data_ptr<scalar_t>();
+      scalar_t* dst = total.data_ptr<scalar_t>();
+      at::parallel_for(0, part_total, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t e = begin; e < end; ++e) {
+          scalar_t s = src[e];
+          for (int64_t r = 1; r < chunks; ++r) s += src[r * part_total + e];
+          dst[e] = s;
+        }
+      });
+    });
+    for (int gi = 0; gi < g.num_groups; ++gi) {
+      const int64_t k = g.kernel[gi], Cg = g.group_begin[gi + 1] - g.group_begin[gi];
+      grad_weights.push_back(total.narrow(0, part_offset[gi], k * k * Cg)
+                                 .view({k * k, Cg})
+                                 .t()
+                                 .reshape({Cg, 1, k, k})
+                                 .to(weights[gi].scalar_type())
+                                 .contiguous());
+    }
+  }
+  return {grad_input, grad_weights};
+}
+
+}  // namespace mdc
+}  // namespace hybridops
