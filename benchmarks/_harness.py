@@ -1,21 +1,33 @@
-"""Shared timing harness: correct timing on CPU and CUDA, percentiles, peak memory, JSON results.
+"""Shared timing harness of the op benchmarks: correct timing on CPU and CUDA, p20/p50/p80, peak
+memory, JSON results.
 
-Every benchmark measures ours and the peer in the same run, on the same inputs, and reports
-medians (p50) with p20/p80 and the ratio peer/ours (> 1 means we are faster).
+Every benchmark measures ours and its peers in the same run, on the same inputs, interleaved round by
+round (``measure_interleaved``), in the three ``MODES`` (``op_step``):
+
+* ``forward``  -- the op under ``torch.no_grad()``;
+* ``backward`` -- the backward pass alone (the forward runs untimed before each timed call);
+* ``full``     -- forward and backward together.
+
+Each ``Row`` holds ours and one peer (p50 with p20/p80 in ms, peak MiB on CUDA); ``speedup`` is
+peer p50 / ours p50 (> 1 means we are faster), ``summarize`` gives its geomean/min/max per group.
+``write_json`` writes rows plus device, versions, git sha and date under ``benchmarks/results/``.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
+from torch import Tensor
 
+MODES = ("forward", "backward", "full")  # see op_step
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -31,7 +43,8 @@ class Timing:
 
 @dataclass
 class Row:
-    """One benchmark case: ours against the peer."""
+    """One benchmark case in one mode: ours against one peer. A case with several peers gives one
+    Row per peer, all sharing the same ``ours`` Timing (measured in the same interleaved run)."""
     op: str
     case: str
     mode: str
@@ -43,6 +56,7 @@ class Row:
 
     @property
     def speedup(self) -> Optional[float]:
+        """peer p50 / ours p50 (> 1 means ours is faster); None without a peer timing."""
         return None if self.peer is None else self.peer.p50_ms / self.ours.p50_ms
 
 
@@ -62,41 +76,170 @@ def _flush_l2(device: torch.device) -> None:
     buf.zero_()
 
 
+@dataclass
+class Step:
+    """One thing to time: ``run(prepare())``, where only ``run`` is timed.
+
+    ``prepare`` (optional) is called, untimed, before every timed (and warm-up) call of ``run``; its
+    return value is ``run``'s argument (``None`` without ``prepare``). ``op_step`` builds the
+    forward/backward/full steps of an op; a plain ``fn()`` is ``Step(lambda _: fn())``."""
+    run: Callable[[object], object]
+    prepare: Optional[Callable[[], object]] = None
+
+
+def _as_step(step: Union[Step, Callable[[], object]]) -> Step:
+    if isinstance(step, Step):
+        return step
+    return Step(run=lambda _arg, fn=step: fn())
+
+
+def _time_once(step: Step, device: torch.device, flush_l2: bool) -> tuple[float, Optional[float]]:
+    """One timed call of ``step``: (milliseconds, peak MiB above what was allocated before it or
+    None on the CPU). ``prepare``, the L2 flush and freeing the result stay outside the timed region."""
+    arg = step.prepare() if step.prepare is not None else None
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        out = step.run(arg)
+        ms = (time.perf_counter() - t0) * 1e3
+        del out, arg
+        return ms, None
+    if flush_l2:
+        _flush_l2(device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    out = step.run(arg)
+    end.record()
+    end.synchronize()
+    peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    del out, arg
+    return start.elapsed_time(end), peak
+
+
+def _timing(times: list[float], peaks: list[Optional[float]]) -> Timing:
+    q = torch.tensor(times, dtype=torch.float64).quantile(torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64))
+    peak = max(peaks) if peaks and peaks[0] is not None else None
+    return Timing(float(q[0]), float(q[1]), float(q[2]), len(times), peak)
+
+
+def measure_interleaved(steps: dict[str, Union[Step, Callable[[], object]]], device: torch.device,
+                        warmup: int = 3, reps: int = 20, max_seconds: float = 10.0,
+                        flush_l2: bool = False) -> dict[str, Timing]:
+    """Times several steps (e.g. ours and its peers) round-robin, one call of each per round, so that
+    load from other processes on a shared machine hits them alike.
+
+    Each step (a ``Step`` or a plain ``fn()``) first gets ``max(1, warmup)`` untimed calls (the first
+    builds lazy state such as ``op_step``'s gradient, allocator pools, cuDNN/oneDNN plans). Then up
+    to ``reps`` rounds, stopping early once ``max_seconds`` have passed and 3 rounds are done; the
+    order within a round rotates by one step per round so that no step always follows the same one.
+    CUDA is timed with events around each call (with ``flush_l2``, L2 is evicted before each,
+    outside the timed region), the CPU with perf_counter. Peak memory (CUDA, MiB): per timed call the
+    peak allocated above what was allocated just before it (after ``prepare``), max over the calls.
+
+    Returns ``{name: Timing}`` in the order of ``steps``, all with the same number of repetitions.
+    """
+    device = torch.device(device)
+    plan = {name: _as_step(s) for name, s in steps.items()}
+    for step in plan.values():
+        for _ in range(max(1, warmup)):
+            arg = step.prepare() if step.prepare is not None else None
+            step.run(arg)
+            del arg
+    _sync(device)
+    names = list(plan)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    peaks: dict[str, list[Optional[float]]] = {n: [] for n in names}
+    start_all = time.perf_counter()
+    for rnd in range(reps):
+        for i in range(len(names)):
+            name = names[(rnd + i) % len(names)]
+            ms, peak = _time_once(plan[name], device, flush_l2)
+            times[name].append(ms)
+            peaks[name].append(peak)
+        if time.perf_counter() - start_all > max_seconds and rnd + 1 >= 3:
+            break
+    return {n: _timing(times[n], peaks[n]) for n in names}
+
+
 def measure(fn: Callable[[], object], device: torch.device, warmup: int = 3, reps: int = 20,
             max_seconds: float = 10.0, flush_l2: bool = False) -> Timing:
-    """Times ``fn()``: ``warmup`` untimed calls, then up to ``reps`` timed calls (stopping early after
-    ``max_seconds`` once 3 are done). CUDA is timed with events around each call (with
-    ``flush_l2``, L2 is evicted before each, outside the timed region); the CPU with perf_counter.
-    Peak memory (CUDA) is what the timed calls allocated above what was allocated before them."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    times = []
-    start_all = time.perf_counter()
-    for _ in range(reps):
-        if device.type == "cuda":
-            if flush_l2:
-                _flush_l2(device)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() - start_all > max_seconds and len(times) >= 3:
-            break
-    peak = None
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    q = torch.tensor(times, dtype=torch.float64).quantile(torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64))
-    return Timing(float(q[0]), float(q[1]), float(q[2]), len(times), peak)
+    """Times ``fn()`` alone: ``measure_interleaved`` with one step (see there)."""
+    return measure_interleaved({"fn": fn}, device, warmup, reps, max_seconds, flush_l2)["fn"]
+
+
+def _zero_grads(leaves: Sequence[Tensor]) -> None:
+    for t in leaves:
+        t.grad = None
+
+
+def _default_grad(out: Tensor) -> Tensor:
+    """Ones for a one-element output (a loss: the gradients are exactly d loss / d input), else a
+    standard normal from seed 0 with ``out``'s shape, dtype, device and memory layout."""
+    if out.numel() == 1:
+        return torch.ones_like(out)
+    noise = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+    return torch.empty_like(out).copy_(noise)
+
+
+def op_step(call: Callable[[], Tensor], leaves: Sequence[Tensor], mode: str, grad: Optional[Tensor] = None,
+            accumulate: bool = True) -> Step:
+    """The ``Step`` that times ``call()`` (which returns one tensor) in one of ``MODES``:
+
+    * ``"forward"``: ``call()`` under ``torch.no_grad()``;
+    * ``"backward"``: ``prepare`` runs ``call()`` with autograd on (untimed) and the timed part is
+      only the backward from its output;
+    * ``"full"``: forward and backward, both timed.
+
+    ``leaves`` are the tensors with ``requires_grad`` that ``call`` uses. The backward is
+    ``out.backward(grad)`` into the leaves' ``.grad``, which ``prepare`` sets to None before every
+    call so that no gradient accumulation is timed; with ``accumulate=False`` it is
+    ``torch.autograd.grad(out, leaves, grad)`` instead (nothing is written to ``.grad``; the
+    gradients are returned). ``grad`` (the output's gradient, same shape as ``out``) is fixed for
+    all calls; by default it is made on the first call (a warm-up one): ones for a one-element
+    output such as a loss, else a standard normal from seed 0 in ``out``'s layout."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    leaves = list(leaves)
+    state = {"grad": grad}
+
+    def backward(out: Tensor) -> object:
+        if state["grad"] is None:
+            state["grad"] = _default_grad(out)
+        if accumulate:
+            out.backward(state["grad"])
+            return None
+        return torch.autograd.grad(out, leaves, state["grad"])
+
+    if mode == "forward":
+        def run_forward(_arg: object) -> Tensor:
+            with torch.no_grad():
+                return call()
+        return Step(run=run_forward)
+
+    if mode == "backward":
+        def prepare_backward() -> Tensor:
+            _zero_grads(leaves)
+            with torch.enable_grad():
+                return call()
+        return Step(run=backward, prepare=prepare_backward)
+
+    def run_full(_arg: object) -> object:
+        with torch.enable_grad():
+            return backward(call())
+    return Step(run=run_full, prepare=lambda: _zero_grads(leaves))
+
+
+def try_step(step: Union[Step, Callable[[], object]]) -> Optional[str]:
+    """Runs ``step`` once; None if it works, else the first line of the error (for a peer without,
+    e.g., a bf16 kernel, which is then reported instead of measured)."""
+    step = _as_step(step)
+    try:
+        step.run(step.prepare() if step.prepare is not None else None)
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+    return None
 
 
 def copy_bandwidth(device: torch.device) -> Optional[float]:
@@ -149,6 +292,7 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "hybridops": hybridops.build_info(),
@@ -158,25 +302,78 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def print_table(rows: list[Row]) -> None:
-    header = f"{'op':<16} {'case':<28} {'mode':<9} {'dtype':<9} {'ours p50 ms':>12} {'peer p50 ms':>12} {'speedup':>8}  peer"
-    print(header)
-    print("-" * len(header))
+def print_table(rows: Sequence[Row], header: bool = True) -> None:
+    """One line per row: op, case, mode, dtype, ours and peer p50, speedup, peer name."""
+    w_op = max([16] + [len(r.op) for r in rows])
+    w_case = max([28] + [len(r.case) for r in rows])
+    if header:
+        line = (f"{'op':<{w_op}} {'case':<{w_case}} {'mode':<9} {'dtype':<9} {'ours p50 ms':>12} "
+                f"{'peer p50 ms':>12} {'speedup':>8}  peer")
+        print(line)
+        print("-" * len(line))
     for r in rows:
         peer = f"{r.peer.p50_ms:12.3f}" if r.peer else f"{'-':>12}"
         speed = f"{r.speedup:7.2f}x" if r.speedup else f"{'-':>8}"
-        print(f"{r.op:<16} {r.case:<28} {r.mode:<9} {r.dtype:<9} {r.ours.p50_ms:12.3f} {peer} {speed}  {r.peer_name}")
+        print(f"{r.op:<{w_op}} {r.case:<{w_case}} {r.mode:<9} {r.dtype:<9} {r.ours.p50_ms:12.3f} {peer} {speed}  "
+              f"{r.peer_name}")
 
 
-def write_json(rows: list[Row], device: torch.device, name: str, path: Optional[str] = None) -> str:
-    """Writes ``{"environment": ..., "rows": [...]}`` to ``path`` (default ``results/<name>-<device>-<date>.json``)."""
+def _group_value(row: Row, key: str) -> object:
+    """``row.<key>`` for a Row field (e.g. ``dtype``), else ``row.extra[key]``."""
+    return getattr(row, key) if key in Row.__dataclass_fields__ else row.extra.get(key)
+
+
+def summarize(rows: Sequence[Row], by: Sequence[str] = (), show: bool = True) -> dict[str, dict]:
+    """Speedup (peer p50 / ours p50; > 1 means ours is faster) per (mode, *by, peer_name) group.
+
+    ``by`` names extra grouping keys: Row fields (``"dtype"``) or keys of ``Row.extra``
+    (``"layout"``). Rows without a peer timing are left out. Returns, in first-seen order,
+    ``{"<mode> | <by values...> | <peer_name>": {"mode", *by, "peer_name", "geomean", "min", "max",
+    "n"}}`` and, with ``show``, prints one line per group."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r.speedup is None:
+            continue
+        key = (r.mode, *(_group_value(r, k) for k in by), r.peer_name)
+        groups.setdefault(key, []).append(r.speedup)
+    summary = {}
+    for key, ratios in groups.items():
+        entry = {"mode": key[0], **dict(zip(by, key[1:-1])), "peer_name": key[-1],
+                 "geomean": math.exp(sum(math.log(x) for x in ratios) / len(ratios)),
+                 "min": min(ratios), "max": max(ratios), "n": len(ratios)}
+        summary[" | ".join(str(k) for k in key)] = entry
+    if show:
+        print("\n# speedup = peer p50 / ours p50 (> 1 means ours is faster)")
+        width = max([10] + [len(k) for k in summary])
+        for name, v in summary.items():
+            print(f"{name:<{width}}  geomean {v['geomean']:6.2f}  min {v['min']:6.2f}  max {v['max']:6.2f}  "
+                  f"({v['n']} rows)")
+    return summary
+
+
+_PAYLOAD_KEYS = ("benchmark", "environment", "rows")
+
+
+def write_json(rows: Sequence[Row], device: torch.device, name: str, path: Optional[str] = None,
+               extra: Optional[dict] = None) -> str:
+    """Writes ``{"benchmark": name, "environment": ..., **extra, "rows": [...]}`` to ``path`` (default
+    ``results/<name>-<cpu|cuda-GPU_name>-<date>.json``); returns the path.
+
+    Each row is the ``Row`` as a dict (``ours``/``peer`` Timings as dicts) plus its ``speedup``.
+    ``extra`` adds payload-level keys (e.g. ``{"summary": summarize(rows)}``); it may not replace
+    ``benchmark``, ``environment`` or ``rows``."""
+    device = torch.device(device)
+    extra = dict(extra or {})
+    clash = [k for k in _PAYLOAD_KEYS if k in extra]
+    if clash:
+        raise ValueError(f"extra: keys {clash} are reserved")
     env = environment(device)
     if path is None:
-        os.makedirs(RESULTS_DIR, exist_ok=True)
         tag = "cuda-" + env["device_name"].replace(" ", "_") if device.type == "cuda" else "cpu"
         stamp = env["date"][:19].replace(":", "").replace("-", "")
         path = os.path.join(RESULTS_DIR, f"{name}-{tag}-{stamp}.json")
-    payload = {"benchmark": name, "environment": env,
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    payload = {"benchmark": name, "environment": env, **extra,
                "rows": [dict(asdict(r), speedup=r.speedup) for r in rows]}
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)

@@ -3,18 +3,25 @@
     python -m benchmarks.deform_conv2d [--device cpu|cuda] [--quick] [--dtypes float32 float16 ...] [--json PATH]
 
 Cases: HybridNetSeg's three DCN layers at batch 2 (3x3, stride 1, padding 1, one offset group)
-and a detection-style layer (256ch@64x64, batch 8). Modes: forward, and forward+backward (all
-gradients). Both ops get identical inputs; results are appended as JSON under benchmarks/results/.
+and a detection-style layer (256ch@64x64, batch 8). Modes (``benchmarks._harness.MODES``):
+forward (no_grad), backward (the gradients of input, offset, weight, bias and mask, with the
+forward run untimed before each call) and full (forward + backward). Both ops get identical inputs
+and are timed interleaved in the same run (``measure_interleaved``); results are appended as JSON
+under benchmarks/results/.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
+from torch import Tensor
 
 import hybridops
-from benchmarks._harness import Row, measure, print_table, write_json
+from benchmarks._harness import (MODES, Row, Step, measure_interleaved, op_step, print_table, summarize, try_step,
+                                 write_json)
+
+PEER_NAME = "torchvision.ops.deform_conv2d"
 
 # (case name, batch, channels, height/width)
 CASES = [
@@ -29,7 +36,9 @@ QUICK_CASES = [
 ]
 
 
-def make_inputs(batch: int, channels: int, size: int, dtype: torch.dtype, device: torch.device):
+def make_inputs(batch: int, channels: int, size: int, dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+    """``[x [B, C, S, S], offset [B, 18, S, S], weight [C, C, 3, 3], bias [C], mask [B, 9, S, S]]``,
+    fixed seed, for a 3x3 stride-1 padding-1 DCNv2 layer with one offset group."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, size, size, generator=g)
     weight = torch.randn(channels, channels, 3, 3, generator=g) * (1.0 / (9 * channels) ** 0.5)
@@ -39,46 +48,45 @@ def make_inputs(batch: int, channels: int, size: int, dtype: torch.dtype, device
     return [t.to(device=device, dtype=dtype) for t in (x, offset, weight, bias, mask)]
 
 
-def _step(op: Callable, inputs, backward: bool) -> Callable[[], None]:
-    x, offset, weight, bias, mask = inputs
-    if backward:
-        leaves = [t.detach().requires_grad_() for t in inputs]
-
-        def run():
-            out = op(leaves[0], leaves[1], leaves[2], leaves[3], 1, 1, 1, leaves[4])
-            out.backward(torch.ones_like(out))
-        return run
-
-    def run_fwd():
-        with torch.no_grad():
-            op(x, offset, weight, bias, 1, 1, 1, mask)
-    return run_fwd
+def make_step(op: Callable, inputs: Sequence[Tensor], mode: str) -> Step:
+    """The ``op_step`` of ``op(x, offset, weight, bias, stride=1, padding=1, dilation=1, mask)`` in
+    ``mode``, on its own copies of ``inputs`` (all five are leaves: every gradient is computed)."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    x, offset, weight, bias, mask = leaves
+    return op_step(lambda: op(x, offset, weight, bias, 1, 1, 1, mask), leaves, mode)
 
 
-def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Row]:
+def _peer() -> tuple[Optional[Callable], str]:
+    """torchvision's deform_conv2d and the peer name (which says when it is not installed)."""
     try:
         from torchvision.ops import deform_conv2d as tv_deform_conv2d
     except ImportError:
-        tv_deform_conv2d = None
+        return None, PEER_NAME + " (not installed)"
+    return tv_deform_conv2d, PEER_NAME
+
+
+def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Row]:
+    """One Row per (case, dtype, mode): ours and torchvision measured interleaved."""
+    tv_deform_conv2d, peer_base = _peer()
+    reps = 5 if quick else (10 if device.type == "cpu" else 50)
     rows = []
     for name, batch, channels, size in (QUICK_CASES if quick else CASES):
         for dtype in dtypes:
             inputs = make_inputs(batch, channels, size, dtype, device)
-            for mode in ("forward", "fwd+bwd"):
-                backward = mode == "fwd+bwd"
-                reps = 5 if quick else (10 if device.type == "cpu" else 50)
-                ours = measure(_step(hybridops.deform_conv2d, inputs, backward), device, warmup=2, reps=reps)
-                peer = None
-                peer_name = "torchvision.ops.deform_conv2d"
+            for mode in MODES:
+                steps = {"ours": make_step(hybridops.deform_conv2d, inputs, mode)}
+                peer_name = peer_base
                 if tv_deform_conv2d is not None:
-                    try:
-                        peer = measure(_step(tv_deform_conv2d, inputs, backward), device, warmup=2, reps=reps)
-                    except (RuntimeError, NotImplementedError) as exc:  # e.g. no bf16 kernel
-                        peer_name += f" (failed: {str(exc).splitlines()[0][:60]})"
-                else:
-                    peer_name += " (not installed)"
-                rows.append(Row("deform_conv2d", name, mode, str(dtype).replace("torch.", ""), ours, peer_name, peer))
-                print_table(rows[-1:])
+                    peer_step = make_step(tv_deform_conv2d, inputs, mode)
+                    error = try_step(peer_step)  # e.g. no bf16 kernel
+                    if error is None:
+                        steps["peer"] = peer_step
+                    else:
+                        peer_name += f" (failed: {error[:60]})"
+                timings = measure_interleaved(steps, device, warmup=2, reps=reps)
+                rows.append(Row("deform_conv2d", name, mode, str(dtype).replace("torch.", ""), timings["ours"],
+                                peer_name, timings.get("peer")))
+                print_table(rows[-1:], header=len(rows) == 1)
     return rows
 
 
@@ -95,7 +103,8 @@ def main(argv=None) -> None:
     rows = run(device, dtypes, args.quick)
     print()
     print_table(rows)
-    path = write_json(rows, device, "deform_conv2d", args.json)
+    summary = summarize(rows, by=("dtype",))
+    path = write_json(rows, device, "deform_conv2d", args.json, extra={"summary": summary})
     print(f"\nwrote {path}")
 
 

@@ -9,16 +9,24 @@ Cases (full size; ``--quick`` divides H and W by 4 and takes fewer repetitions):
 
 ``ours`` is ``hybridops.losses.*`` (the Triton kernels on CUDA, the PyTorch path on the CPU); the
 peers are ``eager`` (``hybridops.losses.reference``, plain PyTorch) and ``torch.compile`` of that
-same eager code. Modes: ``forward`` and ``fwd+bwd`` (``torch.autograd.grad`` of the loss w.r.t. the
-logits, so no gradient accumulation is timed). Each (case, mode) gives one row per peer.
+same eager code. Modes (``benchmarks._harness.MODES``): ``forward`` (no_grad), ``backward``
+(``torch.autograd.grad`` of the loss w.r.t. the logits, the loss itself computed untimed before each
+call) and ``full`` (loss and its gradients, both timed); gradients go through ``autograd.grad``, so
+no gradient accumulation is timed. Each (case, mode) gives one row per peer, sharing ours' timing.
 
-Timing (``benchmarks/_harness.measure`` with ``flush_l2``): on CUDA every repetition is timed with
-CUDA events after a 256 MiB write that evicts the inputs from L2 (they would otherwise stay cached
-between repetitions: 4-32 MiB against 50 MiB of L2 on an H100); on the CPU with perf_counter.
-p20/p50/p80 over the repetitions; peak memory is what the timed calls allocate above what was
-allocated before them (CUDA only). On CUDA each row's ``extra`` also has
-the floor: the bytes the loss must move (forward: read the inputs once; fwd+bwd: read them twice and
-write the gradients) at the copy bandwidth measured on the same GPU, and ``x_floor`` = p50 / floor.
+Timing (``benchmarks._harness.measure_interleaved`` with ``flush_l2``): ours and both peers are
+timed round by round in one run; on CUDA every call is timed with CUDA events after a 256 MiB write
+that evicts the inputs from L2 (they would otherwise stay cached between repetitions: 4-32 MiB
+against 50 MiB of L2 on an H100); on the CPU with perf_counter. p20/p50/p80 over the repetitions;
+peak memory is what a timed call allocates above what was allocated just before it (CUDA only).
+
+On CUDA each row's ``extra`` also has the floor: the bytes the mode must move at least, at the copy
+bandwidth measured on the same GPU, and ``x_floor`` = ours p50 / floor. ``I`` = the logits and the
+target, read once; ``G`` = the gradients w.r.t. the logits (as many bytes as the logits), written:
+  * forward:  I        (read the inputs once, reduce to a scalar);
+  * backward: I + G    (the forward's result is a scalar, so the backward reads the inputs again
+                        and writes the gradients);
+  * full:     2 I + G  (forward then backward, as the old ``fwd+bwd`` mode).
 Every run also checks ours and compile against eager (loss and gradients; ``max_abs_diff``).
 
 Results are printed and written with ``benchmarks/_harness.py`` (device name, torch version, git
@@ -34,7 +42,8 @@ from typing import Callable, List, Optional
 import torch
 
 import hybridops.losses as L
-from benchmarks._harness import Row, copy_bandwidth, measure, print_table, write_json
+from benchmarks._harness import (MODES, Row, Step, copy_bandwidth, measure_interleaved, op_step, print_table,
+                                 summarize, write_json)
 from hybridops.losses import reference as R
 
 
@@ -63,15 +72,17 @@ def make_cases(device: torch.device, quick: bool) -> List[dict]:
     ]
 
 
-def _step(fn: Callable, xs: List[torch.Tensor], g: torch.Tensor, backward: bool) -> Callable[[], object]:
-    if backward:
-        leaves = [x.detach().requires_grad_() for x in xs]
-        return lambda: torch.autograd.grad(fn(leaves, g), leaves)
+def floor_bytes(mode: str, in_bytes: int, grad_bytes: int) -> int:
+    """Bytes ``mode`` must move at least: ``in_bytes`` (logits + target) read per pass over the
+    inputs, ``grad_bytes`` (the logits' gradients) written by the backward (see the module doc)."""
+    return {"forward": in_bytes, "backward": in_bytes + grad_bytes, "full": 2 * in_bytes + grad_bytes}[mode]
 
-    def forward():
-        with torch.no_grad():
-            return fn(xs, g)
-    return forward
+
+def make_step(fn: Callable, xs: List[torch.Tensor], g: torch.Tensor, mode: str) -> Step:
+    """The ``op_step`` of the loss ``fn(xs, g)`` in ``mode``, on its own leaf copies of the logits
+    ``xs``; the gradients are ``torch.autograd.grad(loss, xs)`` (``accumulate=False``)."""
+    leaves = [x.detach().clone().requires_grad_() for x in xs]
+    return op_step(lambda: fn(leaves, g), leaves, mode, accumulate=False)
 
 
 def _max_abs_diff(fn: Callable, eager: Callable, xs, g) -> dict:
@@ -84,11 +95,9 @@ def _max_abs_diff(fn: Callable, eager: Callable, xs, g) -> dict:
 
 
 def run(device: torch.device, quick: bool, reps: Optional[int]) -> List[Row]:
+    """Per case and mode, ours, eager and torch.compile(eager) measured interleaved: 2 Rows."""
     warmup = 2 if quick else 10
     reps = reps or (5 if quick else 50)
-    def timed(fn):
-        return measure(fn, device, warmup=warmup, reps=reps, max_seconds=60, flush_l2=True)
-
     bandwidth = copy_bandwidth(device)
     rows = []
     for case in make_cases(device, quick):
@@ -99,17 +108,19 @@ def run(device: torch.device, quick: bool, reps: Optional[int]) -> List[Row]:
         diffs = {"ours": _max_abs_diff(case["ours"], case["eager"], xs, g),
                  "compile": _max_abs_diff(compiled, case["eager"], xs, g)}
         compile_s = time.perf_counter() - t0
-        for mode in ("forward", "fwd+bwd"):
-            backward = mode == "fwd+bwd"
-            ours = timed(_step(case["ours"], xs, g, backward))
-            floor_bytes = 2 * in_bytes + _nbytes(xs) if backward else in_bytes
-            extra = dict(floor_bytes=floor_bytes, max_abs_diff_vs_eager=diffs["ours"],
+        impls = {"ours": case["ours"], "eager PyTorch": case["eager"], "torch.compile(eager)": compiled}
+        for mode in MODES:
+            steps = {name: make_step(fn, xs, g, mode) for name, fn in impls.items()}
+            timings = measure_interleaved(steps, device, warmup=warmup, reps=reps, max_seconds=60, flush_l2=True)
+            ours = timings["ours"]
+            nbytes = floor_bytes(mode, in_bytes, _nbytes(xs))
+            extra = dict(floor_bytes=nbytes, max_abs_diff_vs_eager=diffs["ours"],
                          kernels="triton" if (device.type == "cuda" and L.HAS_TRITON) else "pytorch")
             if bandwidth:
-                floor_ms = floor_bytes / bandwidth * 1e3
+                floor_ms = nbytes / bandwidth * 1e3
                 extra.update(copy_bandwidth_gbs=bandwidth / 1e9, floor_ms=floor_ms, x_floor=ours.p50_ms / floor_ms)
-            for peer_name, peer_fn in (("eager PyTorch", case["eager"]), ("torch.compile(eager)", compiled)):
-                peer = timed(_step(peer_fn, xs, g, backward))
+            for peer_name in ("eager PyTorch", "torch.compile(eager)"):
+                peer = timings[peer_name]
                 row_extra = dict(extra)
                 if peer_name.startswith("torch.compile"):
                     row_extra.update(peer_max_abs_diff_vs_eager=diffs["compile"], compile_and_check_s=compile_s)
@@ -136,7 +147,8 @@ def main(argv=None) -> None:
             print(f"{r.op:<9} {r.mode:<8} ours p50 = {r.extra['x_floor']:.2f} x floor "
                   f"({r.extra['floor_bytes'] / 2 ** 20:.1f} MiB at {r.extra['copy_bandwidth_gbs']:.0f} GB/s); "
                   f"peak {r.ours.peak_mib:.1f} MiB vs eager {r.peer.peak_mib:.1f} MiB")
-    path = write_json(rows, device, "losses" + ("-quick" if args.quick else ""), args.json)
+    summary = summarize(rows)
+    path = write_json(rows, device, "losses" + ("-quick" if args.quick else ""), args.json, extra={"summary": summary})
     print(f"\nwrote {path}")
 
 

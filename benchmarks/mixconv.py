@@ -1,6 +1,7 @@
 """Benchmark of hybridops.mixed_depthwise_conv2d (MixConv) against its PyTorch alternatives.
 
     python -m benchmarks.mixconv [--quick] [--device cpu|cuda] [--json PATH] [--batches 1 2]
+                                 [--shapes NAME ...] [--budget SECONDS]
 
 Compares, at the HybridNetSeg MixConv shapes (DESIGN-kernels.md), batch 1 and 2:
 
@@ -10,29 +11,34 @@ Compares, at the HybridNetSeg MixConv shapes (DESIGN-kernels.md), batch 1 and 2:
 * ``padded``      -- one depthwise F.conv2d at the largest kernel size with every group's weights
                      zero-padded to it (one launch, but k_max^2 taps for every channel).
 
-in fp32 (and fp16 on CUDA), forward (under no_grad) and forward+backward (grads for input and
-weights), NCHW (and channels-last outside --quick). Times are medians with p20/p80 over repeated
-runs; the implementations are interleaved round by round so that load from other processes on a
-shared machine hits them alike. Results are printed as a table and written as JSON (device, torch
-version, git sha, date, every row and the ratios) to benchmarks/results/ unless --json says where.
+in fp32 (and fp16 on CUDA), NCHW and channels-last (NCHW only with --quick), in the three modes of
+``benchmarks._harness.MODES``: forward (no_grad), backward (gradients of input and weights, the
+forward run untimed before each call) and full (forward + backward). The three implementations are
+timed interleaved, round by round, in one ``measure_interleaved`` call per (shape, batch, dtype,
+layout, mode), so that load from other processes on a shared machine hits them alike; ``--budget``
+is the seconds one such call may take (at least 3 rounds).
+
+Each measurement gives two ``Row``s sharing ours' timing: peer ``composition (split/conv/cat)`` and
+peer ``padded (one depthwise conv at k_max)``; ``case`` is ``"<shape> b<batch> <layout>"`` and
+``extra`` holds shape, channels, size, kernel_sizes, stride, batch, layout. The speedup summary per
+(mode, layout, peer) is printed and stored as ``summary`` in the JSON written by
+``benchmarks._harness.write_json`` (default ``benchmarks/results/mixconv-<device>-<date>.json``).
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
-import statistics
 import sys
-import time
-from typing import Callable
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 import hybridops
+from benchmarks._harness import (MODES, Row, Step, Timing, device_name, measure_interleaved, op_step, summarize,
+                                 write_json)
 from hybridops import reference
-from benchmarks._harness import device_name, git_sha
 from hybridops.nn.mixed_conv import split_channels
 
 # (name, channels, H (= W) of the input, kernel sizes, stride) -- HybridNetSeg at 512x512 input.
@@ -52,20 +58,19 @@ SHAPES = [
 QUICK = ["96@256->128 k3 s2", "144@128 k3,5,7", "480@64 k3,5", "480@64->32 k3,5,7,9 s2"]
 
 IMPLS = ("ours", "composition", "padded")
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+PEERS = {"composition": "composition (split/conv/cat)", "padded": "padded (one depthwise conv at k_max)"}
+LAYOUTS = ("nchw", "channels_last")
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def make_problem(channels: int, size: int, ks: Sequence[int], stride: int, batch: int, dtype: torch.dtype,
+                 device: Union[str, torch.device], channels_last: bool) -> tuple[Tensor, list[Tensor], Tensor, dict]:
+    """Inputs and the three implementations for one shape (fixed seed):
 
-
-def _device_name(device: str) -> str:
-    return f"{device_name(torch.device(device))} ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
-
-
-def make_problem(channels, size, ks, stride, batch, dtype, device, channels_last):
-    """Inputs and the three implementations as closures for one shape."""
+    * ``x`` [batch, channels, size, size] (channels-last memory when asked);
+    * ``ws`` one depthwise weight [c_i, 1, k_i, k_i] per kernel size, channels split as timm does;
+    * ``w_pad`` [channels, 1, k_max, k_max]: every group's weights zero-padded to the largest kernel;
+    * ``{"ours" | "composition" | "padded": fn(x, ws, w_pad) -> [batch, channels, size/stride, size/stride]}``.
+    """
     splits = split_channels(channels, len(ks))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, size, size, generator=g).to(device=device, dtype=dtype)
@@ -87,64 +92,47 @@ def make_problem(channels, size, ks, stride, batch, dtype, device, channels_last
     return x, ws, w_pad, {"ours": ours, "composition": composition, "padded": padded}
 
 
-def make_runner(fn, x, ws, w_pad, mode):
-    if mode == "forward":
-        def run():
-            with torch.no_grad():
-                fn(x, ws, w_pad)
-        return run
-    xg = x.detach().clone().requires_grad_()
+def make_step(fn, x: Tensor, ws: Sequence[Tensor], w_pad: Tensor, mode: str, impl: str) -> Step:
+    """The ``op_step`` of ``fn(x, ws, w_pad)`` (one of ``make_problem``'s implementations, named
+    ``impl``) in ``mode``, on its own leaf copies; the leaves are the tensors ``impl`` uses: x and
+    ``w_pad`` for ``padded``, x and ``ws`` for the others."""
+    xg = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
     wsg = [w.detach().clone().requires_grad_() for w in ws]
     wpg = w_pad.detach().clone().requires_grad_()
-    grad = None
-
-    def run():
-        nonlocal grad
-        out = fn(xg, wsg, wpg)
-        if grad is None:
-            grad = torch.randn_like(out)
-        out.backward(grad)
-        xg.grad = None
-        wpg.grad = None
-        for w in wsg:
-            w.grad = None
-    return run
+    leaves = [xg, wpg] if impl == "padded" else [xg, *wsg]
+    return op_step(lambda: fn(xg, wsg, wpg), leaves, mode)
 
 
-def time_interleaved(runners: dict[str, Callable[[], None]], device: str, min_reps: int, max_reps: int,
-                     budget_s: float) -> dict[str, list[float]]:
-    """Per-run times (ms) of each runner, taken round-robin until every runner has `min_reps` runs
-    and the budget is spent (or `max_reps` is reached)."""
-    for run in runners.values():  # warm-up (allocator, cuDNN/oneDNN plan choice)
-        run()
-        run()
-    _sync(device)
-    times = {name: [] for name in runners}
-    start = time.perf_counter()
-    reps = 0
-    while reps < max_reps and (reps < min_reps or time.perf_counter() - start < budget_s):
-        for name, run in runners.items():
-            if device == "cuda":
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                run()
-                e.record()
-                e.synchronize()
-                times[name].append(s.elapsed_time(e))
-            else:
-                t0 = time.perf_counter()
-                run()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-        reps += 1
-    return times
+def measure_case(x: Tensor, ws: Sequence[Tensor], w_pad: Tensor, fns: dict, mode: str, device: torch.device,
+                 reps: int, budget_s: float) -> dict[str, Timing]:
+    """``{impl: Timing}`` of the three implementations in ``mode``, measured interleaved."""
+    steps = {impl: make_step(fns[impl], x, ws, w_pad, mode, impl) for impl in IMPLS}
+    return measure_interleaved(steps, device, warmup=2, reps=reps, max_seconds=budget_s)
 
 
-def quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    pos = q * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+def case_rows(shape: tuple, batch: int, dtype: torch.dtype, layout: str, mode: str,
+              timings: dict[str, Timing]) -> list[Row]:
+    """The two Rows (one per peer, sharing ours' Timing) of one measurement."""
+    name, channels, size, ks, stride = shape
+    extra = dict(shape=name, channels=channels, size=size, kernel_sizes=list(ks), stride=stride, batch=batch,
+                 layout=layout)
+    return [Row("mixed_depthwise_conv2d", f"{name} b{batch} {layout}", mode, str(dtype).replace("torch.", ""),
+                timings["ours"], peer_name, timings[impl], dict(extra))
+            for impl, peer_name in PEERS.items()]
+
+
+def _print_header(device: torch.device) -> None:
+    print(f"# {device_name(device)} ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}); "
+          f"torch {torch.__version__}; hybridops {hybridops.__version__}")
+    print(f"{'shape':26s} {'N':>2s} {'dtype':8s} {'layout':6s} {'mode':8s} "
+          + " ".join(f"{n + ' ms (p80-p20)':>24s}" for n in IMPLS) + f" {'comp/ours':>9s} {'pad/ours':>8s}")
+
+
+def _print_line(name: str, batch: int, dtype: torch.dtype, layout: str, mode: str, t: dict[str, Timing]) -> None:
+    cells = " ".join(f"{t[i].p50_ms:14.3f} ({t[i].p80_ms - t[i].p20_ms:7.3f})" for i in IMPLS)
+    print(f"{name:26s} {batch:2d} {str(dtype)[6:]:8s} {'cl' if layout == 'channels_last' else layout:6s} "
+          f"{mode:8s} {cells} {t['composition'].p50_ms / t['ours'].p50_ms:9.2f} "
+          f"{t['padded'].p50_ms / t['ours'].p50_ms:8.2f}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -154,76 +142,43 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="output file (default: benchmarks/results/mixconv-<device>-<date>.json)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--shapes", nargs="+", default=None, help="subset of shape names (see SHAPES)")
-    parser.add_argument("--budget", type=float, default=None, help="seconds of timing per measurement")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per measurement (3 implementations interleaved, >= 3 rounds); "
+                             "default 0.5 (quick) or 1.0")
     args = parser.parse_args(argv)
 
-    device = args.device
-    if device == "cuda" and not (torch.cuda.is_available() and hybridops.build_info()["cuda"]):
+    device = torch.device(args.device)
+    if device.type == "cuda" and not (torch.cuda.is_available() and hybridops.build_info()["cuda"]):
         print("CUDA requested but no GPU or hybridops was built without CUDA", file=sys.stderr)
         return 2
     names = args.shapes or (QUICK if args.quick else [s[0] for s in SHAPES])
+    unknown = sorted(set(names) - {s[0] for s in SHAPES})
+    if unknown:
+        parser.error(f"--shapes: unknown {unknown}; known: {[s[0] for s in SHAPES]}")
     shapes = [s for s in SHAPES if s[0] in names]
-    dtypes = [torch.float32] + ([torch.float16] if device == "cuda" else [])
-    layouts = [False] if args.quick else [False, True]
+    dtypes = [torch.float32] + ([torch.float16] if device.type == "cuda" else [])
+    layouts = LAYOUTS[:1] if args.quick else LAYOUTS
     budget = args.budget if args.budget is not None else (0.5 if args.quick else 1.0)
-    min_reps, max_reps = (5, 50) if args.quick else (7, 200)
+    reps = 50 if args.quick else 200
 
-    rows = []
-    header = f"{'shape':26s} {'N':>2s} {'dtype':8s} {'layout':6s} {'mode':16s} " + " ".join(
-        f"{n + ' ms':>14s}" for n in IMPLS) + f" {'comp/ours':>9s} {'pad/ours':>8s}"
-    print(f"# {_device_name(device)}; torch {torch.__version__}; hybridops {hybridops.__version__}")
-    print(header)
-    for name, channels, size, ks, stride in shapes:
+    rows: list[Row] = []
+    _print_header(device)
+    for shape in shapes:
+        name, channels, size, ks, stride = shape
         for batch in args.batches:
             for dtype in dtypes:
-                for channels_last in layouts:
-                    x, ws, w_pad, fns = make_problem(channels, size, ks, stride, batch, dtype, device, channels_last)
-                    for mode in ("forward", "forward+backward"):
-                        runners = {impl: make_runner(fns[impl], x, ws, w_pad, mode) for impl in IMPLS}
-                        times = time_interleaved(runners, device, min_reps, max_reps, budget)
-                        med = {impl: statistics.median(t) for impl, t in times.items()}
-                        for impl, t in times.items():
-                            rows.append({
-                                "shape": name, "channels": channels, "size": size, "kernel_sizes": list(ks),
-                                "stride": stride, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
-                                "layout": "channels_last" if channels_last else "nchw", "mode": mode, "impl": impl,
-                                "median_ms": med[impl], "p20_ms": quantile(t, 0.2), "p80_ms": quantile(t, 0.8),
-                                "reps": len(t),
-                                "speedup_vs_ours": med[impl] / med["ours"],
-                            })
-                        cells = " ".join(f"{med[i]:8.3f} ({quantile(times[i], 0.8) - quantile(times[i], 0.2):4.2f})"
-                                         if med[i] < 1000 else f"{med[i]:14.1f}" for i in IMPLS)
-                        print(f"{name:26s} {batch:2d} {str(dtype)[6:]:8s} {'cl' if channels_last else 'nchw':6s} "
-                              f"{mode:16s} {cells} {med['composition'] / med['ours']:9.2f} "
-                              f"{med['padded'] / med['ours']:8.2f}", flush=True)
+                for layout in layouts:
+                    x, ws, w_pad, fns = make_problem(channels, size, ks, stride, batch, dtype, device,
+                                                     layout == "channels_last")
+                    for mode in MODES:
+                        timings = measure_case(x, ws, w_pad, fns, mode, device, reps, budget)
+                        rows += case_rows(shape, batch, dtype, layout, mode, timings)
+                        _print_line(name, batch, dtype, layout, mode, timings)
 
-    summary = {}
-    for mode in ("forward", "forward+backward"):
-        for base in ("composition", "padded"):
-            ratios = [r["speedup_vs_ours"] for r in rows if r["mode"] == mode and r["impl"] == base]
-            if ratios:
-                summary[f"{mode}: {base}/ours"] = {
-                    "geomean": float(torch.tensor(ratios).log().mean().exp()), "min": min(ratios), "max": max(ratios),
-                    "n": len(ratios)}
-    print("\n# ratios (baseline time / our time; > 1 means ours is faster)")
-    for key, v in summary.items():
-        print(f"{key:40s} geomean {v['geomean']:.2f}  min {v['min']:.2f}  max {v['max']:.2f}  ({v['n']} rows)")
-
-    now = _dt.datetime.now(_dt.timezone.utc)
-    result = {
-        "benchmark": "mixconv", "device": _device_name(device), "device_kind": device,
-        "torch": torch.__version__, "hybridops": hybridops.__version__, "build": hybridops.build_info(),
-        "git_sha": git_sha(), "date": now.isoformat(timespec="seconds"), "quick": args.quick,
-        "cpu_isa_cap": os.environ.get("HYBRIDOPS_CPU_ISA", ""), "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "timing": "median/p20/p80 of per-run wall time (CUDA events on GPU), implementations interleaved",
-        "summary": summary, "rows": rows,
-    }
-    path = args.json or os.path.join(
-        RESULTS_DIR, f"mixconv-{device}{'-quick' if args.quick else ''}-{now.strftime('%Y%m%d-%H%M%S')}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    summary = summarize(rows, by=("layout",))
+    extra = {"quick": args.quick, "budget_s": budget, "cpu_isa_cap": os.environ.get("HYBRIDOPS_CPU_ISA", ""),
+             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "summary": summary}
+    path = write_json(rows, device, "mixconv", args.json, extra=extra)
     print(f"\nwrote {path}")
     return 0
 

@@ -5,7 +5,8 @@
 * a latency results file (``python -m benchmarks.latency``): batch-1 latency (p50) against input
   size for each model, one panel per dtype/mode (run the benchmark with several ``--sizes``);
 * an op results file (``deform_conv2d``, ``losses``, ``mixconv``-style rows of ours vs a peer):
-  p50 time of ours and of each peer per case, one panel per mode.
+  p50 time of ours and of each peer per case, one panel per mode (forward, backward, full; per
+  mode and dtype when the file has several dtypes).
 """
 from __future__ import annotations
 
@@ -30,25 +31,34 @@ def plot_latency(payload: dict, path: Path) -> Path:
                          "input height (px)") for (dtype, mode), s in sorted(panels.items())], path)
 
 
+def _peer_label(peer_name: str) -> str:
+    """A legend label: the peer's name without its parenthesised note, e.g. "padded"."""
+    return peer_name.split(" (")[0][:28]
+
+
 def plot_rows(payload: dict, path: Path) -> Path:
-    modes: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    """One panel per mode (per mode and dtype when the rows have several dtypes): p50 ms of ours and
+    of each peer against the case index. Rows of one case and mode that share ours' timing (one
+    row per peer, as every op benchmark writes them) give one "ours" point."""
+    rows = payload["rows"]
+    by_dtype = len({r.get("dtype") for r in rows}) > 1
+    panels: dict[str, dict[str, dict[float, float]]] = {}
     cases: dict[str, list[str]] = {}
-    for r in payload["rows"]:
-        mode = r["mode"]
-        names = cases.setdefault(mode, [])
+    for r in rows:
+        panel = f"{r['mode']} {r['dtype']}" if by_dtype else r["mode"]
+        names = cases.setdefault(panel, [])
         if r["case"] not in names:
             names.append(r["case"])
         x = float(names.index(r["case"]))
-        series = modes.setdefault(mode, {})
-        series.setdefault("ours", [])
-        if (x, r["ours"]["p50_ms"]) not in series["ours"]:
-            series["ours"].append((x, r["ours"]["p50_ms"]))
+        series = panels.setdefault(panel, {})
+        series.setdefault("ours", {})[x] = r["ours"]["p50_ms"]
         if r.get("peer"):
-            series.setdefault(r["peer_name"][:28], []).append((x, r["peer"]["p50_ms"]))
-    panels = [(f"{payload.get('benchmark', 'op')} {mode}: p50 ms per case", s,
-               "case: " + ", ".join(f"{i}={c[:18]}" for i, c in enumerate(cases[mode]))[:70])
-              for mode, s in modes.items()]
-    return line_panels(panels, path)
+            series.setdefault(_peer_label(r["peer_name"]), {})[x] = r["peer"]["p50_ms"]
+    out = [(f"{payload.get('benchmark', 'op')} {panel}: p50 ms per case",
+            {name: sorted(points.items()) for name, points in series.items()},
+            "case: " + ", ".join(f"{i}={c[:18]}" for i, c in enumerate(cases[panel]))[:70])
+           for panel, series in panels.items()]
+    return line_panels(out, path)
 
 
 def plot_file(results: str, out_dir: str) -> Path:

@@ -2,9 +2,13 @@
 
     pytest benchmarks/ --benchmark-only [--benchmark-autosave] [--benchmark-compare]
 
-Each op is timed against its peer on the same inputs (group = op and case), forward and
-forward+backward, on CUDA when present (synchronised inside the timed call), else on the CPU at
-reduced sizes. The case builders are the ones the `python -m benchmarks.*` scripts use.
+Each op is timed against its peers on the same inputs (group = op, case and mode), in the three
+modes of ``benchmarks._harness.MODES`` (forward, backward, full), on CUDA when present (synchronised
+inside the timed call), else on the CPU at reduced sizes. The case builders and the steps are the
+ones the ``python -m benchmarks.*`` scripts use (``op_step``): a step's ``prepare`` (for backward,
+the untimed forward; for every mode with gradients, clearing ``.grad``) runs as pytest-benchmark's
+untimed ``setup``, so the suite uses ``benchmark.pedantic`` with a fixed number of rounds (``ROUNDS``;
+``--benchmark-min-rounds`` does not apply).
 """
 from __future__ import annotations
 
@@ -13,21 +17,34 @@ import torch
 
 import hybridops
 from benchmarks import deform_conv2d as dcn_bench
+from benchmarks import losses as loss_bench
 from benchmarks import mixconv as mix_bench
-from hybridops.losses import reference as loss_reference
+from benchmarks._harness import MODES, Step
 
 pytest.importorskip("pytest_benchmark")
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCALE = 1 if DEVICE.type == "cuda" else 4  # CPU: spatial sizes / 4
+ROUNDS, WARMUP_ROUNDS = (50, 5) if DEVICE.type == "cuda" else (10, 2)
 
 
-def _synced(fn):
-    def run():
-        fn()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-    return run
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _bench(benchmark, step: Step) -> None:
+    """Times ``step.run`` (synchronised) with ``step.prepare`` (synchronised) as the untimed setup."""
+    def setup():
+        arg = step.prepare() if step.prepare is not None else None
+        _sync()
+        return (arg,), {}
+
+    def target(arg):
+        step.run(arg)
+        _sync()
+
+    benchmark.pedantic(target, setup=setup, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS, iterations=1)
 
 
 # ------------------------------------------------------------------------------------------------ DCN
@@ -35,7 +52,7 @@ def _synced(fn):
 DCN_CASES = [(name, b, c, s // SCALE) for name, b, c, s in dcn_bench.CASES[:3]]
 
 
-@pytest.mark.parametrize("mode", ["forward", "fwd+bwd"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("impl", ["hybridops", "torchvision"])
 @pytest.mark.parametrize("case", DCN_CASES, ids=[c[0] for c in DCN_CASES])
 def test_deform_conv2d(benchmark, case, impl, mode):
@@ -47,7 +64,7 @@ def test_deform_conv2d(benchmark, case, impl, mode):
         op = hybridops.deform_conv2d
     inputs = dcn_bench.make_inputs(batch, channels, size, torch.float32, DEVICE)
     benchmark.group = f"deform_conv2d {name} (/{SCALE}) {mode}"
-    benchmark(_synced(dcn_bench._step(op, inputs, mode == "fwd+bwd")))
+    _bench(benchmark, dcn_bench.make_step(op, inputs, mode))
 
 
 # --------------------------------------------------------------------------------------------- MixConv
@@ -55,46 +72,24 @@ def test_deform_conv2d(benchmark, case, impl, mode):
 MIX_CASES = [(144, 128, (3, 5, 7), 1), (240, 128, (3, 5, 7), 2), (480, 64, (3, 5), 1)]
 
 
-@pytest.mark.parametrize("mode", ["forward", "fwd+bwd"])
-@pytest.mark.parametrize("impl", ["ours", "composition", "padded"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("impl", mix_bench.IMPLS)
 @pytest.mark.parametrize("case", MIX_CASES, ids=lambda c: f"{c[0]}@{c[1]}k{''.join(map(str, c[2]))}s{c[3]}")
 def test_mixed_depthwise_conv2d(benchmark, case, impl, mode):
     channels, size, kernels, stride = case
     x, ws, w_pad, impls = mix_bench.make_problem(channels, size // SCALE, kernels, stride, 2, torch.float32,
-                                                 DEVICE.type, False)
+                                                 DEVICE, False)
     benchmark.group = f"mixconv {channels}@{size // SCALE} k{kernels} s{stride} {mode}"
-    benchmark(_synced(mix_bench.make_runner(impls[impl], x, ws, w_pad, mode)))
+    _bench(benchmark, mix_bench.make_step(impls[impl], x, ws, w_pad, mode, impl))
 
 
 # ---------------------------------------------------------------------------------------------- losses
 
-@pytest.mark.parametrize("mode", ["forward", "fwd+bwd"])
-@pytest.mark.parametrize("impl", ["hybridops", "eager"])
-@pytest.mark.parametrize("loss", ["bce_dice", "mixed", "size_adaptive_ce"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("impl", ["ours", "eager"])
+@pytest.mark.parametrize("loss", ["bce_dice", "mixed", "sace"])
 def test_losses(benchmark, loss, impl, mode):
-    s = 512 // SCALE
-    g = torch.Generator().manual_seed(0)
-    label = (torch.rand(2, 1, s, s, generator=g) > 0.7).float().to(DEVICE)
-    if loss == "size_adaptive_ce":
-        xs = [torch.randn(4, 8, s, s, generator=g).to(DEVICE)]
-        target = torch.randint(0, 8, (4, s, s), generator=g).to(DEVICE)
-        fn = hybridops.losses.size_adaptive_cross_entropy if impl == "hybridops" else \
-            loss_reference.size_adaptive_cross_entropy
-        call = lambda ts: fn(ts[0], target)  # noqa: E731
-    elif loss == "mixed":
-        xs = [torch.randn(2, 1, s // f, s // f, generator=g).to(DEVICE) for f in (1, 1, 2, 4, 8)]
-        fn = hybridops.losses.mixed_loss if impl == "hybridops" else loss_reference.mixed_loss
-        call = lambda ts: fn(ts, label)  # noqa: E731
-    else:
-        xs = [torch.randn(2, 1, s, s, generator=g).to(DEVICE)]
-        fn = hybridops.losses.bce_dice_loss if impl == "hybridops" else loss_reference.bce_dice_loss
-        call = lambda ts: fn(ts[0], label)  # noqa: E731
-    if mode == "fwd+bwd":
-        leaves = [t.requires_grad_() for t in xs]
-        run = lambda: torch.autograd.grad(call(leaves), leaves)  # noqa: E731
-    else:
-        def run():
-            with torch.no_grad():
-                call(xs)
-    benchmark.group = f"loss {loss} {s}x{s} {mode}"
-    benchmark(_synced(run))
+    cases = {c["op"]: c for c in loss_bench.make_cases(DEVICE, quick=SCALE > 1)}  # quick: H, W / 4
+    case = cases[loss]
+    benchmark.group = f"loss {loss} {case['case']} {mode}"
+    _bench(benchmark, loss_bench.make_step(case[impl], case["inputs"], case["target"], mode))
