@@ -2,14 +2,16 @@
 # GPU verification in ONE device call: build for this GPU's arch, the whole test suite (CUDA tests
 # included), compute-sanitizer (memcheck) on the CUDA tests, and every op/model benchmark.
 #
-#   bash benchmarks/gpu_verify.sh [phases]      phases: comma list of build,test,sanitize,bench (default: all)
+#   bash benchmarks/gpu_verify.sh [phases]      phases: comma list of build,test,sanitize,bench (default: all);
+#                                               bench = bench-ops (deform_conv2d, mixconv, losses) + bench-latency
 #
 # Everything lands under $OUT (default ./gpu_verify_out): gpu_verify.log (all output, tests
 # included), nvidia-smi.txt, and one JSON per benchmark (<name>-cuda.json) -- at most 8 files, as
 # the device tool returns. Copy the JSON files into benchmarks/results/ and commit them.
 # Uses the machine's own python3/torch (no network there); nothing is installed but hybridops.
-# One device command may run 10 minutes at most: run it as two calls if needed, e.g.
-#   bash benchmarks/gpu_verify.sh build,test,sanitize   then   bash benchmarks/gpu_verify.sh build,bench
+# One device command may run 10 minutes at most: run it as two or three calls if needed, e.g.
+#   bash benchmarks/gpu_verify.sh build,test,sanitize   then   bash benchmarks/gpu_verify.sh build,bench-ops
+#   then   bash benchmarks/gpu_verify.sh build,bench-latency
 # (a fresh machine needs the build phase in each call; the ninja build takes ~1-2 min on 16 cores).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,13 +55,12 @@ if has sanitize; then
   fi
 fi
 
-if has bench; then
-  for b in deform_conv2d mixconv losses latency; do
-    if [ -f "benchmarks/$b.py" ]; then
-      step "benchmark $b"
-      timeout 420 $PY -m "benchmarks.$b" --device cuda --json "$OUT/$b-cuda.json" || status=1
-    fi
-  done
-fi
+BENCHES=""
+if has bench || has bench-ops; then BENCHES="deform_conv2d mixconv losses"; fi
+if has bench || has bench-latency; then BENCHES="$BENCHES latency"; fi
+for b in $BENCHES; do
+  step "benchmark $b"
+  timeout 420 $PY -m "benchmarks.$b" --device cuda --json "$OUT/$b-cuda.json" || status=1
+done
 step "done, status $status"
 exit $status
