@@ -221,3 +221,31 @@ def test_plots_from_results_files(tmp_path):
         png = plots.plot_file(str(src), str(tmp_path))
         with Image.open(png) as img:
             assert img.size == (480 * panels, 360)
+
+
+def test_report_markdown_tables(tmp_path, capsys):
+    from benchmarks import report
+
+    env = {"device": "cpu", "device_name": "Some CPU", "threads": 2, "torch": torch.__version__,
+           "date": "2026-11-23T00:00:00+00:00", "git_sha": "abc123"}
+    latency = {"environment": env, "models": [
+        {"model": m, "label": m.upper(), "params_m": p,
+         "inference": [{"size": [s, s], "dtype": "float32", "mode": "eager", "p50_ms": t * s} for s in (64, 128)],
+         "train_step": [{"size": [64, 64], "batch": 2, "dtype": "float32", "p50_ms": 10.0 * t}]}
+        for m, p, t in (("hybridnetseg", 0.71, 1.0), ("unet", 31.0, 3.0))]}
+    timing = {"p20_ms": 1.0, "p50_ms": 2.0, "p80_ms": 3.0, "reps": 3, "peak_mib": None}
+    ops = {"benchmark": "mixconv", "environment": env,
+           "summary": {"full | nchw | composition": {"geomean": 2.0, "min": 1.5, "max": 3.0, "n": 2}},
+           "rows": [{"case": "a b1 nchw", "mode": "full", "dtype": "float32", "ours": timing, "peer_name": "composition",
+                     "peer": dict(timing, p50_ms=4.0), "speedup": 2.0}]}
+    paths = []
+    for name, payload in (("latency", latency), ("ops", ops)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(payload))
+    report.main([str(p) for p in paths])
+    out = capsys.readouterr().out
+    assert "| UNET | 31.000 | 0.192 s (3.00x) | 0.384 s (3.00x) |" in out
+    assert "| HYBRIDNETSEG | 0.010 | 2 | 64x64 |" in out
+    assert "| a b1 nchw | full | float32 | 2.000 | 4.000 | 2.00x | composition |" in out
+    assert "| full / nchw / composition | 2.00x | 1.50x | 3.00x | 2 |" in out  # the group key is one cell
+    assert "Some CPU (cpu, 2 threads)" in out and str(paths[0]) in out
