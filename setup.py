@@ -2,12 +2,13 @@
 
 Environment switches (all optional):
 
-* ``HYBRIDOPS_BUILD_CUDA=auto|0|1`` -- ``auto`` (default) builds the CUDA kernels when nvcc and a
-  CUDA build of torch are present; ``1`` fails loudly when that is not possible; ``0`` builds the
-  CPU kernels only.
+* ``HYBRIDOPS_BUILD_CUDA=auto|0|1`` -- ``auto`` (default) follows torchvision's convention: the CUDA
+  kernels are built when nvcc and a CUDA build of torch are present AND a GPU is visible or
+  ``TORCH_CUDA_ARCH_LIST`` is set (a machine without a GPU gets the fast CPU-only build); ``1``
+  builds them whenever possible and fails loudly otherwise (CI); ``0`` builds the CPU kernels only.
 * ``TORCH_CUDA_ARCH_LIST`` -- e.g. ``"8.0;9.0"``. Unset: the archs of the visible GPUs, or
   ``HYBRIDOPS_DEFAULT_ARCHS`` below when no GPU is visible (as on a build machine).
-* ``MAX_JOBS`` -- parallel compile jobs (ninja).
+* ``MAX_JOBS`` -- parallel compile jobs (ninja). Unset: the number of CPU cores.
 * ``HYBRIDOPS_DEBUG=1`` -- ``-O0 -g`` and device line info.
 * ``CUDA_HOME`` -- the CUDA toolkit folder. When unset it is found from ``nvcc`` even when the
   ``nvcc`` on PATH is a wrapper script.
@@ -100,6 +101,9 @@ except ImportError as exc:  # pragma: no cover - build-time message
     ) from exc
 
 DEBUG = os.environ.get("HYBRIDOPS_DEBUG", "0") == "1"
+# One compile job per core (torch's default is cores + 2, which only adds memory pressure here).
+os.environ.setdefault("MAX_JOBS", str(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                          else (os.cpu_count() or 1))))
 
 
 def _want_cuda() -> tuple[bool, str]:
@@ -114,7 +118,15 @@ def _want_cuda() -> tuple[bool, str]:
         if BUILD_CUDA_MODE == "1":
             raise SystemExit("HYBRIDOPS_BUILD_CUDA=1 but CUDA cannot be built: " + "; ".join(reasons))
         return False, "; ".join(reasons)
-    return True, f"nvcc in {CUDA_HOME_FOUND}, torch CUDA {torch.version.cuda}"
+    found = f"nvcc in {CUDA_HOME_FOUND}, torch CUDA {torch.version.cuda}"
+    if BUILD_CUDA_MODE == "1":
+        return True, f"HYBRIDOPS_BUILD_CUDA=1; {found}"
+    if torch.cuda.is_available():
+        return True, f"a GPU is visible; {found}"
+    if os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+        return True, f"TORCH_CUDA_ARCH_LIST is set; {found}"
+    return False, ("no GPU is visible (set HYBRIDOPS_BUILD_CUDA=1 or TORCH_CUDA_ARCH_LIST to build the CUDA "
+                   f"kernels anyway; {found})")
 
 
 def _arch_list() -> str:

@@ -323,6 +323,13 @@ def _group_value(row: Row, key: str) -> object:
     return getattr(row, key) if key in Row.__dataclass_fields__ else row.extra.get(key)
 
 
+def geomean(values: Sequence[float]) -> float:
+    """Geometric mean of positive values, kept inside [min, max]: exp(mean(log)) alone can round
+    just outside (exp(log(145.88895080160944)) == 145.88895080160947)."""
+    mean = math.exp(sum(math.log(x) for x in values) / len(values))
+    return min(max(mean, min(values)), max(values))
+
+
 def summarize(rows: Sequence[Row], by: Sequence[str] = (), show: bool = True) -> dict[str, dict]:
     """Speedup (peer p50 / ours p50; > 1 means ours is faster) per (mode, *by, peer_name) group.
 
@@ -339,8 +346,7 @@ def summarize(rows: Sequence[Row], by: Sequence[str] = (), show: bool = True) ->
     summary = {}
     for key, ratios in groups.items():
         entry = {"mode": key[0], **dict(zip(by, key[1:-1])), "peer_name": key[-1],
-                 "geomean": math.exp(sum(math.log(x) for x in ratios) / len(ratios)),
-                 "min": min(ratios), "max": max(ratios), "n": len(ratios)}
+                 "geomean": geomean(ratios), "min": min(ratios), "max": max(ratios), "n": len(ratios)}
         summary[" | ".join(str(k) for k in key)] = entry
     if show:
         print("\n# speedup = peer p50 / ours p50 (> 1 means ours is faster)")

@@ -27,22 +27,27 @@ def bilinear_sample_zero_padded(planes: Tensor, y: Tensor, x: Tensor) -> Tensor:
 
     Returns:
         ``[B, C, S]``. A point with ``y <= -1``, ``y >= H``, ``x <= -1`` or ``x >= W`` samples 0;
-        neighbours outside the image read as 0 (torchvision's deform_conv2d convention).
+        neighbours outside the image read as 0 (torchvision's deform_conv2d convention). The
+        derivative with respect to the point is that of the floor cell's blend (one-sided from the
+        right), so on the lines ``y == -1`` / ``x == -1`` the value is 0 but the derivative is not,
+        as in torchvision. A NaN coordinate samples NaN; an infinite one samples 0.
     """
     b, c, h, w = planes.shape
     flat = planes.reshape(b, c, h * w)
-    inside = (y > -1) & (y < h) & (x > -1) & (x < w)
+    # Closed on the left: on y == -1 the row-0 weights are ly = 0 (value 0) but d/dy is not.
+    domain = (y >= -1) & (y < h) & (x >= -1) & (x < w)
     y0, x0 = torch.floor(y), torch.floor(x)
     ly, lx = y - y0, x - x0
     out = planes.new_zeros((b, c, y.shape[1]))
     for dy, dx, weight in ((0, 0, (1 - ly) * (1 - lx)), (0, 1, (1 - ly) * lx),
                            (1, 0, ly * (1 - lx)), (1, 1, ly * lx)):
         yy, xx = y0 + dy, x0 + dx
-        valid = inside & (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
-        index = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).long()
+        valid = domain & (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
+        index = torch.where(valid, yy * w + xx, 0).long()
         values = torch.gather(flat, 2, index.unsqueeze(1).expand(b, c, index.shape[1]))
-        out = out + values * (weight * valid).unsqueeze(1)
-    return out
+        out = out + values * torch.where(valid, weight, 0).unsqueeze(1)
+    nan_point = torch.isnan(y) | torch.isnan(x)
+    return out + torch.where(nan_point, float("nan"), 0.0).to(out.dtype).unsqueeze(1)
 
 
 def deform_conv2d(

@@ -249,3 +249,14 @@ def test_report_markdown_tables(tmp_path, capsys):
     assert "| a b1 nchw | full | float32 | 2.000 | 4.000 | 2.00x | composition |" in out
     assert "| full / nchw / composition | 2.00x | 1.50x | 3.00x | 2 |" in out  # the group key is one cell
     assert "Some CPU (cpu, 2 threads)" in out and str(paths[0]) in out
+
+
+def test_geomean_stays_within_min_and_max():
+    """exp(mean(log(x))) rounds up for this value: a one-row group used to report geomean > max."""
+    from benchmarks._harness import geomean
+    x = 145.88895080160944
+    assert geomean([x]) == x and geomean([x, x, x]) == x
+    assert geomean([2.0, 8.0]) == pytest.approx(4.0)
+    rows = [_row("forward", "nchw", "p", 1.0, x)]
+    s = summarize(rows, show=False)["forward | p"]
+    assert s["min"] <= s["geomean"] <= s["max"]

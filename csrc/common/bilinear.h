@@ -1,9 +1,20 @@
 // Bilinear sampling with zero padding, and its derivative with respect to the sampling point.
 //
-// Semantics are torchvision's deform_conv2d: a point (y, x) samples a plane of size H x W as the
-// bilinear blend of its four integer neighbours, where neighbours outside the plane read as 0, and a
-// point with y <= -1, y >= H, x <= -1 or x >= W samples 0 (and has zero derivative).
+// Semantics are torchvision's deform_conv2d, including its degenerate points:
+// * Value: a point (y, x) samples a plane of size H x W as the bilinear blend of its four integer
+//   neighbours (the floor cell), neighbours outside the plane reading as 0; a point with y <= -1,
+//   y >= H, x <= -1 or x >= W samples exactly 0.
+// * Derivative: the derivative of that blend of the floor cell, with no early-out of its own, i.e.
+//   the one-sided derivative from the right. It is 0 wherever the whole floor cell lies outside
+//   the plane, but NOT on the lines y == -1 and x == -1: there the value is 0 while d/dy (resp.
+//   d/dx) is the pull of row 0 (column 0). Those are exactly the top-row / left-column taps of a
+//   zero-offset padded convolution, i.e. every DeformConv2dV2 at initialisation.
+// * NaN: a NaN coordinate samples NaN and has NaN derivatives (torchvision's forward gives NaN
+//   there too); it has no neighbours, so it scatters nothing into grad_input. An infinite
+//   coordinate is a point far outside the plane: value 0, derivative 0.
 #pragma once
+
+#include <limits>
 
 #include "common/host_device.h"
 
@@ -18,6 +29,11 @@ struct BilinearCorners {
   acc_t w[4];
   acc_t dwdy[4];
   acc_t dwdx[4];
+  // True when the point is in the open domain (-1, H) x (-1, W) where the blend is the value.
+  // Outside it the value is `outside` (0, or NaN for a NaN point) whatever the weights say, and
+  // grad_input receives nothing (scatter only when `inside`).
+  bool inside;
+  acc_t outside;
 
   // sum_i w_i * plane[idx_i]
   template <typename scalar_t>
@@ -27,15 +43,15 @@ HYBRIDOPS_UNROLL
     for (int i = 0; i < 4; ++i) {
       if (idx[i] >= 0) v += w[i] * static_cast<acc_t>(plane[idx[i]]);
     }
-    return v;
+    return inside ? v : outside;
   }
 
   // Value and its derivatives d/dy, d/dx in one read of the four neighbours.
   template <typename scalar_t>
   HOST_DEVICE_INLINE void sample_with_grad(const scalar_t* plane, acc_t& v, acc_t& dy, acc_t& dx) const {
     v = 0;
-    dy = 0;
-    dx = 0;
+    dy = outside;  // 0, or NaN for a NaN point
+    dx = outside;
 HYBRIDOPS_UNROLL
     for (int i = 0; i < 4; ++i) {
       if (idx[i] >= 0) {
@@ -45,6 +61,7 @@ HYBRIDOPS_UNROLL
         dx += dwdx[i] * p;
       }
     }
+    v = inside ? v : outside;
   }
 };
 
@@ -52,8 +69,11 @@ template <typename acc_t, typename index_t>
 HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> bilinear_corners(acc_t y, acc_t x, index_t height,
                                                                     index_t width) {
   BilinearCorners<acc_t, index_t> c;
-  if (!(y > acc_t(-1) && y < acc_t(height) && x > acc_t(-1) && x < acc_t(width))) {
-    // Also catches NaN coordinates: they sample 0.
+  c.inside = y > acc_t(-1) && y < acc_t(height) && x > acc_t(-1) && x < acc_t(width);
+  c.outside = (y != y || x != x) ? std::numeric_limits<acc_t>::quiet_NaN() : acc_t(0);
+  // The derivative's domain adds the lines y == -1 and x == -1 (see the header comment); it is
+  // false for NaN and infinite coordinates, so floor() below only sees finite values.
+  if (!(y >= acc_t(-1) && y < acc_t(height) && x >= acc_t(-1) && x < acc_t(width))) {
 HYBRIDOPS_UNROLL
     for (int i = 0; i < 4; ++i) {
       c.idx[i] = -1;

@@ -33,4 +33,14 @@ HOST_DEVICE_INLINE T floor_hd(T v) {
 #endif
 }
 
+// Round to nearest, ties to even (the current rounding mode), on both sides.
+template <typename T>
+HOST_DEVICE_INLINE T rint_hd(T v) {
+#if defined(__CUDA_ARCH__)
+  return rint(v);
+#else
+  return std::rint(v);
+#endif
+}
+
 }  // namespace hybridops

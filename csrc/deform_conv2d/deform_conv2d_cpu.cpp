@@ -4,6 +4,9 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "deform_conv2d/deform_conv2d_driver.h"
 
 namespace hybridops {
@@ -52,8 +55,15 @@ struct CpuBackend {
   }
 
   // Tasks are (image, block of channels inside one offset group); each owns its grad planes.
+  // HYBRIDOPS_DCN_CPU_COL2IM=fixed_point runs the CUDA deterministic algorithm instead (a parallel
+  // scatter in 64-bit fixed point, FixedPointAdd), so tests can check it on the CPU.
   static void col2im(const Geometry& g, const at::Tensor& offset, const c10::optional<at::Tensor>& mask,
                      const at::Tensor& grad_columns, at::Tensor& grad_input) {
+    const char* algo = std::getenv("HYBRIDOPS_DCN_CPU_COL2IM");
+    if (algo != nullptr && std::string(algo) == "fixed_point") {
+      col2im_fixed_point_cpu(g, offset, mask, grad_columns, grad_input);
+      return;
+    }
     const int64_t cpg = g.channels_per_offset_group();
     const int64_t threads = at::get_num_threads();
     // Enough channel blocks to keep every thread busy; larger blocks reuse the bilinear weights more.
@@ -79,6 +89,24 @@ struct CpuBackend {
           const int64_t c_end = std::min(og * cpg + cpg, c_begin + block);
           col2im_planes<scalar_t, acc_t, int64_t, acc_t>(g, off, msk, gcol, gin, b, c_begin, c_end, 0, g.taps());
         }
+      });
+    });
+  }
+
+  static void col2im_fixed_point_cpu(const Geometry& g, const at::Tensor& offset,
+                                     const c10::optional<at::Tensor>& mask, const at::Tensor& grad_columns,
+                                     at::Tensor& grad_input) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, offset.scalar_type(), "deform_col2im_fixed_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const scalar_t* off = offset.data_ptr<scalar_t>();
+      const scalar_t* msk = data_or_null<scalar_t>(mask);
+      const scalar_t* gcol = grad_columns.data_ptr<scalar_t>();
+      col2im_fixed_point(g, mask, grad_columns, grad_input, [&](const FixedPointAdd& add) {
+        at::parallel_for(0, g.sample_items(), kGrain, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            col2im_item<scalar_t, acc_t, int64_t, unsigned long long>(g, off, msk, gcol, add.base, i, add);
+          }
+        });
       });
     });
   }

@@ -3,8 +3,9 @@
 // cuBLAS through the shared driver.
 //
 // grad_input: by default an atomic scatter into a float/double buffer (no half atomics needed, so
-// the code stays portable to sm_61). Under torch.use_deterministic_algorithms(True) a gather with
-// one thread per (image, channel, tap) into per-tap buffers, summed in a fixed order, replaces it.
+// the code stays portable to sm_61). Under torch.use_deterministic_algorithms(True) the same
+// scatter adds 64-bit fixed-point integers instead (unsigned long long atomicAdd, sm_35+): integer
+// sums do not depend on the order of the adds, so the bits are the same on every run and GPU.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/Atomic.cuh>
@@ -63,33 +64,32 @@ struct AtomicAdd {
   }
 };
 
-template <typename scalar_t, typename index_t>
-__global__ void col2im_atomic_kernel(Geometry g, const scalar_t* off, const scalar_t* msk, const scalar_t* gcol,
-                                     at::opmath_type<scalar_t>* gin, index_t n) {
+// col2im_item over every sample item, scattering with `add`: AtomicAdd into a float/double buffer
+// (fast, order-dependent bits) or FixedPointAdd into 64-bit integers (deterministic).
+template <typename scalar_t, typename index_t, typename grad_t, typename AddFn>
+__global__ void col2im_scatter_kernel(Geometry g, const scalar_t* off, const scalar_t* msk, const scalar_t* gcol,
+                                      grad_t* gin, AddFn add, index_t n) {
   using acc_t = at::opmath_type<scalar_t>;
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<index_t>(blockDim.x) * gridDim.x) {
-    col2im_item<scalar_t, acc_t, index_t, acc_t>(g, off, msk, gcol, gin, i, AtomicAdd());
+    col2im_item<scalar_t, acc_t, index_t, grad_t>(g, off, msk, gcol, gin, i, add);
   }
 }
 
-// One thread per (b, c, k): gathers tap k's contributions to plane (b, c) into buffer k.
-template <typename scalar_t, typename index_t>
-__global__ void col2im_deterministic_kernel(Geometry g, const scalar_t* off, const scalar_t* msk,
-                                            const scalar_t* gcol, at::opmath_type<scalar_t>* gin_per_tap,
-                                            index_t n) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const index_t C = static_cast<index_t>(g.channels);
-  const index_t K = static_cast<index_t>(g.taps());
-  const index_t plane_set = static_cast<index_t>(g.batch) * C * static_cast<index_t>(g.height * g.width);
-  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<index_t>(blockDim.x) * gridDim.x) {
-    const index_t k = i % K;
-    const index_t c = (i / K) % C;
-    const index_t b = i / (K * C);
-    col2im_planes<scalar_t, acc_t, index_t, acc_t>(g, off, msk, gcol, gin_per_tap + k * plane_set, b, c, c + 1, k,
-                                                   k + 1);
+template <typename scalar_t, typename grad_t, typename AddFn>
+void launch_col2im_scatter(const Geometry& g, const at::Tensor& offset, const c10::optional<at::Tensor>& mask,
+                           const at::Tensor& grad_columns, grad_t* gin, int64_t gin_numel, AddFn add) {
+  const int64_t n = g.sample_items();
+  auto stream = at::cuda::getCurrentCUDAStream();
+  if (fits_int32({n, gin_numel, grad_columns.numel(), offset.numel()})) {
+    col2im_scatter_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+        g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(), gin, add,
+        static_cast<int32_t>(n));
+  } else {
+    col2im_scatter_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+        g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(), gin, add, n);
   }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 struct CudaBackend {
@@ -131,39 +131,21 @@ struct CudaBackend {
     });
   }
 
+  // Default: atomic float adds. Under torch.use_deterministic_algorithms(True): the same scatter
+  // in 64-bit fixed point (FixedPointAdd), whose integer sums do not depend on thread order.
   static void col2im(const Geometry& g, const at::Tensor& offset, const c10::optional<at::Tensor>& mask,
                      const at::Tensor& grad_columns, at::Tensor& grad_input) {
-    auto stream = at::cuda::getCurrentCUDAStream();
     const bool deterministic = at::globalContext().deterministicAlgorithms();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, offset.scalar_type(), "deform_col2im_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       if (!deterministic) {
-        const int64_t n = g.sample_items();
-        if (fits_int32({n, grad_input.numel(), grad_columns.numel(), offset.numel()})) {
-          col2im_atomic_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
-              g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
-              grad_input.data_ptr<acc_t>(), static_cast<int32_t>(n));
-        } else {
-          col2im_atomic_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
-              g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
-              grad_input.data_ptr<acc_t>(), n);
-        }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_col2im_scatter<scalar_t>(g, offset, mask, grad_columns, grad_input.data_ptr<acc_t>(),
+                                        grad_input.numel(), AtomicAdd());
         return;
       }
-      const int64_t n = g.batch * g.channels * g.taps();
-      at::Tensor per_tap = at::zeros({g.taps(), g.batch, g.channels, g.height, g.width}, grad_input.options());
-      if (fits_int32({per_tap.numel(), grad_columns.numel(), offset.numel()})) {
-        col2im_deterministic_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
-            g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
-            per_tap.data_ptr<acc_t>(), static_cast<int32_t>(n));
-      } else {
-        col2im_deterministic_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
-            g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(),
-            per_tap.data_ptr<acc_t>(), n);
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      grad_input.add_(per_tap.sum(0));
+      col2im_fixed_point(g, mask, grad_columns, grad_input, [&](const FixedPointAdd& add) {
+        launch_col2im_scatter<scalar_t>(g, offset, mask, grad_columns, add.base, grad_input.numel(), add);
+      });
     });
   }
 };

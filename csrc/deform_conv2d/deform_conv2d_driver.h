@@ -17,6 +17,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "deform_conv2d/deform_conv2d_kernel.h"
@@ -71,6 +74,16 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
               g.dil_w, ")");
   TORCH_CHECK(g.pad_h >= 0 && g.pad_w >= 0, "hybridops.deform_conv2d: padding must be non-negative, got (", g.pad_h,
               ", ", g.pad_w, ")");
+  // Bounded so the int64 size arithmetic below (H + 2 * pad, dil * (k - 1), ...) cannot overflow.
+  const int64_t kMaxArg = std::numeric_limits<int32_t>::max();
+  TORCH_CHECK(g.stride_h <= kMaxArg && g.stride_w <= kMaxArg, "hybridops.deform_conv2d: stride must be at most ",
+              kMaxArg, ", got (", g.stride_h, ", ", g.stride_w, ")");
+  TORCH_CHECK(g.pad_h <= kMaxArg && g.pad_w <= kMaxArg, "hybridops.deform_conv2d: padding must be at most ", kMaxArg,
+              ", got (", g.pad_h, ", ", g.pad_w, ")");
+  TORCH_CHECK(g.dil_h <= kMaxArg && g.dil_w <= kMaxArg, "hybridops.deform_conv2d: dilation must be at most ",
+              kMaxArg, ", got (", g.dil_h, ", ", g.dil_w, ")");
+  TORCH_CHECK(g.channels > 0, "hybridops.deform_conv2d: input must have at least one channel, got shape ",
+              input.sizes());
   TORCH_CHECK(weight.size(1) > 0 && g.channels % weight.size(1) == 0,
               "hybridops.deform_conv2d: input channels (", g.channels, ") must be divisible by weight.shape[1] (",
               weight.size(1), ")");
@@ -116,6 +129,47 @@ inline at::Tensor block_of(const at::Tensor& t, int64_t n0, int64_t nb) { return
 inline c10::optional<at::Tensor> block_of(const c10::optional<at::Tensor>& t, bool use, int64_t n0, int64_t nb) {
   if (!use) return c10::nullopt;
   return t->narrow(0, n0, nb);
+}
+
+// The scale of FixedPointAdd: a power of two such that no pixel's fixed-point sum can pass 2^61,
+// given the largest |grad_columns * mask| and how many samples can reach one pixel (every tap of
+// every output pixel, each adding at most that much: the four bilinear weights are <= 1).
+inline double fixed_point_scale(double max_abs_contribution, int64_t samples_per_pixel) {
+  const double bound = max_abs_contribution * static_cast<double>(samples_per_pixel);
+  if (!(bound > 0) || !std::isfinite(bound)) return 1.0;
+  int e = 0;
+  std::frexp(bound, &e);  // bound < 2^e
+  return std::ldexp(1.0, std::min(61 - e, 1000));
+}
+
+// max |t| over the finite values of t (0 for an empty tensor); allocates only when t holds a
+// NaN or an infinity.
+inline double finite_max_abs(const at::Tensor& t) {
+  if (t.numel() == 0) return 0.0;
+  auto [lo, hi] = at::aminmax(t);
+  double m = std::max(std::abs(lo.item<double>()), std::abs(hi.item<double>()));
+  if (!std::isfinite(m)) m = t.nan_to_num(0.0, 0.0, 0.0).abs().max().item<double>();
+  return m;
+}
+
+// grad_input += the scatter of grad_columns (col2im) in 64-bit fixed point: deterministic with
+// any thread order, and as parallel as the atomic scatter. `launch(add)` runs col2im_item with
+// `add` (a FixedPointAdd) over every sample item of the block, scattering into `add.base`.
+// Precision: each contribution is rounded to 2^-e with 2^(61-e) > K * P * max|gcol * mask|, i.e.
+// about 2^-42 of the largest contribution at HybridNetSeg's sizes (finer than fp32's rounding).
+template <typename Launch>
+void col2im_fixed_point(const Geometry& g, const c10::optional<at::Tensor>& mask, const at::Tensor& grad_columns,
+                        at::Tensor& grad_input, Launch launch) {
+  const double mask_max = g.use_mask ? finite_max_abs(*mask) : 1.0;
+  const double scale = fixed_point_scale(finite_max_abs(grad_columns) * mask_max, g.taps() * g.out_pixels());
+  at::Tensor sums = at::zeros(grad_input.sizes(), grad_input.options().dtype(at::kLong));
+  at::Tensor poison = at::zeros(grad_input.sizes(), grad_input.options().dtype(at::kByte));
+  FixedPointAdd add{reinterpret_cast<unsigned long long*>(sums.data_ptr<int64_t>()), poison.data_ptr<uint8_t>(),
+                    scale};
+  launch(add);
+  at::Tensor result = sums.to(at::kDouble).mul_(1.0 / scale);  // exact: scale is a power of two
+  result.masked_fill_(poison.to(at::kBool), std::numeric_limits<double>::quiet_NaN());
+  grad_input.add_(result);
 }
 
 template <typename Backend>

@@ -137,7 +137,8 @@ HOST_DEVICE_INLINE void offset_mask_grad_item(const Geometry& g, const scalar_t*
   }
 }
 
-// grad_input for one sample item, scattered with `add(pointer, value)` (an atomic add on the GPU):
+// grad_input for one sample item, scattered with `add(pointer, value)` (an atomic add on the GPU;
+// value in acc_t, the functor converts it to the buffer's type):
 //   grad_input[b, c, neighbour] += gcol[c, k, p] * mask * weight(neighbour)   for c in the group.
 template <typename scalar_t, typename acc_t, typename index_t, typename grad_t, typename AddFn>
 HOST_DEVICE_INLINE void col2im_item(const Geometry& g, const scalar_t* offset, const scalar_t* mask,
@@ -145,7 +146,7 @@ HOST_DEVICE_INLINE void col2im_item(const Geometry& g, const scalar_t* offset, c
   const SampleItem<index_t> it = decode_sample_item<index_t>(g, i);
   acc_t m;
   const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
-  if (m == acc_t(0)) return;
+  if (!c4.inside || m == acc_t(0)) return;  // outside (or NaN): the point reads no neighbour
   const index_t P = static_cast<index_t>(g.out_pixels());
   const index_t K = static_cast<index_t>(g.taps());
   const index_t HW = static_cast<index_t>(g.height * g.width);
@@ -158,7 +159,7 @@ HOST_DEVICE_INLINE void col2im_item(const Geometry& g, const scalar_t* offset, c
     const acc_t gc = static_cast<acc_t>(*gcol) * m;
 HYBRIDOPS_UNROLL
     for (int j = 0; j < 4; ++j) {
-      if (c4.idx[j] >= 0) add(plane + c4.idx[j], static_cast<grad_t>(gc * c4.w[j]));
+      if (c4.idx[j] >= 0) add(plane + c4.idx[j], gc * c4.w[j]);
     }
     plane += HW;
     gcol += K * ncols;
@@ -167,8 +168,8 @@ HYBRIDOPS_UNROLL
 
 // grad_input for the channels [c_begin, c_end) of image b (all in one offset group) from the taps
 // [k_begin, k_end), accumulated in a fixed order by one worker that owns those planes:
-// deterministic, no atomics. The CPU runs it in parallel over (b, channel block) with all taps; the
-// GPU runs it per (b, c, k) into per-tap buffers when deterministic algorithms are requested.
+// deterministic, no atomics. The CPU runs it in parallel over (b, channel block) with all taps (a
+// GPU would get too little parallelism from it: its deterministic path is FixedPointAdd below).
 template <typename scalar_t, typename acc_t, typename index_t, typename grad_t>
 HOST_DEVICE_INLINE void col2im_planes(const Geometry& g, const scalar_t* offset, const scalar_t* mask,
                                       const scalar_t* grad_columns, grad_t* grad_input, index_t b,
@@ -185,7 +186,7 @@ HOST_DEVICE_INLINE void col2im_planes(const Geometry& g, const scalar_t* offset,
     for (it.p = 0; it.p < P; ++it.p) {
       acc_t m;
       const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
-      if (m == acc_t(0)) continue;
+      if (!c4.inside || m == acc_t(0)) continue;
       const scalar_t* gcol = grad_columns + (c_begin * K + it.k) * ncols + b * P + it.p;
       grad_t* plane = planes;
       for (index_t c = c_begin; c < c_end; ++c) {
@@ -200,6 +201,39 @@ HYBRIDOPS_UNROLL
     }
   }
 }
+
+// Order-independent accumulation for the deterministic grad_input: each contribution is rounded
+// to a 64-bit two's-complement fixed-point integer (`value * scale`, scale a power of two) and
+// added with an integer atomic. Integer addition is associative, so the sums have the same bits
+// whatever order the threads run in and on every GPU; the caller picks `scale` from a bound on
+// any pixel's sum so nothing wraps (fixed_point_scale in deform_conv2d_driver.h). A non-finite
+// contribution cannot be an integer: it marks its pixel in `poison`, which turns it into NaN.
+struct FixedPointAdd {
+  unsigned long long* base;  // the fixed-point buffer (pointers passed in point into it)
+  unsigned char* poison;     // same shape: 1 where a non-finite value landed
+  double scale;
+
+  template <typename acc_t>
+  HOST_DEVICE_INLINE void operator()(unsigned long long* address, acc_t value) const {
+    constexpr double kLimit = 4611686018427387904.0;  // 2^62: a single add never wraps
+    const double v = static_cast<double>(value) * scale;
+    if (!(v >= -kLimit && v <= kLimit)) {  // NaN, inf, or past the bound
+#if defined(__CUDA_ARCH__)
+      poison[address - base] = 1;  // every writer stores the same byte
+#else
+      __atomic_store_n(poison + (address - base), static_cast<unsigned char>(1), __ATOMIC_RELAXED);
+#endif
+      return;
+    }
+    const unsigned long long q = static_cast<unsigned long long>(static_cast<long long>(rint_hd(v)));
+#if defined(__CUDA_ARCH__)
+    atomicAdd(address, q);
+#else
+    __atomic_fetch_add(address, q, __ATOMIC_RELAXED);
+#endif
+  }
+
+};
 
 }  // namespace dcn
 }  // namespace hybridops

@@ -1,34 +1,72 @@
 """Argument normalisation and validation shared by the op wrappers."""
 from __future__ import annotations
 
+import operator
 from typing import Sequence, Union
 
 import torch
 
 IntPair = Union[int, Sequence[int]]
 
+# Largest stride / padding / dilation / kernel size accepted: the kernels do int64 arithmetic on
+# these (H + 2 * padding, dilation * (k - 1), ...), which must not overflow.
+MAX_INT_ARG = 2 ** 31 - 1
 
-def pair(value: IntPair, name: str, op: str, minimum: int) -> list[int]:
-    """``value`` as two ints (an int is used for both), each at least ``minimum``."""
+
+def _as_int(value: object) -> int:
+    """``value`` as an int: ints and int-likes (numpy integers, 0-d integer tensors, SymInts) via
+    ``operator.index``; bools and floats raise TypeError (a float is never truncated)."""
     if isinstance(value, bool):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        out = [value, value]
-    else:
+        raise TypeError("bool")
+    return operator.index(value)
+
+
+def pair(value: IntPair, name: str, op: str, minimum: int, maximum: int = MAX_INT_ARG) -> list[int]:
+    """``value`` as two ints (an int is used for both), each in ``[minimum, maximum]``.
+
+    Like torchvision, a float (alone or inside the pair) is refused, never truncated.
+    """
+    wrong_type = TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, (str, bytes)):
+        raise wrong_type
+    try:
+        out = [_as_int(value)] * 2
+    except TypeError:
         try:
-            out = [int(v) for v in value]
+            items = list(value)  # type: ignore[arg-type]
+            out = [_as_int(v) for v in items]
         except TypeError:
-            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+            raise wrong_type from None
         if len(out) != 2:
-            raise ValueError(f"{op}: {name} must have 2 values, got {len(out)}: {value!r}")
+            raise ValueError(f"{op}: {name} must have 2 values, got {len(out)}: {value!r}") from None
     if min(out) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{op}: {name} must be {kind}, got {tuple(out)}")
+    if max(out) > maximum:
+        raise ValueError(f"{op}: {name} must be at most {maximum}, got {tuple(out)}")
     return out
 
 
+def check_fake_devices(op: str, input: torch.Tensor, **tensors: object) -> None:
+    """In a fake (meta) kernel: every tensor argument is on ``input``'s device.
+
+    A meta tensor among CPU or CUDA tensors sends the whole call to the fake kernel (Meta outranks
+    CPU and CUDA in the dispatcher), which would return uninitialised memory: refuse instead.
+    """
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.device != input.device:
+            raise RuntimeError(f"{op}: {name} is on {t.device} but input is on {input.device}")
+
+
+def autocast_active(input: torch.Tensor) -> bool:
+    """Whether ``torch.autocast`` is on for ``input``'s device: the op's autocast kernel then casts
+    every float argument to the autocast dtype, so their dtypes need not agree on entry."""
+    return torch.is_autocast_enabled(input.device.type)
+
+
 def check_tensor(t: object, name: str, op: str, ndim: int, like: torch.Tensor | None = None) -> None:
-    """``t`` is a tensor of rank ``ndim`` with the device and dtype of ``like``."""
+    """``t`` is a tensor of rank ``ndim`` with the device and dtype of ``like`` (under autocast:
+    any float dtype, since autocast casts it)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != ndim:
@@ -36,6 +74,8 @@ def check_tensor(t: object, name: str, op: str, ndim: int, like: torch.Tensor | 
     if like is not None:
         if t.device != like.device:
             raise ValueError(f"{op}: {name} is on {t.device} but input is on {like.device}")
+        if autocast_active(like) and t.is_floating_point() and like.is_floating_point():
+            return
         if t.dtype != like.dtype:
             raise ValueError(f"{op}: {name} has dtype {t.dtype} but input has dtype {like.dtype}")
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
-from hybridops.ops._args import IntPair, check_bias, check_tensor, pair
+from hybridops.ops._args import IntPair, check_bias, check_fake_devices, check_tensor, pair
 
 _OP = "hybridops.deform_conv2d"
 
@@ -69,6 +69,8 @@ def check_deform_conv2d_args(input, offset, weight, bias, stride, padding, dilat
     check_tensor(input, "input", _OP, 4)
     if not input.is_floating_point():
         raise ValueError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
+    if input.shape[1] == 0:
+        raise ValueError(f"{_OP}: input must have at least one channel, got shape {tuple(input.shape)}")
     check_tensor(weight, "weight", _OP, 4, like=input)
     check_tensor(offset, "offset", _OP, 4, like=input)
     stride_ = pair(stride, "stride", _OP, 1)
@@ -119,6 +121,7 @@ def out_size(h: int, w: int, kh: int, kw: int, stride, padding, dilation) -> tup
 
 @torch.library.register_fake("hybridops::deform_conv2d")
 def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dilation):
+    check_fake_devices(_OP, input, offset=offset, weight=weight, mask=mask, bias=bias)
     h_out, w_out = out_size(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3], stride, padding,
                             dilation)
     return input.new_empty((input.shape[0], weight.shape[0], h_out, w_out))
@@ -126,6 +129,7 @@ def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dila
 
 @torch.library.register_fake("hybridops::deform_conv2d_backward")
 def _deform_conv2d_backward_fake(grad_output, input, offset, weight, mask, stride, padding, dilation):
+    check_fake_devices(_OP + "_backward", input, grad_output=grad_output, offset=offset, weight=weight, mask=mask)
     grad_mask = mask.new_empty(mask.shape) if mask is not None else offset.new_empty((0,))
     return input.new_empty(input.shape), offset.new_empty(offset.shape), weight.new_empty(weight.shape), grad_mask
 
