@@ -7,7 +7,9 @@
 are read from it) or a plain state dict of the named model; without it the model keeps its random
 initialisation (useful for latency tests only). The exported graph takes ``image`` ``[N, C, H, W]``
 and returns the eval-mode logits ``output``; batch and spatial size are dynamic unless
-``--static``. Loading uses ``torch.load(..., weights_only=True)``.
+``--static``. Loading uses ``torch.load(..., weights_only=True)``; an unreadable, empty or malformed
+checkpoint, one with NaN/inf weights, or one that does not fit the model is one ``error: ...`` line and
+exit status 2 (``train.errors``).
 """
 from __future__ import annotations
 
@@ -17,46 +19,46 @@ import sys
 import torch
 
 import models
+from train.errors import UserError, run_cli
 
 
-class ExportError(Exception):
-    """A user error: printed without a traceback, exit code 2."""
+class ExportError(UserError):
+    """A user error: printed as one ``error: ...`` line without a traceback, exit code 2."""
 
 
 def load_model(name: str | None, checkpoint: str | None) -> tuple[str, torch.nn.Module]:
-    """(model name, eval-mode model) from a training checkpoint, a plain state dict, or a name."""
+    """(model name, eval-mode model) from a training checkpoint, a plain state dict, or a name.
+
+    The checkpoint is checked as ``train.checkpoint`` checks it (entries and types, weights that fit the
+    model and hold no NaN/inf); every problem is a :class:`train.errors.UserError`.
+    """
+    from train import checkpoint as ckpt_io
+
     kwargs: dict = {}
     state = None
     if checkpoint:
-        try:
-            ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ExportError(f"checkpoint {checkpoint!r} does not exist") from None
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-            raise ExportError(f"cannot read checkpoint {checkpoint!r}: {str(exc).splitlines()[0][:200]}") from None
+        ckpt = ckpt_io.read(checkpoint)
         if isinstance(ckpt, dict) and "state_dict" in ckpt and "model" in ckpt:
+            ckpt_io.check_structure(ckpt, checkpoint, purpose="weights")
             if name is not None and name != ckpt["model"]:
                 raise ExportError(f"checkpoint {checkpoint!r} holds a {ckpt['model']!r} model, not {name!r}")
             name, kwargs, state = ckpt["model"], dict(ckpt.get("model_kwargs") or {}), ckpt["state_dict"]
-        elif isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        elif ckpt_io.is_state_dict(ckpt):
             state = ckpt
         else:
             raise ExportError(f"{checkpoint!r} is neither a training checkpoint nor a state dict")
     if name is None:
         raise ExportError("--model is required when the checkpoint does not name its model")
-    if name not in models.list_models():
-        raise ExportError(f"unknown model {name!r}; available: {', '.join(models.list_models())}")
-    model = models.create_model(name, **kwargs)
+    source = f"the arguments stored in checkpoint {checkpoint!r}" if kwargs else ""
+    model = ckpt_io.create_model(name, kwargs, error=ExportError, source=source)
     if state is not None:
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ExportError(f"checkpoint {checkpoint!r} does not fit model {name!r}: "
-                              f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}") from None
+        ckpt_io.load_state(model, state, checkpoint, "checkpoint")
     return name, model.eval()
 
 
 def main(argv=None) -> int:
+    from train.data.base import check_input_size
+
     parser = argparse.ArgumentParser(prog="python -m models.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help=f"one of {', '.join(models.list_models())}")
@@ -69,10 +71,12 @@ def main(argv=None) -> int:
     parser.add_argument("--mixconv", choices=("padded", "per_group"), default=None)
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         from hybridops.deploy import export_onnx
 
         name, model = load_model(args.model, args.checkpoint)
+        check_input_size(list(args.size), int(getattr(model, "input_divisor", 1)), name)
         in_chans = args.in_chans or getattr(model, "in_chans", 3)
         example = torch.randn(1, in_chans, *args.size)
         try:
@@ -80,14 +84,15 @@ def main(argv=None) -> int:
                 model(example)
         except ValueError as exc:
             raise ExportError(str(exc)) from None
-        path = export_onnx(model, example, args.out, dynamic_batch=not args.static, dynamic_size=not args.static,
-                           mixconv=args.mixconv, check=not args.no_check)
-    except (ExportError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({name}, input [N, {in_chans}, H, W]"
-          f"{'' if args.no_check else ', checked against PyTorch in ONNX Runtime'})")
-    return 0
+        try:
+            path = export_onnx(model, example, args.out, dynamic_batch=not args.static,
+                               dynamic_size=not args.static, mixconv=args.mixconv, check=not args.no_check)
+        except ImportError as exc:          # the optional onnx packages (the message says what to install)
+            raise ExportError(str(exc)) from None
+        print(f"wrote {path} ({name}, input [N, {in_chans}, H, W]"
+              f"{'' if args.no_check else ', checked against PyTorch in ONNX Runtime'})")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -445,3 +445,67 @@ def test_cuda_matches_cpu(name):
             torch.testing.assert_close(b.cpu(), a, rtol=1e-3, atol=1e-3)
         sum(o.square().mean() for o in outs[1]).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in gpu.parameters())
+
+
+# ------------------------------------------------------------------------------------------ export CLI errors
+
+
+def _export_err(argv, capsys) -> str:
+    """``python -m models.export`` with ``argv``: exit 2, no traceback, exactly one ``error:`` line (returned)."""
+    from models.export import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def _unet_ckpt(**changes) -> dict:
+    from train.checkpoint import FORMAT
+
+    ck = {"format": FORMAT, "model": "unet", "model_kwargs": {"widths": [4, 8]},
+          "state_dict": models.create_model("unet", widths=(4, 8)).state_dict()}
+    ck.update(changes)
+    return ck
+
+
+def test_export_cli_user_errors(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "m.onnx"), "--size", "32", "32"]
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert f"cannot read checkpoint {str(empty)!r}: the file is empty" in _export_err(
+        ["--checkpoint", str(empty)] + out, capsys)
+    junk = tmp_path / "list.pt"
+    torch.save([1, 2], junk)
+    assert "is neither a training checkpoint nor a state dict" in _export_err(["--checkpoint", str(junk)] + out, capsys)
+    bad = tmp_path / "kwargs.pt"
+    torch.save(_unet_ckpt(model_kwargs={"widths": [4, 8], "depth": 3}), bad)
+    line = _export_err(["--checkpoint", str(bad)] + out, capsys)
+    assert f"cannot build model 'unet' with the arguments stored in checkpoint {str(bad)!r}" in line, line
+    assert "'depth'" in line and "unet takes: in_chans, num_classes, widths" in line, line
+    torch.save(_unet_ckpt(model_kwargs=[1, 2]), bad)
+    assert "'model_kwargs' must be a dict" in _export_err(["--checkpoint", str(bad)] + out, capsys)
+    ck = _unet_ckpt()
+    key = [k for k, v in ck["state_dict"].items() if v.is_floating_point()][2]
+    ck["state_dict"][key].view(-1)[1] = float("nan")
+    torch.save(ck, bad)
+    assert f"holds non-finite weights: {key} (1 of" in _export_err(["--checkpoint", str(bad)] + out, capsys)
+    state = models.create_model("hybridnetseg").state_dict()       # a plain state dict is checked the same way
+    key = [k for k, v in state.items() if v.is_floating_point()][2]
+    state[key].view(-1)[1] = float("inf")
+    torch.save(state, bad)
+    assert f"holds non-finite weights: {key} (1 of" in _export_err(["--model", "hybridnetseg", "--checkpoint",
+                                                                    str(bad)] + out, capsys)
+    assert "H and W must be in 1..16384" in _export_err(["--model", "unet", "--out", str(tmp_path / "m.onnx"),
+                                                         "--size", "160000", "160000"], capsys)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_cli_without_torchvision(tmp_path, capsys, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")] + ["torchvision"]:
+        monkeypatch.setitem(sys.modules, name, None)        # import torchvision now fails as if not installed
+    assert _export_err(["--model", "msffnet", "--out", str(tmp_path / "m.onnx")], capsys) == \
+        "error: model 'msffnet' needs torchvision (pip install torchvision==0.29.1)"

@@ -220,17 +220,23 @@ def test_plot_handles_missing_values(tmp_path):
 
 
 def _err(fn, argv, capsys) -> str:
+    """Runs a CLI's main(argv); asserts exit status 2, no traceback and exactly one ``error:`` line on stderr,
+    which it returns."""
     rc = fn(argv)
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "Traceback" not in err
-    return err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def test_user_errors(tmp_path, capsys):
     assert "needs --data-root" in _err(train_main, ["--dataset", "drive"], capsys)
     assert "is not a folder" in _err(train_main, ["--dataset", "drive", "--data-root", str(tmp_path / "no")], capsys)
-    assert "divisible by 16" in _err(train_main, ["--size", "40", "40", "--out", str(tmp_path / "s")], capsys)
+    assert "divisible by 16 (e.g. 48 48)" in _err(train_main, ["--size", "40", "40", "--out", str(tmp_path / "s")],
+                                                  capsys)
+    assert not (tmp_path / "s").exists()
     assert "unknown model 'nope'" in _err(train_main, ["--model", "nope"], capsys)
     assert "multi-class loss" in _err(train_main, ["--loss", "sace"], capsys)
     out = tmp_path / "run"
@@ -268,6 +274,193 @@ def test_user_errors(tmp_path, capsys):
     assert "outside 0..2" in _err(train_main, TINY + ["--dataset", "folder", "--data-root", str(root), "--num-classes",
                                                       "3", "--loss", "ce", "--val", "none", "--out",
                                                       str(tmp_path / "f")], capsys)
+
+
+# Arguments that cannot work: one error line, exit 2, and no --out folder left behind.
+BAD_ARGS = {
+    "patience<0": (["--patience", "-1"], "--patience must be >= 0"),
+    "val-every=0": (["--val-every", "0"], "--val-every must be >= 1"),
+    "val-every<0": (["--val-every", "-3"], "--val-every must be >= 1"),
+    "kwargs-list": (["--model-kwargs", "[1, 2]"], "--model-kwargs must be a JSON object"),
+    "kwargs-json": (["--model-kwargs", "{widths: [4]}"], "--model-kwargs '{widths: [4]}' is not valid JSON"),
+    "kwargs-unknown": (["--model-kwargs", '{"widths": [4, 8], "depth": 3}'],
+                       "cannot build model 'unet' with --model-kwargs"),
+    "kwargs-classes": (["--model-kwargs", '{"widths": [4, 8], "num_classes": 3}'], "leave num_classes out"),
+    "size-huge": (["--size", "160000", "160000"], "--size 160000 160000: H and W must be in 1..16384"),
+    "size-zero": (["--size", "0", "32"], "H and W must be in 1..16384"),
+    "size-divisor": (["--size", "33", "32"], "unet needs H and W divisible by 2 (e.g. 34 32)"),
+    "lr-inf": (["--lr", "inf"], "--lr must be in (0, 3.4e+38], got inf"),
+    "lr-float32": (["--lr", "1e39"], "--lr must be in (0, 3.4e+38], got 1e+39"),
+    "weight-decay<0": (["--weight-decay", "-1"], "--weight-decay must be in [0, 3.4e+38], got -1"),
+    "momentum>1": (["--optimizer", "sgd", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
+    "no-data-root": (["--dataset", "drive", "--data-root", "/nonexistent/drive"], "is not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGS))
+def test_bad_arguments_leave_no_out_folder(case, tmp_path, capsys):
+    argv, message = BAD_ARGS[case]
+    out = tmp_path / "run"
+    line = _err(train_main, TINY + ["--epochs", "1", "--out", str(out)] + argv, capsys)
+    assert message in line, line
+    assert not out.exists()
+
+
+def test_bad_model_kwargs_name_the_model_and_its_arguments(tmp_path, capsys):
+    line = _err(train_main, TINY + ["--model-kwargs", '{"depth": 3}', "--out", str(tmp_path / "o")], capsys)
+    assert "'depth'" in line and "unet takes: in_chans, num_classes, widths" in line, line
+
+
+def test_size_too_large_for_memory(tmp_path, capsys, monkeypatch):
+    import train.memory
+
+    monkeypatch.setattr(train.memory, "device_memory", lambda dev: (2 ** 30, "the test's 1 GB"))
+    out = tmp_path / "run"
+    line = _err(train_main, TINY + ["--size", "4096", "4096", "--batch-size", "2", "--out", str(out)], capsys)
+    assert "--size 4096 4096 with --batch-size 2: training unet needs at least" in line, line
+    assert "per pixel, measured" in line and "more than the 1.0 GB of the test's 1 GB" in line, line
+    assert not out.exists()
+
+
+def test_activation_probe_leaves_the_model_alone():
+    from train.memory import activation_bytes_per_pixel
+
+    torch.manual_seed(0)
+    model = models.create_model("unet", widths=(4, 8)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    per_px = activation_bytes_per_pixel(model, 3, model.input_divisor)
+    # at least the two full-resolution 4-channel convs, BNs and ReLUs keep float32 maps for the backward pass
+    assert per_px >= 2 * 3 * 4 * 4, per_px
+    assert activation_bytes_per_pixel(model, 3, model.input_divisor, amp=True) < per_px      # bf16 maps
+    assert not model.training and torch.equal(torch.get_rng_state(), rng)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_missing_torchvision(tmp_path, capsys, monkeypatch):
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")] + ["torchvision"]:
+        monkeypatch.setitem(sys.modules, name, None)        # import torchvision now fails as if not installed
+    want = "error: model 'msffnet' needs torchvision (pip install torchvision==0.29.1)"
+    out = tmp_path / "run"
+    assert _err(train_main, ["--model", "msffnet", "--size", "32", "32", "--limit", "2", "--out", str(out)],
+                capsys) == want
+    assert not out.exists()
+    ckpt = tmp_path / "msff.pt"
+    torch.save({"format": ckpt_io.FORMAT, "model": "msffnet", "model_kwargs": {}, "state_dict": {},
+                "data": {"dataset": "synthetic", "size": [32, 32], "in_chans": 1, "num_classes": 8}}, ckpt)
+    assert _err(evaluate_main, ["--checkpoint", str(ckpt), "--out", str(tmp_path / "ev")], capsys) == want
+
+
+def test_torchvision_pin_matches_requirements():
+    pins = [ln.strip() for ln in (REPO / "requirements-test.txt").read_text().splitlines()
+            if ln.startswith("torchvision")]
+    assert pins == [ckpt_io.PIP_HINTS["torchvision"]]
+
+
+def test_one_error_line_for_a_multiline_message(capsys):
+    from train.errors import UserError, run_cli
+
+    def body():
+        raise UserError("first\n  second\n")
+
+    assert run_cli(body) == 2
+    assert capsys.readouterr().err == "error: first; second\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished 1-epoch run of the tiny U-Net (best.pt = last.pt)."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_run(TINY + ["--epochs", "1", "--val", "none", "--no-eval", "--out", str(out)])
+    finally:
+        torch.set_num_threads(n)
+    return out
+
+
+@pytest.mark.parametrize("flag", [["--patience", "-1"], ["--val-every", "0"], ["--epochs", "0"]])
+def test_resume_checks_overrides(tiny_run, flag, capsys):
+    before = (tiny_run / "last.pt").read_bytes()
+    line = _err(train_main, ["--out", str(tiny_run), "--resume", "--no-progress"] + flag, capsys)
+    assert line.startswith(f"error: {flag[0]} must be"), line
+    assert (tiny_run / "last.pt").read_bytes() == before
+
+
+def _nan_key(state: dict) -> str:
+    return [k for k, v in state.items() if v.is_floating_point()][3]      # not the first: the error names it
+
+
+# checkpoint entry damaged -> what the error says
+BAD_CKPTS = {
+    "no-data": (lambda ck: ck.pop("data"), "has no 'data' entry"),
+    "data-not-dict": (lambda ck: ck.update(data=[1, 2]), "'data' must be a dict"),
+    "no-size": (lambda ck: ck["data"].pop("size"), "'data' has no 'size' entry"),
+    "huge-size": (lambda ck: ck["data"].update(size=[160000, 160000]),
+                  "its 'data.size' 160000 160000: H and W must be in 1..16384"),
+    "bad-classes": (lambda ck: ck["data"].update(num_classes=0), "'data.num_classes' must be an integer >= 1"),
+    "zero-std": (lambda ck: ck["data"].update(std=0.0), "'data.std' must be a number > 0"),
+    "kwargs-list": (lambda ck: ck.update(model_kwargs=[1, 2]), "'model_kwargs' must be a dict"),
+    "kwargs-unknown": (lambda ck: ck["model_kwargs"].update(depth=3), "cannot build model 'unet' with the "
+                       "arguments stored in checkpoint"),
+    "state-not-dict": (lambda ck: ck.update(state_dict=[1]), "'state_dict' must be a dict of named tensors"),
+    "nan": (lambda ck: ck["state_dict"][_nan_key(ck["state_dict"])].view(-1)[0].fill_(float("nan")),
+            "holds non-finite weights: {key} (1 of"),
+    "inf": (lambda ck: ck["state_dict"][_nan_key(ck["state_dict"])].fill_(float("inf")),
+            "holds non-finite weights: {key} ("),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CKPTS))
+def test_damaged_checkpoint(case, tiny_run, tmp_path, capsys):
+    damage, message = BAD_CKPTS[case]
+    ck = torch.load(tiny_run / "best.pt", weights_only=True)
+    message = message.format(key=_nan_key(ck["state_dict"]))
+    damage(ck)
+    bad = tmp_path / "bad.pt"
+    torch.save(ck, bad)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    line = _err(evaluate_main, ["--checkpoint", str(bad), "--out", str(tmp_path / "ev"), "--no-progress"], capsys)
+    assert str(bad) in line and message in line, line
+    assert _err(predict_main, [str(image), "--checkpoint", str(bad), "--out", str(tmp_path / "p"),
+                               "--no-progress"], capsys) == line
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "p").exists()
+
+
+def test_nonfinite_init_from_and_empty_checkpoint(tiny_run, tmp_path, capsys):
+    ck = torch.load(tiny_run / "best.pt", weights_only=True)
+    BAD_CKPTS["nan"][0](ck)
+    nan = tmp_path / "nan.pt"
+    torch.save(ck, nan)
+    out = tmp_path / "run"
+    assert "holds non-finite weights" in _err(train_main, TINY + ["--init-from", str(nan), "--out", str(out)], capsys)
+    assert not out.exists()
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert f"cannot read checkpoint {str(empty)!r}: the file is empty" in _err(
+        evaluate_main, ["--checkpoint", str(empty)], capsys)
+    ck = torch.load(tiny_run / "last.pt", weights_only=True)
+    del ck["optimizer"]
+    torch.save(ck, tmp_path / "noopt.pt")
+    assert "has no 'optimizer' entry" in _err(train_main, ["--resume", str(tmp_path / "noopt.pt"), "--out",
+                                                           str(tmp_path / "r")], capsys)
+
+
+def test_diverging_run_stops_without_a_checkpoint(tmp_path, capsys):
+    # One step per epoch: its loss is finite, the step (weight decay 1e38 x lr 100) leaves infinite weights.
+    diverge = ["--optimizer", "sgd", "--lr", "100", "--weight-decay", "1e38", "--batch-size", "1", "--val", "none"]
+    out = tmp_path / "w"
+    line = _err(train_main, TINY + diverge + ["--limit", "1", "--out", str(out)], capsys)
+    assert "the weights became non-finite" in line and "in epoch 1 (nothing was saved)" in line, line
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
+    # Two steps: the second step's loss is already non-finite.
+    out = tmp_path / "l"
+    line = _err(train_main, TINY + diverge + ["--limit", "2", "--out", str(out)], capsys)
+    assert "the training loss became" in line and "in epoch 1 (nothing was saved)" in line, line
+    assert not (out / "last.pt").exists()
 
 
 def test_cli_subprocess_no_traceback(tmp_path):

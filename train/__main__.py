@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from train.errors import UserError
+from train.errors import UserError, run_cli
 
 _RESUMABLE = ("epochs", "patience", "device", "workers", "threads", "val_every", "amp")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from train.data import DATASETS
+    from train.data.base import MAX_SIDE
     from train.loop import VAL_MODES
     from train.recipes import LOSSES, OPTIMIZERS
 
@@ -40,12 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", help="model name (default hybridnetseg; see models.list_models())")
-    g.add_argument("--model-kwargs", type=json.loads, metavar="JSON",
-                   help='extra constructor arguments, e.g. \'{"widths": [16, 32, 64]}\'')
+    g.add_argument("--model-kwargs", metavar="JSON",
+                   help='extra constructor arguments as a JSON object, e.g. \'{"widths": [16, 32, 64]}\' '
+                   '(in_chans and num_classes come from the data)')
     g.add_argument("--dataset", help="one of: " + ", ".join(f"{k} ({v.summary})" for k, v in DATASETS.items())
                    + " (default synthetic)")
     g.add_argument("--data-root", help="the dataset's folder")
-    g.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the dataset's paper size)")
+    g.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+                   help=f"input size (default: the dataset's paper size); H and W in 1..{MAX_SIDE}, divisible by "
+                   "the model's divisor (16 for hybridnetseg and the default unet, 32 for msffnet); a run whose "
+                   "batch cannot fit in the device's memory is refused")
     g.add_argument("--in-chans", type=int, choices=(1, 3), help="read images as grey (1) or RGB (3); default: the model's")
     g.add_argument("--num-classes", type=int, help="folder data: 1 = binary, C > 1 = classes 0..C-1 (default: inferred)")
     g.add_argument("--observer", type=int, choices=(1, 2), help="CHASE_DB1 labels: 1st (default) or 2nd observer")
@@ -62,14 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--lr-steps", type=int, nargs="*", metavar="EPOCH", help="multiply the lr by --lr-gamma at these epochs")
     g.add_argument("--lr-gamma", type=float)
-    g.add_argument("--patience", type=int, help="early stopping after N validations without improvement (0: off)")
+    g.add_argument("--patience", type=int, metavar="N",
+                   help="early stopping after N >= 1 validations without improvement; 0: off (N < 0 is an error)")
     g.add_argument("--monitor", help="validation metric for best.pt and early stopping (dice, auc, ...; mdice)")
     g.add_argument("--no-augment", action="store_true", help="train without augmentation")
     g = p.add_argument_group("validation")
     g.add_argument("--val", choices=VAL_MODES, help="auto (default: the dataset's val split, else holdout), holdout "
                    "(--val-fraction of train), test (the test split, as some papers do), none (best = last)")
     g.add_argument("--val-fraction", type=float, help="holdout fraction (default 0.2, at least one image)")
-    g.add_argument("--val-every", type=int, help="validate every N epochs (default 1)")
+    g.add_argument("--val-every", type=int, metavar="N", help="validate every N >= 1 epochs (default 1; the last "
+                   "epoch is always validated)")
     g = p.add_argument_group("run")
     g.add_argument("--out", help="output folder (default runs/<model>-<dataset>-<date>)")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
@@ -124,16 +130,13 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The CLI: 0 on success, 2 after one ``error: ...`` line for a user error, 130 when interrupted."""
     try:
-        run(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_cli(lambda: run(argv))
     except KeyboardInterrupt:
         print("\ninterrupted: finished epochs are saved in the run's last.pt; continue with "
               "python -m train --out DIR --resume", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

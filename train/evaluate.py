@@ -36,9 +36,9 @@ from torch import Tensor, nn
 
 from train import checkpoint as ckpt_io
 from train.data import build_dataset
-from train.data.base import resize_image
+from train.data.base import check_input_size, resize_image
 from train.distributed import resolve_device
-from train.errors import UserError
+from train.errors import UserError, run_cli
 from train.metrics import BINARY_METRICS, METRIC_LABELS, BinaryEvaluator, MulticlassEvaluator, nan_to_none
 
 __all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "main"]
@@ -47,8 +47,9 @@ OVERLAY_COLOURS = {"tp": (0, 200, 0), "fp": (230, 30, 30), "fn": (40, 90, 255), 
 
 
 def load_for_inference(path, device: torch.device, expect_model: Optional[str] = None):
-    """(model in eval mode on ``device``, checkpoint dict)."""
-    ckpt = ckpt_io.load(path)
+    """(model in eval mode on ``device``, checkpoint dict); the checkpoint's structure and the finiteness
+    of its weights are checked (:class:`train.errors.CheckpointError`)."""
+    ckpt = ckpt_io.load(path, purpose="inference")
     model = ckpt_io.build_model(ckpt, path, expect_model).to(device).eval()
     return model, ckpt
 
@@ -154,10 +155,9 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
     same = dataset is None or dataset == data["dataset"]
     name = data["dataset"] if dataset is None else dataset
     root = data_root if data_root is not None else (data.get("data_root") if same else None)
-    size = tuple(size) if size is not None else tuple(data["size"])
-    div = int(getattr(model, "input_divisor", 16))
-    if size[0] % div or size[1] % div:
-        raise UserError(f"--size {size[0]} {size[1]}: {ckpt['model']} needs H and W divisible by {div}")
+    size = check_input_size(list(size) if size is not None else data["size"],
+                            int(getattr(model, "input_divisor", 16)), ckpt["model"],
+                            what="--size" if size is not None else f"the size stored in {str(checkpoint)!r}")
     ds = build_dataset(name, root, split, size=size, in_chans=data["in_chans"], num_classes=data["num_classes"],
                        limit=limit, seed=data.get("seed", 0), observer=data.get("observer", 1))
     if ds.num_classes != data["num_classes"]:
@@ -242,19 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         if not 0.0 < args.threshold < 1.0:
             raise UserError(f"--threshold must be in (0, 1), got {args.threshold}")
         r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, split=args.split,
                                 size=args.size, out=args.out, device=args.device, threshold=args.threshold,
                                 save_images=not args.no_images, progress=not args.no_progress, limit=args.limit,
                                 expect_model=args.model, at_input_size=args.at_input_size, amp=args.amp)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(r["table"])
-    print(f"wrote {r['out']}/metrics.json, metrics.md, probs/, overlays/")
-    return 0
+        print(r["table"])
+        print(f"wrote {r['out']}/metrics.json, metrics.md, probs/, overlays/")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

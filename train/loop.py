@@ -34,7 +34,9 @@ from train import checkpoint as ckpt_io
 from train import distributed as D
 from train.augment import Augment
 from train.data import available_splits, build_dataset, get_spec
+from train.data.base import check_input_size
 from train.errors import UserError
+from train.memory import check_training_memory
 from train.metrics import BINARY_METRICS, BinaryEvaluator, MulticlassEvaluator, nan_to_none
 from train.recipes import LOSSES, OPTIMIZERS, default_in_chans, recipe_for
 
@@ -98,7 +100,7 @@ def make_config(args: dict) -> dict:
     if not models.is_model(model):
         raise UserError(f"unknown model {model!r}; available: {', '.join(models.list_models())}")
     spec = get_spec(args.get("dataset") or "synthetic")
-    model_kwargs = dict(args.get("model_kwargs") or {})
+    model_kwargs = parse_model_kwargs(args.get("model_kwargs"))
     if args.get("num_classes") is not None and spec.name != "folder":
         raise UserError(f"--num-classes is for the folder dataset; {spec.name} has a fixed set of classes")
     if spec.name == "folder" and args.get("num_classes") is None and args.get("data_root"):
@@ -116,7 +118,7 @@ def make_config(args: dict) -> dict:
         "in_chans": int(in_chans), "num_classes": args.get("num_classes"), "limit": args.get("limit"),
         "observer": args.get("observer") or 1, "seed": 0 if args.get("seed") is None else int(args["seed"]),
         "val": args.get("val") or "auto", "val_fraction": 0.2 if args.get("val_fraction") is None else args["val_fraction"],
-        "val_every": args.get("val_every") or 1, "threshold": 0.5,
+        "val_every": 1 if args.get("val_every") is None else args["val_every"], "threshold": 0.5,
         "device": args.get("device") or "auto", "workers": args.get("workers") or 0,
         "threads": args["threads"] if args.get("threads") is not None else r.get("threads"),
         "amp": bool(args.get("amp")), "deterministic": bool(args.get("deterministic")),
@@ -133,22 +135,47 @@ def make_config(args: dict) -> dict:
     return cfg
 
 
+def parse_model_kwargs(value) -> dict:
+    """``--model-kwargs``: a JSON object (as text, or already a dict) -> a dict of constructor arguments."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--model-kwargs {value!r} is not valid JSON ({e}); pass an object such as "
+                            "'{\"widths\": [16, 32, 64]}'") from None
+    if not isinstance(value, dict):
+        raise UserError(f"--model-kwargs must be a JSON object of constructor arguments such as "
+                        f"'{{\"widths\": [16, 32, 64]}}', got a {type(value).__name__}: {json.dumps(value)}")
+    return dict(value)
+
+
 def _check_config(cfg: dict, multiclass: bool) -> None:
+    """Raises :class:`UserError` for the first setting that cannot work (also run on a resumed run's
+    settings, flags that override the checkpoint's included)."""
     def need(cond, msg):
         if not cond:
             raise UserError(msg)
 
-    need(len(cfg["size"]) == 2 and all(int(s) > 0 for s in cfg["size"]), f"--size takes H W > 0, got {cfg['size']}")
+    check_input_size(cfg["size"])
     need(cfg["epochs"] >= 1, f"--epochs must be >= 1, got {cfg['epochs']}")
     need(cfg["batch_size"] >= 1, f"--batch-size must be >= 1, got {cfg['batch_size']}")
+    need(cfg["patience"] >= 0, f"--patience must be >= 0 (N: stop after N validations without improvement; "
+                               f"0: no early stopping), got {cfg['patience']}")
     need(cfg["loss"] in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {cfg['loss']!r}")
     need(cfg["optimizer"] in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-    need(cfg["lr"] > 0, f"--lr must be > 0, got {cfg['lr']}")
+    f32 = torch.finfo(torch.float32).max          # the optimizers take their factors as float32 scalars
+    need(0 < cfg["lr"] <= f32, f"--lr must be in (0, {f32:.3g}], got {cfg['lr']}")
+    need(0 <= cfg["weight_decay"] <= f32, f"--weight-decay must be in [0, {f32:.3g}], got {cfg['weight_decay']}")
+    need(0 <= cfg["momentum"] < 1, f"--momentum must be in [0, 1), got {cfg['momentum']}")
+    need(math.isfinite(cfg["lr_gamma"]) and cfg["lr_gamma"] > 0, f"--lr-gamma must be > 0, got {cfg['lr_gamma']}")
+    need(math.isfinite(cfg["alpha"]) and cfg["alpha"] >= 0, f"--alpha must be a finite number >= 0, got {cfg['alpha']}")
     need(cfg["val"] in VAL_MODES, f"--val must be one of {', '.join(VAL_MODES)}, got {cfg['val']!r}")
     need(0 < cfg["val_fraction"] < 1, f"--val-fraction must be in (0, 1), got {cfg['val_fraction']}")
     need(cfg["workers"] >= 0, "--workers must be >= 0")
     need(cfg["threads"] is None or cfg["threads"] >= 1, "--threads must be >= 1")
-    need(cfg["val_every"] >= 1, "--val-every must be >= 1")
+    need(cfg["val_every"] >= 1, f"--val-every must be >= 1 (validate every N epochs), got {cfg['val_every']}")
     need(cfg["in_chans"] in (1, 3), f"--in-chans must be 1 or 3, got {cfg['in_chans']}")
     need(cfg["limit"] is None or cfg["limit"] >= 1, "--limit must be >= 1")
     if multiclass:
@@ -279,7 +306,8 @@ def _log(info: D.DistInfo, *msg) -> None:
         print(*msg, flush=True)
 
 
-def _prepare_out(cfg: dict, resume: bool, overwrite: bool, info: D.DistInfo) -> Path:
+def _check_out(cfg: dict, resume: bool, overwrite: bool, info: D.DistInfo) -> Path:
+    """``--out`` as a path, if a run may be written there; creates nothing (see :func:`_make_out`)."""
     out = Path(cfg["out"])
     problem = None
     if info.is_main:
@@ -288,15 +316,19 @@ def _prepare_out(cfg: dict, resume: bool, overwrite: bool, info: D.DistInfo) -> 
         elif not resume and (out / "last.pt").exists() and not overwrite:
             problem = (f"--out {str(out)!r} already holds a run (last.pt); continue it with --resume, "
                        "start over with --overwrite, or pick another --out")
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume and overwrite:
-                for name in ("metrics.jsonl", "best.pt", "last.pt", "curves.png"):
-                    (out / name).unlink(missing_ok=True)
     problem = D.broadcast_object(problem, info)       # every rank stops together, none waits forever
     if problem:
         raise UserError(problem)
     return out
+
+
+def _make_out(out: Path, resume: bool, overwrite: bool, info: D.DistInfo) -> None:
+    """Creates ``--out`` (rank 0), once every input has been checked: a bad argument leaves no folder."""
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and overwrite:
+            for name in ("metrics.jsonl", "best.pt", "last.pt", "curves.png"):
+                (out / name).unlink(missing_ok=True)
 
 
 def _datasets(cfg: dict, info: D.DistInfo):
@@ -331,19 +363,16 @@ def _datasets(cfg: dict, info: D.DistInfo):
 
 
 def _build_model(cfg: dict) -> nn.Module:
-    import models
-
+    """The run's model (its input channels and classes from the data, the rest from ``--model-kwargs``);
+    checks that ``--size`` suits it."""
+    for key, flag in (("in_chans", "--in-chans"), ("num_classes", "--num-classes or the dataset")):
+        if key in cfg["model_kwargs"] and cfg["model_kwargs"][key] != cfg[key]:
+            raise UserError(f"--model-kwargs sets {key}={cfg['model_kwargs'][key]!r}, but the data has {cfg[key]} "
+                            f"(set by {flag}); leave {key} out of --model-kwargs")
     kwargs = {"in_chans": cfg["in_chans"], "num_classes": cfg["num_classes"], **cfg["model_kwargs"]}
-    try:
-        model = models.create_model(cfg["model"], **kwargs)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"cannot build model {cfg['model']!r} with {kwargs}: {e}") from None
+    model = ckpt_io.create_model(cfg["model"], kwargs, source="--model-kwargs", shown=cfg["model_kwargs"])
     cfg["model_kwargs_resolved"] = kwargs
-    div = int(getattr(model, "input_divisor", 16))
-    h, w = cfg["size"]
-    if h % div or w % div:
-        raise UserError(f"--size {h} {w}: {cfg['model']} needs H and W divisible by {div} "
-                        f"(e.g. {max(div, round(h / div) * div)} {max(div, round(w / div) * div)})")
+    check_input_size(cfg["size"], int(getattr(model, "input_divisor", 16)), cfg["model"])
     return model
 
 
@@ -382,10 +411,15 @@ def train(cfg: dict, *, resume: Optional[str] = None, overwrite: bool = False) -
     """
     state = None
     if resume:
-        state = ckpt_io.load(resume)
+        state = ckpt_io.load(resume, purpose="resume")
         saved = dict(state["config"])
         saved.update({k: v for k, v in cfg.items() if k in RESUMABLE_OVERRIDES or k == "out"})
         cfg = saved
+        try:
+            _check_config(cfg, multiclass=(cfg.get("num_classes") or 1) > 1)
+        except KeyError as e:
+            raise ckpt_io.CheckpointError(f"checkpoint {str(resume)!r} is damaged or incomplete: its 'config' has "
+                                          f"no {e.args[0]!r} entry") from None
     info = D.setup(cfg["device"])
     try:
         return _train(cfg, info, resume, state, overwrite)
@@ -402,11 +436,14 @@ def _train(cfg: dict, info: D.DistInfo, resume: Optional[str], state: Optional[d
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(cfg["seed"])
-    out = _prepare_out(cfg, bool(resume), overwrite, info)
+    out = _check_out(cfg, bool(resume), overwrite, info)
 
+    # Everything that can fail on bad input runs before --out is created: data, model, memory, images.
     train_ds, train_idx, val_ds, val_idx = _datasets(cfg, info)
     multiclass = train_ds.num_classes > 1
     model = _build_model(cfg)
+    check_training_memory(model, cfg, device, len(train_idx) + len(val_idx),
+                          processes_per_host=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     # Load (and cache) every image now: a bad file fails before training starts, on every rank alike.
     t_load = time.perf_counter()
     for i in train_idx:
@@ -416,6 +453,7 @@ def _train(cfg: dict, info: D.DistInfo, resume: Optional[str], state: Optional[d
     _log(info, f"loaded    {len(train_idx) + len(val_idx)} images in {time.perf_counter() - t_load:.1f} s")
     if cfg["init_from"] and not resume:
         ckpt_io.load_weights(model, cfg["model"], cfg["init_from"])
+    _make_out(out, bool(resume), overwrite, info)
     model.to(device)
     if info.enabled:
         # HybridNetSeg's side outputs feed only the mixed loss; with any other loss their 1x1 convs get
@@ -430,7 +468,7 @@ def _train(cfg: dict, info: D.DistInfo, resume: Optional[str], state: Optional[d
 
     start_epoch, best, bad_epochs = 0, {"epoch": None, "value": None, "monitor": cfg["monitor"]}, 0
     if state is not None:
-        ckpt_io._load_state(_unwrap(model), state["state_dict"], resume, "--resume checkpoint")
+        ckpt_io.load_state(_unwrap(model), state["state_dict"], resume, "--resume checkpoint")
         opt.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -512,9 +550,14 @@ def _train(cfg: dict, info: D.DistInfo, resume: Optional[str], state: Optional[d
             bar.close()
         sums = D.all_reduce_sum([total.item(), float(seen)], info)
         train_loss = sums[0] / max(sums[1], 1.0)
-        if not math.isfinite(train_loss):      # checked after the reduction: every rank stops together
-            raise UserError(f"the training loss became {train_loss} in epoch {epoch + 1} (last finite epoch saved "
-                            f"in {out / 'last.pt'}); lower --lr or turn off --amp")
+        # Checked after the reduction (and on weights identical on every rank): every rank stops together, and
+        # no checkpoint of a diverged model is written.
+        nonfinite = None if not math.isfinite(train_loss) else ckpt_io.first_nonfinite(_unwrap(model).state_dict())
+        if not math.isfinite(train_loss) or nonfinite:
+            what = f"the training loss became {train_loss}" if nonfinite is None else \
+                f"the weights became non-finite ({nonfinite})"
+            kept = f"last finite epoch saved in {out / 'last.pt'}" if epoch > 0 else "nothing was saved"
+            raise UserError(f"{what} in epoch {epoch + 1} ({kept}); lower --lr or turn off --amp")
         t_train = time.perf_counter() - t0
         speed = sums[1] / t_train
 

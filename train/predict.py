@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.data.base import IMAGE_EXTS, derive_fov, read_image, resize_image, resize_mask
+from train.data.base import IMAGE_EXTS, check_input_size, derive_fov, read_image, resize_image, resize_mask
 from train.distributed import resolve_device
-from train.errors import UserError
+from train.errors import UserError, run_cli
 from train.evaluate import _save_png, class_palette, infer, load_for_inference
 
 __all__ = ["predict", "main", "collect_inputs"]
@@ -61,10 +61,9 @@ def predict(checkpoint, inputs: Sequence[str], out, *, size: Optional[Sequence[i
     files = collect_inputs(inputs)
     model, ckpt = load_for_inference(checkpoint, dev, expect_model)
     data = ckpt["data"]
-    size = tuple(size) if size is not None else tuple(data["size"])
-    div = int(getattr(model, "input_divisor", 16))
-    if len(size) != 2 or size[0] <= 0 or size[1] <= 0 or size[0] % div or size[1] % div:
-        raise UserError(f"--size {' '.join(map(str, size))}: {ckpt['model']} needs positive H and W divisible by {div}")
+    size = check_input_size(list(size) if size is not None else data["size"],
+                            int(getattr(model, "input_divisor", 16)), ckpt["model"],
+                            what="--size" if size is not None else f"the size stored in {str(checkpoint)!r}")
     images = [read_image(f, data["in_chans"]) for f in files]       # fail on an unreadable file before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,17 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         if not 0.0 < args.threshold < 1.0:
             raise UserError(f"--threshold must be in (0, 1), got {args.threshold}")
         written = predict(args.checkpoint, args.inputs, args.out, size=args.size, device=args.device,
                           threshold=args.threshold, expect_model=args.model, fov=args.fov, amp=args.amp,
                           progress=not args.no_progress)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} files to {args.out}/")
-    return 0
+        print(f"wrote {len(written)} files to {args.out}/")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":
