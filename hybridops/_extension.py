@@ -1,6 +1,8 @@
 """Loads the compiled kernels (``hybridops._C``) and reports how they were built."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 _BUILD_HINT = (
@@ -24,21 +26,36 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     raise ImportError(f"hybridops could not load its compiled kernels: {detail} {_BUILD_HINT}") from exc
 
 
+class _BuildInfo(dict):
+    """``build_info()``'s dict; reading the old key ``"cuda"`` warns (it read as "CUDA available")."""
+
+    def __getitem__(self, key):
+        if key == "cuda":
+            warnings.warn('build_info()["cuda"] is renamed build_info()["built_with_cuda"] (whether the CUDA '
+                          "kernels are compiled in, not whether a GPU is usable); the old key goes in the "
+                          "next release", DeprecationWarning, stacklevel=2)
+        return super().__getitem__(key)
+
+
 def build_info() -> dict:
     """How the installed kernels were built.
 
     Returns:
         dict with ``version`` (hybridops), ``torch`` (the torch it was compiled against),
-        ``torch_runtime`` (the torch imported now), ``cuda`` (whether CUDA kernels are compiled in),
+        ``torch_runtime`` (the torch imported now), ``built_with_cuda`` (whether the CUDA kernels
+        are compiled in; whether a GPU is usable is ``torch.cuda.is_available()``),
         ``cuda_version`` (CUDA toolkit version as an int such as 13000, 0 without CUDA) and
         ``cuda_archs`` (list of the ``TORCH_CUDA_ARCH_LIST`` entries built, e.g. ``["8.0+PTX"]``).
+        ``cuda`` is the old name of ``built_with_cuda``, kept for one release (reading it warns).
     """
     archs = _C.cuda_archs()
-    return {
+    built_with_cuda = bool(_C.with_cuda())
+    return _BuildInfo({
         "version": _C.version(),
         "torch": _C.built_with_torch(),
         "torch_runtime": torch.__version__,
-        "cuda": bool(_C.with_cuda()),
+        "built_with_cuda": built_with_cuda,
         "cuda_version": int(_C.cuda_version()),
         "cuda_archs": [a for a in archs.replace(" ", ";").split(";") if a],
-    }
+        "cuda": built_with_cuda,
+    })

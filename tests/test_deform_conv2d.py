@@ -10,7 +10,7 @@ from hybridops import reference
 from tests._dcn_cases import make_dcn_inputs
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-cuda_build = pytest.mark.skipif(not hybridops.build_info()["cuda"], reason="CUDA kernels not built")
+cuda_build = pytest.mark.skipif(not hybridops.build_info()["built_with_cuda"], reason="CUDA kernels not built")
 
 # (name, kwargs for make_dcn_inputs)
 CONFIGS = [
@@ -329,7 +329,9 @@ def test_build_info():
     info = hybridops.build_info()
     assert info["version"] == hybridops.__version__
     assert info["torch"] == torch.__version__
-    assert isinstance(info["cuda"], bool) and isinstance(info["cuda_archs"], list)
+    assert isinstance(info["built_with_cuda"], bool) and isinstance(info["cuda_archs"], list)
+    with pytest.warns(DeprecationWarning, match=r"renamed build_info\(\)\[\"built_with_cuda\"\]"):
+        assert info["cuda"] == info["built_with_cuda"]  # the old name, for one release
 
 
 # ----------------------------------------------------------------------------------------------- CUDA

@@ -22,25 +22,20 @@
 #define HYBRIDOPS_UNROLL
 #endif
 
+// Math functions: CUDA's global overloads on the device, std:: on the host.
+#if defined(__CUDA_ARCH__)
+#define HYBRIDOPS_MATH(fn) ::fn
+#else
+#define HYBRIDOPS_MATH(fn) std::fn
+#endif
+
 namespace hybridops {
 
 template <typename T>
-HOST_DEVICE_INLINE T floor_hd(T v) {
-#if defined(__CUDA_ARCH__)
-  return floor(v);
-#else
-  return std::floor(v);
-#endif
-}
+HOST_DEVICE_INLINE T floor_hd(T v) { return HYBRIDOPS_MATH(floor)(v); }
 
-// Round to nearest, ties to even (the current rounding mode), on both sides.
+// Round to nearest, ties to even (the current rounding mode).
 template <typename T>
-HOST_DEVICE_INLINE T rint_hd(T v) {
-#if defined(__CUDA_ARCH__)
-  return rint(v);
-#else
-  return std::rint(v);
-#endif
-}
+HOST_DEVICE_INLINE T rint_hd(T v) { return HYBRIDOPS_MATH(rint)(v); }
 
 }  // namespace hybridops
