@@ -93,6 +93,21 @@ def _pixel_weight(cnt_ptr, tot_ptr, w_ptr, img, t, good, C, alpha, HAS_WEIGHT: t
 
 
 @triton.jit
+def _tile_labels(t_ptr, cnt_ptr, tot_ptr, w_ptr, N, C, HW, COL_BLOCKS, ignore_index, alpha, HAS_WEIGHT: tl.constexpr,
+                 PER_IMAGE: tl.constexpr, IDX64: tl.constexpr, R: tl.constexpr, HWP: tl.constexpr):
+    """This program's pixels (``_common.tile_ids``: first image, image offsets ``r``, pixels ``q``, mask),
+    the offset of its first pixel (int64) and the pixel offsets from it (``[R, HWP]``, int32 unless
+    IDX64), the labels with their good/bad masks, and the pixel weights ``w_pix``."""
+    first, r, q, pmask, _ = tile_ids(N, HW, COL_BLOCKS, IDX64, R, HWP)
+    base = first * HW
+    pix = r[:, None] * HW + q[None, :]
+    t, good, bad = _labels(t_ptr + base, pix, pmask, C, ignore_index)
+    img = tl.minimum(first + r, N - 1)[:, None]   # clamped: images past the end read image N - 1
+    w_pix = _pixel_weight(cnt_ptr, tot_ptr, w_ptr, img, t, good, C, alpha, HAS_WEIGHT, PER_IMAGE)
+    return first, r, q, pmask, base, pix, t, good, bad, w_pix
+
+
+@triton.jit
 def _sace_hist_kernel(t_ptr, cnt_ptr, tot_ptr, bad_ptr, N, HW, C, COL_BLOCKS, ignore_index,
                       PER_IMAGE: tl.constexpr, IDX64: tl.constexpr, CB: tl.constexpr, R: tl.constexpr,
                       HWP: tl.constexpr):
@@ -123,12 +138,8 @@ def _sace_fwd_kernel(x_ptr, t_ptr, cnt_ptr, tot_ptr, w_ptr, part_ptr, loss_ptr, 
                      ignore_index, alpha, HAS_WEIGHT: tl.constexpr, PER_IMAGE: tl.constexpr, STORE_PIX: tl.constexpr,
                      STORE_LSE: tl.constexpr, IDX64: tl.constexpr, CB: tl.constexpr, R: tl.constexpr,
                      HWP: tl.constexpr):
-    first, r, q, pmask, _ = tile_ids(N, HW, COL_BLOCKS, IDX64, R, HWP)
-    base = first * HW                     # the tile's first pixel (int64)
-    pix = r[:, None] * HW + q[None, :]    # from there (int32 unless IDX64)
-    t, good, bad = _labels(t_ptr + base, pix, pmask, C, ignore_index)
-    img = tl.minimum(first + r, N - 1)[:, None]
-    w_pix = _pixel_weight(cnt_ptr, tot_ptr, w_ptr, img, t, good, C, alpha, HAS_WEIGHT, PER_IMAGE)
+    first, r, q, pmask, base, pix, t, good, bad, w_pix = _tile_labels(
+        t_ptr, cnt_ptr, tot_ptr, w_ptr, N, C, HW, COL_BLOCKS, ignore_index, alpha, HAS_WEIGHT, PER_IMAGE, IDX64, R, HWP)
     x_tile = x_ptr + first * CHW
     m = tl.full([R, HWP], float("-inf"), tl.float32)   # online log-sum-exp over class chunks
     se = tl.zeros([R, HWP], tl.float32)
@@ -192,12 +203,8 @@ def _sace_bwd_kernel(x_ptr, t_ptr, cnt_ptr, tot_ptr, w_ptr, norm_ptr, go_ptr, ls
                      COL_BLOCKS, ignore_index, alpha, HAS_WEIGHT: tl.constexpr, PER_IMAGE: tl.constexpr,
                      GO_PER_PIXEL: tl.constexpr, ONE_CHUNK: tl.constexpr, IDX64: tl.constexpr, CB: tl.constexpr,
                      R: tl.constexpr, HWP: tl.constexpr):
-    first, r, q, pmask, _ = tile_ids(N, HW, COL_BLOCKS, IDX64, R, HWP)
-    base = first * HW                     # the tile's first pixel (int64)
-    pix = r[:, None] * HW + q[None, :]    # from there (int32 unless IDX64)
-    t, good, bad = _labels(t_ptr + base, pix, pmask, C, ignore_index)
-    img = tl.minimum(first + r, N - 1)[:, None]
-    w_pix = _pixel_weight(cnt_ptr, tot_ptr, w_ptr, img, t, good, C, alpha, HAS_WEIGHT, PER_IMAGE)
+    first, r, q, pmask, base, pix, t, good, bad, w_pix = _tile_labels(
+        t_ptr, cnt_ptr, tot_ptr, w_ptr, N, C, HW, COL_BLOCKS, ignore_index, alpha, HAS_WEIGHT, PER_IMAGE, IDX64, R, HWP)
     if GO_PER_PIXEL:
         go = tl.load(go_ptr + base + pix, mask=pmask, other=0.0).to(tl.float32)
     else:
