@@ -388,6 +388,20 @@ def test_kernels_compile_for_sm90(monkeypatch):
     L.size_adaptive_cross_entropy(xc, t, torch.rand(5)).backward()
     L.size_adaptive_cross_entropy(xc.bfloat16(), t.to(torch.uint8), reduction="none", per_image=False,
                                   normalize="weights").sum().backward()
+    # many rows per program ([N, 1], [N, C], small planes), class chunks (200 classes), int64 offsets
+    L.bce_dice_loss(torch.randn(300, 1, requires_grad=True), torch.rand(300, 1) > 0.5, per_image=True,
+                    reduction="none").sum().backward()
+    L.size_adaptive_cross_entropy(torch.randn(300, 3, requires_grad=True), torch.randint(0, 3, (300,)),
+                                  per_image=False).backward()
+    xl = torch.randn(2, 200, 3, 3, requires_grad=True)
+    tl_ = torch.randint(0, 200, (2, 3, 3))
+    L.size_adaptive_cross_entropy(xl, tl_).backward()
+    small_planes = [torch.randn(40, 2, 3, 5, requires_grad=True), torch.randn(40, 2, 2, 2, requires_grad=True)]
+    L.mixed_loss(small_planes, torch.rand(40, 2, 3, 5) > 0.5).backward()
+    monkeypatch.setattr(_common, "INT32_LIMIT", 8)
+    L.mixed_loss(small_planes, torch.rand(40, 2, 3, 5) > 0.5, per_image=True).backward()
+    L.size_adaptive_cross_entropy(xc, t, torch.rand(5)).backward()
+    L.size_adaptive_cross_entropy(xl, tl_, reduction="none").sum().backward()
     compiled = set()
     for kernel, _grid, args, meta in _common._RECORD:
         meta = dict(meta)
@@ -405,6 +419,117 @@ def test_kernels_compile_for_sm90(monkeypatch):
     assert names == {"_bce_dice_fwd_kernel", "_bce_dice_bwd_kernel", "_finalize_kernel", "_mixed_fwd_kernel",
                      "_mixed_bwd_kernel", "_upsample_adjoint_kernel", "_sace_hist_kernel", "_sace_fwd_kernel",
                      "_sace_finalize_kernel", "_sace_bwd_kernel"}
+    int64 = {k[0] for k in compiled if "'IDX64': True" in k[2]}
+    assert {"_mixed_fwd_kernel", "_mixed_bwd_kernel", "_sace_fwd_kernel", "_sace_bwd_kernel"} <= int64
+    chunked = {k[0] for k in compiled if "'ONE_CHUNK': False" in k[2] or "'STORE_LSE': True" in k[2]}
+    assert chunked == {"_sace_fwd_kernel", "_sace_bwd_kernel"}
+
+
+# ================================================================================================
+# Launch geometry: every grid within CUDA's limits, bounded tiles, int64 offsets where needed
+# ================================================================================================
+# Constexpr arguments that are the sides of a program's tile (their product: elements per program).
+_TILE_DIMS = ("R", "BLOCK", "CB", "HWP", "PL", "LB", "SB", "BR", "BP", "S_PAD", "C_PAD", "KW", "BLOCK_P")
+
+
+def _grid_ok(grid) -> bool:
+    """CUDA's limits: gridDim.x <= 2**31 - 1, gridDim.y and .z <= 65,535 (and every side >= 1)."""
+    return (1 <= len(grid) <= 3 and all(isinstance(v, int) and v >= 1 for v in grid)
+            and grid[0] <= 2 ** 31 - 1 and all(v <= 65_535 for v in grid[1:]))
+
+
+def _recorded(monkeypatch, fn):
+    """The launches ``fn`` makes (forward and backward), recorded instead of run."""
+    monkeypatch.setenv(_common.BACKEND_ENV, "triton")
+    monkeypatch.setattr(_common, "_RECORD", [])
+    fn()
+    return list(_common._RECORD)
+
+
+def _meta(*shape, grad=True, dtype=torch.float32):
+    return torch.empty(shape, device="meta", dtype=dtype, requires_grad=grad)
+
+
+# name -> (fn making the launches); shapes far beyond what the interpreter could run, on the meta device
+_HUGE_CASES = {
+    "bce_dice [2**20, 1]": lambda: L.bce_dice_loss(_meta(2 ** 20, 1), _meta(2 ** 20, 1, grad=False)).backward(),
+    "bce_dice [2**20, 1] per image": lambda: L.bce_dice_loss(
+        _meta(2 ** 20, 1), _meta(2 ** 20, 1, grad=False), per_image=True, reduction="none").sum().backward(),
+    "bce_dice [4, 1, 32768, 32768]": lambda: L.bce_dice_loss(
+        _meta(4, 1, 32768, 32768), _meta(4, 1, 32768, 32768, grad=False)).backward(),
+    "mixed [70000, 1, 4, 4]": lambda: L.mixed_loss(
+        [_meta(70000, 1, 4, 4), _meta(70000, 1, 2, 2)], _meta(70000, 1, 4, 4, grad=False)).backward(),
+    "mixed [2, 40000, 8, 8] per image": lambda: L.mixed_loss(
+        [_meta(2, 40000, 8, 8), _meta(2, 40000, 3, 5)], _meta(2, 40000, 8, 8, grad=False), per_image=True,
+        reduction="none").sum().backward(),
+    "mixed 4x4 -> 2048x2048": lambda: L.mixed_loss(
+        [_meta(1, 1, 2048, 2048), _meta(1, 1, 4, 4)], _meta(1, 1, 2048, 2048, grad=False)).backward(),
+    "mixed [1, 1, 50000, 50000]": lambda: L.mixed_loss(
+        [_meta(1, 1, 50000, 50000), _meta(1, 1, 25000, 25000)], _meta(1, 1, 50000, 50000, grad=False)).backward(),
+    "sace [70000, 3]": lambda: L.size_adaptive_cross_entropy(
+        _meta(70000, 3), _meta(70000, grad=False, dtype=torch.long), per_image=False).backward(),
+    "sace [2**22, 19] none": lambda: L.size_adaptive_cross_entropy(
+        _meta(2 ** 22, 19), _meta(2 ** 22, grad=False, dtype=torch.long), reduction="none").sum().backward(),
+    "sace [1, 150, 4096, 4096]": lambda: L.size_adaptive_cross_entropy(
+        _meta(1, 150, 4096, 4096), _meta(1, 4096, 4096, grad=False, dtype=torch.long)).backward(),
+    "sace [4, 1024, 64, 64]": lambda: L.size_adaptive_cross_entropy(
+        _meta(4, 1024, 64, 64), _meta(4, 64, 64, grad=False, dtype=torch.long), torch.ones(1024, device="meta"),
+        normalize="weights").backward(),
+}
+
+
+@pytest.mark.skipif(not L.HAS_TRITON, reason="needs triton")
+@pytest.mark.parametrize("case", sorted(_HUGE_CASES))
+def test_launch_grids_within_cuda_limits(monkeypatch, case):
+    """Every launch of every loss (forward and backward) at shapes beyond CUDA's 65,535 limit on grid
+    axes 1 and 2 (batch-like sizes up to 2**22, planes of 2.5e9 pixels): the grid is within CUDA's
+    limits and every program's tile is bounded. Recorded, not run (meta tensors), so no GPU is needed."""
+    launches = _recorded(monkeypatch, _HUGE_CASES[case])
+    assert launches
+    for kernel, grid, _args, meta in launches:
+        name = kernel.fn.__name__
+        assert _grid_ok(grid), f"{case}: {name} grid {grid} exceeds CUDA's limits"
+        elems = math.prod(v for k, v in meta.items() if k in _TILE_DIMS)
+        assert elems <= 16384, f"{case}: {name} tile {meta} holds {elems} elements"
+        if name in ("_sace_fwd_kernel", "_sace_bwd_kernel"):
+            assert elems <= size_adaptive_ce._MAX_TILE and meta["CB"] <= size_adaptive_ce._CLASS_CHUNK
+        if name == "_upsample_adjoint_kernel":
+            assert elems <= mixed._ADJ_TILE
+
+
+def _idx64(launches, kernel_name):
+    return {meta["IDX64"] for kernel, _g, _a, meta in launches if kernel.fn.__name__ == kernel_name}
+
+
+@pytest.mark.skipif(not L.HAS_TRITON, reason="needs triton")
+def test_int64_offsets_planned_where_int32_wraps(monkeypatch):
+    """The launchers pick the int64 index variants exactly where an offset passes 2**31: logits
+    [1, 150, 4096, 4096] ((C - 1) * H * W >= 2**31) and a 50000**2 label plane; int32 elsewhere."""
+    big = _recorded(monkeypatch, _HUGE_CASES["sace [1, 150, 4096, 4096]"])
+    for name in ("_sace_fwd_kernel", "_sace_bwd_kernel"):
+        assert _idx64(big, name) == {True}, name
+    rows = _recorded(monkeypatch, _HUGE_CASES["sace [70000, 3]"])
+    assert _idx64(rows, "_sace_fwd_kernel") == {False}
+    plane = _recorded(monkeypatch, _HUGE_CASES["mixed [1, 1, 50000, 50000]"])
+    assert _idx64(plane, "_mixed_fwd_kernel") == _idx64(plane, "_mixed_bwd_kernel") == {True}
+    small = _recorded(monkeypatch, _HUGE_CASES["mixed 4x4 -> 2048x2048"])
+    assert _idx64(small, "_mixed_fwd_kernel") == {False}
+    # the planner itself, at the limit
+    assert size_adaptive_ce._plan(1, 150, 4096 * 4096, size_adaptive_ce._MAX_TILE)[2]
+    assert not size_adaptive_ce._plan(8, 19, 512 * 512, size_adaptive_ce._MAX_TILE)[2]
+    assert _common.needs_int64(2 ** 31) and not _common.needs_int64(2 ** 31 - 1)
+
+
+def test_tiling_helper():
+    t = _common.tile(70000, 1, 1024, 2048)             # [N, 1]: 2048 rows of one element per program
+    assert (t.rows_per, t.cols_per, t.grid) == (2048, 1, (35,))
+    t = _common.tile(3, 70000, 2048, 2048)             # long rows: one row, 2048 columns per program
+    assert (t.rows_per, t.cols_per, t.col_blocks, t.grid) == (1, 2048, 35, (105,))
+    t = _common.tile(5, 100, 1024, 4096)               # whole rows fit: 128 columns, all 5 rows (of 8)
+    assert (t.rows_per, t.cols_per, t.row_blocks, t.col_blocks) == (8, 128, 1, 1)
+    t = _common.tile(2 ** 40, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"exceed CUDA's grid limit"):
+        t.grid
 
 
 # ================================================================================================
@@ -437,16 +562,52 @@ def _check_pair(kernel_out, ref_out, kernel_grads, ref_grads, dtype, what):
         _close(a, b, rtol, atol * 10 + rtol * scale, f"{what} grad[{i}]")
 
 
-def _run_both(fn, ref_fn, tensors, grad_scale=1.7):
-    """Runs ``fn`` (kernels) and ``ref_fn`` (PyTorch) on copies of ``tensors``; a grad_output != 1."""
+def _run_both(fn, ref_fn, tensors, grad_scale=1.7, go=None):
+    """Runs ``fn`` (kernels) and ``ref_fn`` (PyTorch) on copies of ``tensors``; a grad_output != 1 (``go``
+    when given)."""
     a_in = [t.detach().clone().requires_grad_() for t in tensors]
     b_in = [t.detach().clone().requires_grad_() for t in tensors]
     a = fn(a_in)
     b = ref_fn(b_in)
-    go = torch.rand(b.shape, device=b.device, dtype=torch.float32).to(b.dtype) + grad_scale
+    if go is None:
+        go = torch.rand(b.shape, device=b.device, dtype=torch.float32).to(b.dtype) + grad_scale
     a.backward(go)
     b.backward(go)
     return a, b, [t.grad for t in a_in], [t.grad for t in b_in]
+
+
+_LAUNCH = _common.launch
+
+
+def _check_grids(monkeypatch):
+    """Every launch checks its grid against CUDA's limits first (the interpreter has none)."""
+    def checked(kernel, grid, *args, **meta):
+        assert _grid_ok(grid), f"{kernel.fn.__name__}: grid {grid} exceeds CUDA's limits"
+        return _LAUNCH(kernel, grid, *args, **meta)
+    for module in (bce_dice, mixed, size_adaptive_ce):
+        monkeypatch.setattr(module, "launch", checked)
+
+
+def _default_blocks(monkeypatch):
+    """Back to the production block sizes (undoes the class fixture), still on the kernels."""
+    monkeypatch.undo()
+    monkeypatch.setenv(_common.BACKEND_ENV, "triton")
+    monkeypatch.setattr(_common, "_POISON", True)
+    _check_grids(monkeypatch)
+
+
+if L.HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _logit_offsets_probe(out_ptr, c0, CHW, HW, IDX64: tl.constexpr, CB: tl.constexpr):
+        """Stores size_adaptive_ce._logit_offsets for classes c0 + [0, CB), one image, pixel 0."""
+        cls = c0 + tl.arange(0, CB)
+        r = tl.arange(0, 1)
+        q = tl.arange(0, 1)
+        off = size_adaptive_ce._logit_offsets(cls, r, q, CHW, HW, IDX64)
+        tl.store(out_ptr + tl.arange(0, CB)[:, None, None] + r[None, :, None] + q[None, None, :], off.to(tl.int64))
 
 
 @pytest.mark.skipif(KERNEL_DEVICE is None,
@@ -458,11 +619,12 @@ class TestKernels:
         monkeypatch.setattr(_common, "_POISON", True)   # outputs start as NaN: every element must be written
         # Small blocks: several blocks per image and partially masked last blocks on tiny tensors.
         monkeypatch.setattr(bce_dice, "_MAX_BLOCK", 64)
-        monkeypatch.setattr(bce_dice, "_FINALIZE_BLOCK", 2)
+        monkeypatch.setattr(bce_dice, "_FINALIZE_BLOCK", 16)
         monkeypatch.setattr(mixed, "_MAX_BLOCK", 64)
         monkeypatch.setattr(mixed, "_ADJ_BLOCK", 32)
         monkeypatch.setattr(size_adaptive_ce, "_MAX_BLOCK", 32)
         monkeypatch.setattr(size_adaptive_ce, "_FINALIZE_BLOCK", 4)
+        _check_grids(monkeypatch)
         torch.manual_seed(1234)
 
     @pytest.mark.parametrize("dtype", _dtypes())
@@ -563,6 +725,12 @@ class TestKernels:
         res = _run_both(lambda z: L.size_adaptive_cross_entropy(z[0], t),
                         lambda z: R.size_adaptive_cross_entropy(z[0], t), [xc])
         _check_pair(*res, torch.float32, "sace strided")
+        go = torch.rand(1, device=KERNEL_DEVICE).expand(2)            # a stride-0 grad_output (reduction='none')
+        kw = dict(per_image=True, reduction="none")
+        res = _run_both(lambda t: L.bce_dice_loss(t[0], g, **kw), lambda t: R.bce_dice_loss(t[0], g, **kw), [x], go=go)
+        _check_pair(*res, torch.float32, "bce_dice stride-0 grad_output")
+        res = _run_both(lambda t: L.mixed_loss(t, g, **kw), lambda t: R.mixed_loss(t, g, **kw), maps, go=go)
+        _check_pair(*res, torch.float32, "mixed stride-0 grad_output")
 
     def test_size_adaptive_ce_bad_labels_without_sync(self):
         x = torch.randn(2, 3, 4, 4, device=KERNEL_DEVICE, requires_grad=True)
@@ -582,9 +750,7 @@ class TestKernels:
 
     def test_default_blocks(self, monkeypatch):
         """The production block sizes, with a few blocks per image."""
-        monkeypatch.undo()
-        monkeypatch.setenv(_common.BACKEND_ENV, "triton")
-        monkeypatch.setattr(_common, "_POISON", True)
+        _default_blocks(monkeypatch)
         x = torch.randn(2, 1, 48, 96, device=KERNEL_DEVICE)
         g = torch.rand(2, 1, 48, 96, device=KERNEL_DEVICE) > 0.5
         res = _run_both(lambda t: L.bce_dice_loss(t[0], g), lambda t: R.bce_dice_loss(t[0], g), [x])
@@ -598,6 +764,114 @@ class TestKernels:
                         lambda z: R.size_adaptive_cross_entropy(z[0], t), [xc])
         _check_pair(*res, torch.float32, "sace default blocks")
 
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_size_adaptive_ce_strided_weight(self, reduction):
+        """A class weight that is a strided view: loss and gradient as the reference and as
+        nn.CrossEntropyLoss (alpha = 0, normalize='weights'); a stride-0 grad_output for 'none'."""
+        w = torch.tensor([1.0, 100.0, 2.0, 200.0, 3.0, 300.0, 4.0, 400.0], device=KERNEL_DEVICE)[::2]
+        assert not w.is_contiguous()
+        x = torch.randn(2, 4, 5, 3, device=KERNEL_DEVICE)
+        t = torch.randint(0, 4, (2, 5, 3), device=KERNEL_DEVICE)
+        t[0, 0, 0] = -100
+        for alpha, ref in ((1.0, lambda z: R.size_adaptive_cross_entropy(z[0], t, w, 1.0, reduction=reduction,
+                                                                           normalize="weights")),
+                           (0.0, lambda z: F.cross_entropy(z[0], t, w, reduction=reduction))):
+            kw = dict(alpha=alpha, reduction=reduction, normalize="weights")
+            res = _run_both(lambda z: L.size_adaptive_cross_entropy(z[0], t, w, **kw), ref, [x])
+            _check_pair(*res, torch.float32, f"sace strided weight alpha={alpha}")
+        if reduction == "none":
+            go = torch.rand(1, device=KERNEL_DEVICE).expand(t.shape)          # stride 0
+            res = _run_both(lambda z: L.size_adaptive_cross_entropy(z[0], t, w, reduction="none"),
+                            lambda z: R.size_adaptive_cross_entropy(z[0], t, w, reduction="none"), [x], go=go)
+            _check_pair(*res, torch.float32, "sace stride-0 grad_output")
+
+    def test_size_adaptive_ce_70000_rows(self, monkeypatch):
+        """[70000, 3] logits (pixels flattened): 70000 > 65,535 images, one pixel each."""
+        _default_blocks(monkeypatch)
+        x = torch.randn(70000, 3, device=KERNEL_DEVICE) * 2
+        t = torch.randint(0, 3, (70000,), device=KERNEL_DEVICE)
+        t[::97] = -100
+        w = torch.tensor([0.5, 2.0, 1.0], device=KERNEL_DEVICE)
+        cases = [(None, dict(per_image=False)),
+                 (w, dict(per_image=True, reduction="sum"))]    # one pixel per image: every weight 0
+        for wt, kw in cases:
+            res = _run_both(lambda z: L.size_adaptive_cross_entropy(z[0], t, wt, **kw),
+                            lambda z: R.size_adaptive_cross_entropy(z[0], t, wt, **kw), [x])
+            _check_pair(*res, torch.float32, f"sace [70000, 3] {kw}")
+        res = _run_both(lambda z: L.size_adaptive_cross_entropy(z[0], t, w, alpha=0.0, normalize="weights"),
+                        lambda z: F.cross_entropy(z[0], t, w), [x])            # nn.CrossEntropyLoss(weight=w)
+        _check_pair(*res, torch.float32, "sace [70000, 3] against F.cross_entropy")
+
+    @pytest.mark.parametrize("reduction,per_image", [("mean", True), ("none", False)])
+    def test_size_adaptive_ce_1024_classes(self, reduction, per_image):
+        """1024 classes: 8 chunks of 128 with an online log-sum-exp (forward), the saved LSE (backward)."""
+        x = torch.randn(2, 1024, 3, 5, device=KERNEL_DEVICE) * 3
+        x[:, 700] += 12.0                                        # the max in a late chunk
+        t = torch.randint(0, 1024, (2, 3, 5), device=KERNEL_DEVICE)
+        t[0, 0] = 1023
+        t[1, 1, 1] = -100
+        w = torch.rand(1024, device=KERNEL_DEVICE) + 0.5
+        kw = dict(reduction=reduction, per_image=per_image, normalize="weights")
+        res = _run_both(lambda z: L.size_adaptive_cross_entropy(z[0], t, w, **kw),
+                        lambda z: R.size_adaptive_cross_entropy(z[0], t, w, **kw), [x])
+        _check_pair(*res, torch.float32, f"sace 1024 classes {kw}")
+
+    def test_size_adaptive_ce_class_chunks_and_int64(self, monkeypatch):
+        """Chunked classes (chunk lowered to 4, 11 classes) and the int64 index variants (limit lowered)."""
+        monkeypatch.setattr(size_adaptive_ce, "_CLASS_CHUNK", 4)
+        x = torch.randn(3, 11, 6, 7, device=KERNEL_DEVICE)
+        t = torch.randint(0, 11, (3, 6, 7), device=KERNEL_DEVICE)
+        t[2, :3] = 255
+        for limit in (2 ** 31, 64):
+            monkeypatch.setattr(_common, "INT32_LIMIT", limit)
+            for kw in (dict(ignore_index=255), dict(ignore_index=255, reduction="none", per_image=False)):
+                res = _run_both(lambda z: L.size_adaptive_cross_entropy(z[0], t, **kw),
+                                lambda z: R.size_adaptive_cross_entropy(z[0], t, **kw), [x])
+                _check_pair(*res, torch.float32, f"sace chunks of 4, limit {limit}, {kw}")
+
+    def test_logit_offsets_do_not_wrap(self):
+        """The logits offset of class c in a [1, 150, 4096, 4096] image, c * H * W, passes 2**31 from class
+        128 on: the IDX64 variant computes it exactly, the int32 one wraps (why the planner picks IDX64)."""
+        hw = 4096 * 4096
+        out = torch.zeros(32, dtype=torch.int64, device=KERNEL_DEVICE)
+        _logit_offsets_probe[(1,)](out, 118, 150 * hw, hw, IDX64=True, CB=32)
+        assert out.tolist() == [c * hw for c in range(118, 150)]
+        _logit_offsets_probe[(1,)](out, 118, 150 * hw, hw, IDX64=False, CB=32)
+        assert out.tolist() != [c * hw for c in range(118, 150)]
+
+    @pytest.mark.parametrize("per_image,reduction", [(False, "mean"), (True, "none"), (True, "mean")])
+    def test_bce_dice_many_small_rows(self, per_image, reduction, monkeypatch):
+        """[1000, 1] and [300, 3]: many rows per program; per image, 1000 one-pixel images."""
+        monkeypatch.setattr(bce_dice, "_FINALIZE_BLOCK", 256)   # 64 rows per finalize step (the interpreter is slow)
+        for shape in ((1000, 1), (300, 3)):
+            x = torch.randn(*shape, device=KERNEL_DEVICE) * 2
+            g = torch.rand(*shape, device=KERNEL_DEVICE) > 0.5
+            kw = dict(per_image=per_image, reduction=reduction)
+            res = _run_both(lambda z: L.bce_dice_loss(z[0], g, **kw), lambda z: R.bce_dice_loss(z[0], g, **kw), [x])
+            _check_pair(*res, torch.float32, f"bce_dice {shape} {kw}")
+
+    def test_mixed_many_planes_and_int64(self, monkeypatch):
+        """40 x 2 planes of 3 x 5 (several planes per program), with the int32 and the int64 index variants."""
+        g = torch.rand(40, 2, 3, 5, device=KERNEL_DEVICE) > 0.5
+        maps = [torch.randn(40, 2, 3, 5, device=KERNEL_DEVICE), torch.randn(40, 2, 2, 2, device=KERNEL_DEVICE)]
+        for limit, kw in ((2 ** 31, dict()), (8, dict(per_image=True, reduction="none", weights=[0.5, 2.0]))):
+            monkeypatch.setattr(_common, "INT32_LIMIT", limit)
+            res = _run_both(lambda t: L.mixed_loss(t, g, **kw), lambda t: R.mixed_loss(t, g, **kw), maps)
+            _check_pair(*res, torch.float32, f"mixed planes, limit {limit}, {kw}")
+
+    def test_mixed_extreme_upsampling(self, monkeypatch):
+        """A 4 x 4 map upsampled to 128 x 96 and a 128 x 3 map (ratio 32: windows of 67 label rows or
+        columns per small pixel): the adjoint's tiles stay within _ADJ_TILE whatever the ratio (the window
+        is a loop; checked on the recorded launches) and the gradients match the reference."""
+        _default_blocks(monkeypatch)
+        g = torch.rand(1, 1, 128, 96, device=KERNEL_DEVICE) > 0.5
+        maps = [torch.randn(1, 1, 4, 4, device=KERNEL_DEVICE), torch.randn(1, 1, 128, 3, device=KERNEL_DEVICE)]
+        res = _run_both(lambda t: L.mixed_loss(t, g), lambda t: R.mixed_loss(t, g), maps)
+        _check_pair(*res, torch.float32, "mixed 4x4 -> 128x96")
+        adj = [m for k, _g, _a, m in _recorded(monkeypatch, lambda: L.mixed_loss(
+            [m.detach().requires_grad_() for m in maps], g).backward()) if k.fn.__name__ == "_upsample_adjoint_kernel"]
+        assert len(adj) == 3 and all(m["LB"] * m["SB"] <= mixed._ADJ_TILE for m in adj)
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available() or not L.HAS_TRITON or INTERPRET, reason="needs CUDA and triton")

@@ -14,6 +14,7 @@ kernels without a GPU). It is read at every call.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
@@ -168,5 +169,98 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
+def prev_pow2(n: int) -> int:
+    """The largest power of 2 <= ``n`` (1 for ``n < 2``)."""
+    return 1 << max(0, int(n).bit_length() - 1)
+
+
 def num_warps_for(block: int) -> int:
     return max(1, min(8, block // 256))
+
+
+# ----------------------------------------------------------------------------------------------
+# Launch geometry: every loss kernel runs on a 1-D grid of programs, each covering a tile
+# ----------------------------------------------------------------------------------------------
+GRID_X_MAX = 2 ** 31 - 1   # CUDA's limit on gridDim.x (gridDim.y and .z stop at 65,535: never used)
+GRID_YZ_MAX = 65_535
+# An element offset at or above this is computed in int64 by the kernels (their IDX64 variant). Read at
+# every call, so tests can lower it to run the int64 variants on small tensors.
+INT32_LIMIT = 2 ** 31
+
+
+def needs_int64(max_offset: int) -> bool:
+    """Whether element offsets up to ``max_offset`` (exclusive bound) need int64 index arithmetic."""
+    return max_offset >= INT32_LIMIT
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A ``[rows, cols]`` problem cut into programs of ``[rows_per, cols_per]`` (powers of 2).
+
+    Rows are images (or planes, or lines) and columns the elements of one row. A program covers one
+    block of ``cols_per`` columns of one row, or, when a whole row fits, ``rows_per`` whole rows:
+    small rows (``[N, 1]`` inputs, ``[N, C]`` logits) do not leave lanes idle. Programs are numbered on
+    grid axis 0 only (up to 2**31 - 1, against 65,535 for axes 1 and 2): program ``p`` covers row block
+    ``p // col_blocks`` and column block ``p % col_blocks`` (``program_tile`` in the kernels).
+    """
+
+    rows: int
+    cols: int
+    rows_per: int
+    cols_per: int
+
+    @property
+    def row_blocks(self) -> int:
+        return cdiv(self.rows, self.rows_per)
+
+    @property
+    def col_blocks(self) -> int:
+        return cdiv(self.cols, self.cols_per)
+
+    @property
+    def size(self) -> int:
+        """Elements of one program's tile."""
+        return self.rows_per * self.cols_per
+
+    @property
+    def grid(self) -> Tuple[int]:
+        return grid_1d(self.row_blocks * self.col_blocks)
+
+
+def tile(rows: int, cols: int, max_cols: int, max_tile: int) -> Tiling:
+    """The tiling of a ``[rows, cols]`` problem: at most ``max_cols`` columns and ``max_tile`` elements per
+    program (sides rounded down to powers of 2); several rows per program only when a whole row fits."""
+    cols_per = prev_pow2(min(max_cols, max_tile, next_pow2(cols)))
+    rows_per = 1
+    if cols_per >= cols:
+        rows_per = prev_pow2(min(max_tile // cols_per, next_pow2(rows)))
+    return Tiling(rows, cols, rows_per, cols_per)
+
+
+def grid_1d(programs: int) -> Tuple[int]:
+    """The launch grid for ``programs`` programs: ``(programs,)``, within CUDA's limit on grid axis 0."""
+    if programs > GRID_X_MAX:  # > 2**31 programs of >= 1 KiB each: more data than any GPU holds
+        raise ValueError(f"hybridops.losses: {programs} programs exceed CUDA's grid limit ({GRID_X_MAX})")
+    return (max(1, programs),)
+
+
+@triton.jit
+def program_tile(col_blocks):
+    """(row block, column block) of this program in a ``Tiling`` launched on ``Tiling.grid``."""
+    pid = tl.program_id(0)
+    return pid // col_blocks, pid % col_blocks
+
+
+@triton.jit
+def tile_ids(ROWS, COLS, COL_BLOCKS, IDX64: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's part of a ``Tiling``: its first row (int64), the row offsets ``r`` (``[R]``), the
+    columns (``[BLOCK]``; int64 with ``IDX64``), the mask (``[R, BLOCK]``) and the column block."""
+    rb, cb = program_tile(COL_BLOCKS)
+    first = (rb * R).to(tl.int64)
+    r = tl.arange(0, R)
+    if IDX64:
+        cols = cb.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        cols = cb * BLOCK + tl.arange(0, BLOCK)
+    mask = (first + r < ROWS)[:, None] & (cols < COLS)[None, :]
+    return first, r, cols, mask, cb

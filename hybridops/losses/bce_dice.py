@@ -1,10 +1,14 @@
 """BCE + Dice loss (HybridNetSeg Eq. 4): Triton kernels, host launcher, autograd.Function, module.
 
-Forward: one kernel reads the logits and labels once and writes, per block of pixels, the partial
-sums (sum g, sum BCE, sum p*g, sum p); one single-program kernel reduces them in a fixed order
-(deterministic), forms the loss and keeps the global sums for the backward. Backward: one
+Forward: one kernel reads the logits and labels once and writes, per tile, the partial sums
+(sum g, sum BCE, sum p*g, sum p) of each row it covers; one single-program kernel reduces them in a
+fixed order (deterministic), forms the loss and keeps the global sums for the backward. Backward: one
 element-wise kernel computes dL/dz from z, g and the saved sums. The shared device helpers and the
 finalize kernel are also used by the multi-scale mixed loss (``mixed.py``).
+
+Rows: with ``per_image=True`` each image is a row; otherwise the whole batch is one row (one Dice
+over the batch), so ``[N, 1]`` inputs form one long row. Small rows are packed several to a program
+(``_common.tile``); programs are numbered on grid axis 0 only (no 65,535 limit on the batch).
 """
 from __future__ import annotations
 
@@ -14,15 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from hybridops.losses import _reference
-from hybridops.losses._common import (cdiv, check_binary_target, check_float_input, check_reduction,
+from hybridops.losses._common import (Tiling, check_binary_target, check_float_input, check_reduction,
                                       check_scalar, empty, empty_like, label_view, launch, next_pow2,
-                                      num_warps_for, tl, triton, use_triton)
+                                      num_warps_for, program_tile, tile, tl, triton, use_triton)
 
 _OP = "hybridops.losses.bce_dice_loss"
 # Largest number of elements one program reduces (a power of 2). Tests lower it to cover several
 # blocks per image on tiny tensors.
 _MAX_BLOCK = 2048
-_FINALIZE_BLOCK = 128
+# Partial-sum entries (rows x partials x sums, padded) the finalize kernel adds per step; tests lower it.
+_FINALIZE_BLOCK = 4096
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,15 +59,16 @@ def _term_grad(p, g, bce_scale, dice_scale, U, V, FROM_LOGITS: tl.constexpr):
 
 
 @triton.jit
-def _pick(vec, cols, j):
-    return tl.sum(tl.where(cols == j, vec, 0.0), axis=0)
+def _pick(s, cols, j):
+    """Column ``j`` of the ``[rows, S_PAD]`` sums ``s``: ``[rows]``."""
+    return tl.sum(tl.where(cols[None, :] == j, s, 0.0), axis=1)
 
 
 @triton.jit
 def _combine(s, cols, lam, inv_count, bce_w, smooth, T: tl.constexpr):
-    """sum_t lam[t] * (bce_w * mean BCE_t + (1 - bce_w) * (1 - Dice_t)) from the sums vector ``s``."""
+    """sum_t lam[t] * (bce_w * mean BCE_t + (1 - bce_w) * (1 - Dice_t)) for each row of the sums ``s``."""
     sum_g = _pick(s, cols, 0)
-    loss = tl.full([], 0.0, tl.float32)
+    loss = tl.zeros(sum_g.shape, tl.float32)
     for t in tl.static_range(T):
         sum_bce = _pick(s, cols, 1 + 3 * t)
         sum_pg = _pick(s, cols, 2 + 3 * t)
@@ -73,50 +79,49 @@ def _combine(s, cols, lam, inv_count, bce_w, smooth, T: tl.constexpr):
 
 
 @triton.jit
-def _finalize_kernel(part_ptr, sums_ptr, out_ptr, lam, N, P, inv_count, bce_w, smooth, out_scale,
-                     T: tl.constexpr, S_PAD: tl.constexpr, PER_IMAGE: tl.constexpr, STORE_EACH: tl.constexpr,
-                     BLOCK_P: tl.constexpr):
-    """One program: partial sums ``[N, P, S]`` (S = 1 + 3T) -> sums (``[N or 1, S]``) and the loss.
+def _finalize_kernel(part_ptr, sums_ptr, out_ptr, lam, ROWS, P, inv_count, bce_w, smooth, out_scale,
+                     T: tl.constexpr, S_PAD: tl.constexpr, STORE_EACH: tl.constexpr, BR: tl.constexpr,
+                     BP: tl.constexpr):
+    """One program: partial sums ``[ROWS, P, S]`` (S = 1 + 3T) -> sums ``[ROWS, S]`` and the loss.
 
-    Reduces in a fixed order, so the result is deterministic.
+    Adds ``[BR rows, BP partials]`` at a time, in a fixed order, so the result is deterministic. The
+    loss is the sum over rows of each row's loss (stored per row with ``STORE_EACH``), times ``out_scale``.
     """
     S = 1 + 3 * T
     cols = tl.arange(0, S_PAD)
-    rows = tl.arange(0, BLOCK_P)
     col_ok = cols < S
     total = tl.full([], 0.0, tl.float32)
-    batch = tl.zeros([S_PAD], tl.float32)
-    for n in range(N):
-        acc = tl.zeros([BLOCK_P, S_PAD], tl.float32)
-        for p0 in range(0, P, BLOCK_P):
-            r = p0 + rows
-            ptrs = part_ptr + (n * P + r)[:, None] * S + cols[None, :]
-            acc += tl.load(ptrs, mask=(r < P)[:, None] & col_ok[None, :], other=0.0)
-        s = tl.sum(acc, axis=0)
-        if PER_IMAGE:
-            tl.store(sums_ptr + n * S + cols, s, mask=col_ok)
-            loss_n = _combine(s, cols, lam, inv_count, bce_w, smooth, T)
-            if STORE_EACH:
-                tl.store(out_ptr + n, (loss_n * out_scale).to(out_ptr.dtype.element_ty))
-            total += loss_n
-        else:
-            batch += s
-    if not PER_IMAGE:
-        tl.store(sums_ptr + cols, batch, mask=col_ok)
-        total = _combine(batch, cols, lam, inv_count, bce_w, smooth, T)
+    for r0 in range(0, ROWS, BR):
+        row = r0 + tl.arange(0, BR)
+        row_ok = row < ROWS
+        acc = tl.zeros([BR, BP, S_PAD], tl.float32)
+        for p0 in range(0, P, BP):
+            p = p0 + tl.arange(0, BP)
+            idx = (row.to(tl.int64)[:, None, None] * P + p[None, :, None]) * S + cols[None, None, :]
+            ok = row_ok[:, None, None] & (p < P)[None, :, None] & col_ok[None, None, :]
+            acc += tl.load(part_ptr + idx, mask=ok, other=0.0)
+        s = tl.sum(acc, axis=1)
+        tl.store(sums_ptr + row.to(tl.int64)[:, None] * S + cols[None, :], s,
+                 mask=row_ok[:, None] & col_ok[None, :])
+        loss = tl.where(row_ok, _combine(s, cols, lam, inv_count, bce_w, smooth, T), 0.0)
+        if STORE_EACH:
+            tl.store(out_ptr + row, (loss * out_scale).to(out_ptr.dtype.element_ty), mask=row_ok)
+        total += tl.sum(loss, axis=0)
     if not STORE_EACH:
         tl.store(out_ptr, (total * out_scale).to(out_ptr.dtype.element_ty))
 
 
-def finalize(part: Tensor, out: Tensor, lam: tuple, n: int, chunks: int, inv_count: float, bce_weight: float,
-             smooth: float, out_scale: float, per_image: bool, store_each: bool) -> Tensor:
-    """Launches ``_finalize_kernel``; returns the sums buffer ``[N or 1, 1 + 3T]`` (fp32)."""
+def finalize(part: Tensor, out: Tensor, lam: tuple, rows: int, chunks: int, inv_count: float, bce_weight: float,
+             smooth: float, out_scale: float, store_each: bool) -> Tensor:
+    """Launches ``_finalize_kernel`` on the partials ``[rows, chunks, 1 + 3T]``; returns the sums ``[rows, 1 + 3T]``."""
     t = len(lam)
     s = 1 + 3 * t
-    sums = empty((n if per_image else 1, s), torch.float32, part.device)
-    launch(_finalize_kernel, (1,), part, sums, out, lam, n, chunks, inv_count, bce_weight, smooth, out_scale,
-           T=t, S_PAD=next_pow2(s), PER_IMAGE=per_image, STORE_EACH=store_each,
-           BLOCK_P=_FINALIZE_BLOCK, num_warps=4)
+    s_pad = next_pow2(s)
+    sums = empty((rows, s), torch.float32, part.device)
+    step = max(1, _FINALIZE_BLOCK // s_pad)
+    fin = tile(rows, chunks, step, step)
+    launch(_finalize_kernel, (1,), part, sums, out, lam, rows, chunks, inv_count, bce_weight, smooth, out_scale,
+           T=t, S_PAD=s_pad, STORE_EACH=store_each, BR=fin.rows_per, BP=fin.cols_per, num_warps=4)
     return sums
 
 
@@ -124,49 +129,61 @@ def finalize(part: Tensor, out: Tensor, lam: tuple, n: int, chunks: int, inv_cou
 # BCE + Dice kernels
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _bce_dice_fwd_kernel(x_ptr, g_ptr, part_ptr, M, P, FROM_LOGITS: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (pid, n): partial sums (g, BCE, p*g, p) of one block of image n, written to part[n, pid]."""
-    pid = tl.program_id(0)
-    n = tl.program_id(1)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < M
-    base = n.to(tl.int64) * M
-    z = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + base + offs, mask=mask, other=0).to(tl.float32)
-    p, bce = _prob_and_bce(z, g, FROM_LOGITS)
-    p = tl.where(mask, p, 0.0)
-    out = part_ptr + (n.to(tl.int64) * P + pid) * 4
-    tl.store(out, tl.sum(g, axis=0))
-    tl.store(out + 1, tl.sum(tl.where(mask, bce, 0.0), axis=0))
-    tl.store(out + 2, tl.sum(p * g, axis=0))
-    tl.store(out + 3, tl.sum(p, axis=0))
+def _row_tile(x_ptr, g_ptr, ROWS, M, COL_BLOCKS, R: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's tile of the ``[ROWS, M]`` view: z and g (fp32, ``[R, BLOCK]``), its mask, its rows,
+    the offset of its first element (int64) and the offsets from there (int32 unless M >= 2**31)."""
+    rb, cb = program_tile(COL_BLOCKS)
+    row = rb * R + tl.arange(0, R)
+    col0 = cb.to(tl.int64) * BLOCK
+    start = (rb * R).to(tl.int64) * M + col0
+    col_left = tl.minimum(M - col0, BLOCK).to(tl.int32)
+    mask = (row < ROWS)[:, None] & (tl.arange(0, BLOCK) < col_left)[None, :]
+    offs = tl.arange(0, R)[:, None] * M + tl.arange(0, BLOCK)[None, :]
+    z = tl.load(x_ptr + start + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + start + offs, mask=mask, other=0).to(tl.float32)
+    return z, g, mask, row, start, offs, cb
 
 
 @triton.jit
-def _bce_dice_bwd_kernel(x_ptr, g_ptr, sums_ptr, go_ptr, dx_ptr, M, bce_scale, dice_scale, smooth, go_scale,
-                         PER_IMAGE: tl.constexpr, GO_PER_IMAGE: tl.constexpr, FROM_LOGITS: tl.constexpr,
+def _bce_dice_fwd_kernel(x_ptr, g_ptr, part_ptr, ROWS, M, COL_BLOCKS, FROM_LOGITS: tl.constexpr, R: tl.constexpr,
                          BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    n = tl.program_id(1)
-    row = n if PER_IMAGE else 0
-    sum_g = tl.load(sums_ptr + row * 4)
-    sum_pg = tl.load(sums_ptr + row * 4 + 2)
-    sum_p = tl.load(sums_ptr + row * 4 + 3)
-    U = sum_p + sum_g + smooth
-    V = 2.0 * sum_pg + smooth
-    go = tl.load(go_ptr + (n if GO_PER_IMAGE else 0)).to(tl.float32) * go_scale
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < M
-    base = n.to(tl.int64) * M
-    z = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + base + offs, mask=mask, other=0).to(tl.float32)
+    """Partial sums (g, BCE, p*g, p) of each row of this program's tile, written to part[row, column block]."""
+    z, g, mask, row, _, _, cb = _row_tile(x_ptr, g_ptr, ROWS, M, COL_BLOCKS, R, BLOCK)
+    p, bce = _prob_and_bce(z, g, FROM_LOGITS)
+    p = tl.where(mask, p, 0.0)
+    out = part_ptr + (row.to(tl.int64) * COL_BLOCKS + cb) * 4
+    row_ok = row < ROWS
+    tl.store(out, tl.sum(g, axis=1), mask=row_ok)
+    tl.store(out + 1, tl.sum(tl.where(mask, bce, 0.0), axis=1), mask=row_ok)
+    tl.store(out + 2, tl.sum(p * g, axis=1), mask=row_ok)
+    tl.store(out + 3, tl.sum(p, axis=1), mask=row_ok)
+
+
+@triton.jit
+def _bce_dice_bwd_kernel(x_ptr, g_ptr, sums_ptr, go_ptr, dx_ptr, ROWS, M, COL_BLOCKS, bce_scale, dice_scale, smooth,
+                         go_scale, GO_PER_ROW: tl.constexpr, FROM_LOGITS: tl.constexpr, R: tl.constexpr,
+                         BLOCK: tl.constexpr):
+    z, g, mask, row, start, offs, _ = _row_tile(x_ptr, g_ptr, ROWS, M, COL_BLOCKS, R, BLOCK)
+    row_ok = row < ROWS
+    srow = sums_ptr + row.to(tl.int64) * 4
+    sum_g = tl.load(srow, mask=row_ok, other=0.0)
+    sum_pg = tl.load(srow + 2, mask=row_ok, other=0.0)
+    sum_p = tl.load(srow + 3, mask=row_ok, other=0.0)
+    U = (sum_p + sum_g + smooth)[:, None]
+    V = (2.0 * sum_pg + smooth)[:, None]
+    if GO_PER_ROW:
+        go = tl.load(go_ptr + row, mask=row_ok, other=0.0).to(tl.float32)[:, None] * go_scale
+    else:
+        go = tl.load(go_ptr).to(tl.float32) * go_scale
     p, _ = _prob_and_bce(z, g, FROM_LOGITS)
     d = _term_grad(p, g, bce_scale, dice_scale, U, V, FROM_LOGITS)
-    tl.store(dx_ptr + base + offs, (go * d).to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dx_ptr + start + offs, (go * d).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def _block_for(m: int) -> int:
-    return max(16, min(_MAX_BLOCK, next_pow2(m)))
+def _plan(n: int, m: int, per_image: bool) -> Tiling:
+    """Rows (images, or the whole batch as one row) and their tiling."""
+    rows, cols = (n, m) if per_image else (1, n * m)
+    return tile(rows, cols, _MAX_BLOCK, _MAX_BLOCK)
 
 
 class _BCEDiceFunction(torch.autograd.Function):
@@ -176,32 +193,28 @@ class _BCEDiceFunction(torch.autograd.Function):
         x = input.contiguous()
         g = label_view(target)
         n = x.shape[0]
-        m = x.numel() // n
-        block = _block_for(m)
-        chunks = cdiv(m, block)
-        part = empty((n, chunks, 4), torch.float32, x.device)
-        launch(_bce_dice_fwd_kernel, (chunks, n), x, g, part, m, chunks, FROM_LOGITS=from_logits, BLOCK=block,
-               num_warps=num_warps_for(block))
+        plan = _plan(n, x.numel() // n, per_image)
+        part = empty((plan.rows, plan.col_blocks, 4), torch.float32, x.device)
+        launch(_bce_dice_fwd_kernel, plan.grid, x, g, part, plan.rows, plan.cols, plan.col_blocks,
+               FROM_LOGITS=from_logits, R=plan.rows_per, BLOCK=plan.cols_per, num_warps=num_warps_for(plan.size))
         store_each = reduction == "none"
         out = empty((n,) if store_each else (), input.dtype, x.device)
-        inv_count = 1.0 / m if per_image else 1.0 / (n * m)
+        inv_count = 1.0 / plan.cols                     # 1 / elements of an image, or of the batch
         out_scale = 1.0 / n if (per_image and reduction == "mean") else 1.0
-        sums = finalize(part, out, (1.0,), n, chunks, inv_count, bce_weight, smooth, out_scale, per_image,
+        sums = finalize(part, out, (1.0,), plan.rows, plan.col_blocks, inv_count, bce_weight, smooth, out_scale,
                         store_each)
         ctx.save_for_backward(x, g, sums)
-        ctx.cfg = (bce_weight, smooth, from_logits, per_image, store_each, inv_count, out_scale, block)
+        ctx.cfg = (bce_weight, smooth, from_logits, store_each, inv_count, out_scale, plan)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, g, sums = ctx.saved_tensors
-        bce_weight, smooth, from_logits, per_image, store_each, inv_count, out_scale, block = ctx.cfg
-        n = x.shape[0]
-        m = x.numel() // n
+        bce_weight, smooth, from_logits, store_each, inv_count, out_scale, plan = ctx.cfg
         dx = empty_like(x)
-        launch(_bce_dice_bwd_kernel, (cdiv(m, block), n), x, g, sums, grad_out.contiguous(), dx, m,
-               bce_weight * inv_count, 1.0 - bce_weight, smooth, out_scale, PER_IMAGE=per_image,
-               GO_PER_IMAGE=store_each, FROM_LOGITS=from_logits, BLOCK=block, num_warps=num_warps_for(block))
+        launch(_bce_dice_bwd_kernel, plan.grid, x, g, sums, grad_out.contiguous(), dx, plan.rows, plan.cols,
+               plan.col_blocks, bce_weight * inv_count, 1.0 - bce_weight, smooth, out_scale, GO_PER_ROW=store_each,
+               FROM_LOGITS=from_logits, R=plan.rows_per, BLOCK=plan.cols_per, num_warps=num_warps_for(plan.size))
         return dx, None, None, None, None, None, None
 
 

@@ -8,96 +8,114 @@ finalize kernel of ``bce_dice.py`` turns them into the loss. No upsampled map is
 
 Backward: one kernel over the label grid recomputes the maps and writes dL/dz for the full-size
 maps directly. For a smaller map it writes dL/d(up(f)) at label resolution into an fp32 scratch
-buffer, and a second kernel applies the adjoint of bilinear upsampling as a gather (each small pixel
-sums the label pixels that read it, with the same weights): deterministic, no atomics.
+buffer; the adjoint of bilinear upsampling is then applied one axis at a time (the interpolation is
+separable: first along W, into ``[planes, H, w]``, then along H), each pass a gather in which every
+small position sums the label positions that read it, with the forward's weights: deterministic, no
+atomics, and a fixed tile per program whatever the upsampling ratio (the window is a loop).
+
+Launch geometry: programs are numbered on grid axis 0 (``_common.tile``); a program covers a block of
+one (image, channel) plane, or several whole planes when they are small. Offsets inside a plane use
+int32 unless a plane has 2**31 pixels or more (the ``IDX64`` variant).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from hybridops.losses import _reference
-from hybridops.losses._common import (cdiv, check_float_input, check_same_device, check_scalar, empty,
-                                      empty_like, label_view, launch, next_pow2, tl, triton, use_triton)
+from hybridops.losses._common import (Tiling, check_float_input, check_same_device, check_scalar, empty,
+                                      empty_like, label_view, launch, needs_int64, program_tile, tile, tile_ids,
+                                      tl, triton, use_triton)
 from hybridops.losses.bce_dice import (_extra_repr, _prob_and_bce, _term_grad, check_bce_dice_options,
                                        finalize)
 
 _OP = "hybridops.losses.mixed_loss"
 _MAX_BLOCK = 512       # label pixels per program (power of 2; 4 per thread at 4 warps); tests lower it
-_ADJ_BLOCK = 256       # small-map pixels per program in the adjoint-upsampling kernel (at most)
-_ADJ_TILE = 2048       # small pixels x window columns per program in that kernel
+_ADJ_BLOCK = 256       # small-map positions per program in the adjoint kernel (at most)
+_ADJ_TILE = 2048       # outputs (lines x small positions) per program in the adjoint kernel (at most)
+_ADJ_WORK = 1 << 15    # and at most this many outputs x window steps: long windows use more, smaller programs
 
 
 @triton.jit
-def _bilinear(base, oy, ox, h, w, scale_h, scale_w, mask):
-    """Bilinear sample (align_corners=False) of a ``[h, w]`` plane at label pixel (oy, ox), in fp32."""
+def _plane_tile(PLANES, HW, W, COL_BLOCKS, IDX64: tl.constexpr, PL: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's tile of the ``[PLANES, H*W]`` label grid (``_common.tile_ids``), with the pixels'
+    rows and columns: first plane, plane offsets, pixels, rows, columns, mask, column block."""
+    first, r, pix, mask, cb = tile_ids(PLANES, HW, COL_BLOCKS, IDX64, PL, BLOCK)
+    return first, r, pix, pix // W, pix % W, mask, cb
+
+
+@triton.jit
+def _bilinear(base, roff, oy, ox, h, w, scale_h, scale_w, mask, IDX64: tl.constexpr):
+    """Bilinear sample (align_corners=False) of ``[h, w]`` planes at label pixels (oy, ox), in fp32.
+
+    ``base`` points at the tile's first plane, ``roff`` (``[PL, 1]``) are the planes' offsets from it;
+    the coordinates and weights are computed once per pixel (``[BLOCK]``) for all planes.
+    """
     sy = tl.maximum(scale_h * (oy.to(tl.float32) + 0.5) - 0.5, 0.0)
     sx = tl.maximum(scale_w * (ox.to(tl.float32) + 0.5) - 0.5, 0.0)
     y0 = tl.minimum(sy.to(tl.int32), h - 1)
     x0 = tl.minimum(sx.to(tl.int32), w - 1)
     y1 = y0 + (y0 < h - 1).to(tl.int32)
     x1 = x0 + (x0 < w - 1).to(tl.int32)
-    ly = sy - y0.to(tl.float32)
-    lx = sx - x0.to(tl.float32)
+    ly = (sy - y0.to(tl.float32))[None, :]
+    lx = (sx - x0.to(tl.float32))[None, :]
     hy = 1.0 - ly
     hx = 1.0 - lx
-    v00 = tl.load(base + y0 * w + x0, mask=mask, other=0.0).to(tl.float32)
-    v01 = tl.load(base + y0 * w + x1, mask=mask, other=0.0).to(tl.float32)
-    v10 = tl.load(base + y1 * w + x0, mask=mask, other=0.0).to(tl.float32)
-    v11 = tl.load(base + y1 * w + x1, mask=mask, other=0.0).to(tl.float32)
+    if IDX64:
+        y0 = y0.to(tl.int64)
+        y1 = y1.to(tl.int64)
+    v00 = tl.load(base + roff + (y0 * w + x0)[None, :], mask=mask, other=0.0).to(tl.float32)
+    v01 = tl.load(base + roff + (y0 * w + x1)[None, :], mask=mask, other=0.0).to(tl.float32)
+    v10 = tl.load(base + roff + (y1 * w + x0)[None, :], mask=mask, other=0.0).to(tl.float32)
+    v11 = tl.load(base + roff + (y1 * w + x1)[None, :], mask=mask, other=0.0).to(tl.float32)
     return hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11)
 
 
 @triton.jit
-def _load_maps(maps, hs, ws, scales_h, scales_w, plane, offs, oy, ox, HW, mask, FULL: tl.constexpr,
-               K: tl.constexpr):
-    """The K maps at the block's label pixels (fp32), as a tuple, and their sum."""
+def _load_maps(maps, hs, ws, scales_h, scales_w, first, r, pix, oy, ox, HW, mask, FULL: tl.constexpr,
+               K: tl.constexpr, IDX64: tl.constexpr):
+    """The K maps at the tile's label pixels (fp32, ``[PL, BLOCK]``), as a tuple, and their sum."""
     us = ()
-    total = tl.zeros(offs.shape, tl.float32)
+    total = tl.zeros(mask.shape, tl.float32)
     for i in tl.static_range(K):
         if FULL[i]:
-            u = tl.load(maps[i] + plane * HW + offs, mask=mask, other=0.0).to(tl.float32)
+            u = tl.load(maps[i] + first * HW + (r[:, None] * HW + pix[None, :]), mask=mask, other=0.0).to(tl.float32)
         else:
-            u = _bilinear(maps[i] + plane * (hs[i] * ws[i]), oy, ox, hs[i], ws[i], scales_h[i], scales_w[i], mask)
+            u = _bilinear(maps[i] + first * hs[i] * ws[i], r[:, None] * hs[i] * ws[i], oy, ox, hs[i], ws[i],
+                          scales_h[i], scales_w[i], mask, IDX64)
         us = us + (u,)
         total += u
     return us, total
 
 
 @triton.jit
-def _mixed_fwd_kernel(maps, hs, ws, scales_h, scales_w, g_ptr, part_ptr, H, W, P, FULL: tl.constexpr,
-                      K: tl.constexpr, HAS_MEAN: tl.constexpr, FROM_LOGITS: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (pid, plane): partial sums of all terms for one block of one (image, channel) plane.
+def _mixed_fwd_kernel(maps, hs, ws, scales_h, scales_w, g_ptr, part_ptr, PLANES, HW, W, COL_BLOCKS,
+                      FULL: tl.constexpr, K: tl.constexpr, HAS_MEAN: tl.constexpr, FROM_LOGITS: tl.constexpr,
+                      IDX64: tl.constexpr, PL: tl.constexpr, BLOCK: tl.constexpr):
+    """Partial sums of all terms for each plane of this program's tile.
 
-    part[plane, pid] = (sum g, then (sum BCE, sum p*g, sum p) for each map and the mean map).
+    part[plane, column block] = (sum g, then (sum BCE, sum p*g, sum p) for each map and the mean map).
     """
-    pid = tl.program_id(0)
-    plane = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < HW
-    oy = offs // W
-    ox = offs % W
-    g = tl.load(g_ptr + plane * HW + offs, mask=mask, other=0).to(tl.float32)
-    us, total = _load_maps(maps, hs, ws, scales_h, scales_w, plane, offs, oy, ox, HW, mask, FULL, K)
+    first, r, pix, oy, ox, mask, cb = _plane_tile(PLANES, HW, W, COL_BLOCKS, IDX64, PL, BLOCK)
+    g = tl.load(g_ptr + first * HW + (r[:, None] * HW + pix[None, :]), mask=mask, other=0).to(tl.float32)
+    us, total = _load_maps(maps, hs, ws, scales_h, scales_w, first, r, pix, oy, ox, HW, mask, FULL, K, IDX64)
     S = 1 + 3 * (K + HAS_MEAN)
-    out = part_ptr + (plane * P + pid) * S
-    tl.store(out, tl.sum(g, axis=0))
-    for i in tl.static_range(K):
-        p, bce = _prob_and_bce(us[i], g, FROM_LOGITS)
+    plane_ok = first + r < PLANES
+    out = part_ptr + ((first + r) * COL_BLOCKS + cb) * S
+    tl.store(out, tl.sum(g, axis=1), mask=plane_ok)
+    for i in tl.static_range(K + HAS_MEAN):
+        if i < K:
+            z = us[i]
+        else:
+            z = total * (1.0 / K)
+        p, bce = _prob_and_bce(z, g, FROM_LOGITS)
         p = tl.where(mask, p, 0.0)
-        tl.store(out + 1 + 3 * i, tl.sum(tl.where(mask, bce, 0.0), axis=0))
-        tl.store(out + 2 + 3 * i, tl.sum(p * g, axis=0))
-        tl.store(out + 3 + 3 * i, tl.sum(p, axis=0))
-    if HAS_MEAN:
-        p, bce = _prob_and_bce(total * (1.0 / K), g, FROM_LOGITS)
-        p = tl.where(mask, p, 0.0)
-        tl.store(out + 1 + 3 * K, tl.sum(tl.where(mask, bce, 0.0), axis=0))
-        tl.store(out + 2 + 3 * K, tl.sum(p * g, axis=0))
-        tl.store(out + 3 + 3 * K, tl.sum(p, axis=0))
+        tl.store(out + 1 + 3 * i, tl.sum(tl.where(mask, bce, 0.0), axis=1), mask=plane_ok)
+        tl.store(out + 2 + 3 * i, tl.sum(p * g, axis=1), mask=plane_ok)
+        tl.store(out + 3 + 3 * i, tl.sum(p, axis=1), mask=plane_ok)
 
 
 @triton.jit
@@ -111,78 +129,102 @@ def _term_grad_from_sums(z, g, row_ptr, t, go_lam, bce_scale, dice_scale, smooth
 
 
 @triton.jit
-def _mixed_bwd_kernel(maps, hs, ws, scales_h, scales_w, outs, g_ptr, sums_ptr, go_ptr, lam, C, H, W,
-                      bce_scale, dice_scale, smooth, go_scale, FULL: tl.constexpr, K: tl.constexpr,
+def _mixed_bwd_kernel(maps, hs, ws, scales_h, scales_w, outs, g_ptr, sums_ptr, go_ptr, lam, PLANES, C, HW, W,
+                      COL_BLOCKS, bce_scale, dice_scale, smooth, go_scale, FULL: tl.constexpr, K: tl.constexpr,
                       HAS_MEAN: tl.constexpr, PER_IMAGE: tl.constexpr, GO_PER_IMAGE: tl.constexpr,
-                      FROM_LOGITS: tl.constexpr, BLOCK: tl.constexpr):
+                      FROM_LOGITS: tl.constexpr, IDX64: tl.constexpr, PL: tl.constexpr, BLOCK: tl.constexpr):
     """dL/d(up(f_i)) at the label pixels: into grad_i for full-size maps, into fp32 scratch otherwise."""
-    pid = tl.program_id(0)
-    plane = tl.program_id(1).to(tl.int64)
-    n = plane // C
-    HW = H * W
+    first, r, pix, oy, ox, mask, _ = _plane_tile(PLANES, HW, W, COL_BLOCKS, IDX64, PL, BLOCK)
+    img = (tl.minimum(first + r, PLANES - 1) // C)[:, None]   # clamped: rows past the end read image N-1
     S = 1 + 3 * (K + HAS_MEAN)
-    row_ptr = sums_ptr + (n if PER_IMAGE else 0) * S
-    go = tl.load(go_ptr + (n if GO_PER_IMAGE else 0)).to(tl.float32) * go_scale
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < HW
-    oy = offs // W
-    ox = offs % W
-    g = tl.load(g_ptr + plane * HW + offs, mask=mask, other=0).to(tl.float32)
-    us, total = _load_maps(maps, hs, ws, scales_h, scales_w, plane, offs, oy, ox, HW, mask, FULL, K)
+    if PER_IMAGE:
+        row_ptr = sums_ptr + img * S
+    else:
+        row_ptr = sums_ptr
+    if GO_PER_IMAGE:
+        go = tl.load(go_ptr + img).to(tl.float32) * go_scale
+    else:
+        go = tl.load(go_ptr).to(tl.float32) * go_scale
+    base = first * HW                       # the tile's first label pixel (int64)
+    offs = r[:, None] * HW + pix[None, :]   # from there (int32 unless IDX64)
+    g = tl.load(g_ptr + base + offs, mask=mask, other=0).to(tl.float32)
+    us, total = _load_maps(maps, hs, ws, scales_h, scales_w, first, r, pix, oy, ox, HW, mask, FULL, K, IDX64)
     if HAS_MEAN:
         # d(mean)/d(u_i) = 1/K for every map.
         b = _term_grad_from_sums(total * (1.0 / K), g, row_ptr, K, go * lam[K] * (1.0 / K), bce_scale,
                                  dice_scale, smooth, FROM_LOGITS)
     else:
-        b = tl.zeros([BLOCK], tl.float32)
+        b = tl.zeros(mask.shape, tl.float32)
     for i in tl.static_range(K):
         d = _term_grad_from_sums(us[i], g, row_ptr, i, go * lam[i], bce_scale, dice_scale, smooth, FROM_LOGITS) + b
-        tl.store(outs[i] + plane * HW + offs, d.to(outs[i].dtype.element_ty), mask=mask)
+        tl.store(outs[i] + base + offs, d.to(outs[i].dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _upsample_adjoint_kernel(src_ptr, dst_ptr, H, W, h, w, scale_h, scale_w, inv_scale_h, inv_scale_w, KH,
-                             KW: tl.constexpr, BLOCK: tl.constexpr):
-    """dst[plane, y, x] = sum over label pixels (oy, ox) of weight(oy, ox -> y, x) * src[plane, oy, ox].
+def _upsample_adjoint_kernel(src_ptr, dst_ptr, LINES, INNER, src_outer, dst_outer, step, big, small, scale,
+                             inv_scale, WINDOW, COL_BLOCKS, LB: tl.constexpr, SB: tl.constexpr):
+    """The adjoint of 1-D bilinear upsampling (``small`` -> ``big`` positions) along one axis, as a gather.
 
-    The adjoint of ``_bilinear``, as a gather: each small pixel visits a window of KH x KW label pixels
-    (every pixel whose bilinear footprint can include it, plus a margin) and recomputes the forward's
-    weights, so the sum matches the forward exactly and needs no atomics. The column weights of the
-    window, ``[BLOCK, KW]``, are computed once; the loop runs over the KH rows.
+    For each line ``l`` (outer index ``l // INNER``, inner index ``l % INNER``) and small position ``i``::
+
+        dst[l, i] = sum over big positions o of weight(o -> i) * src[l, o]
+
+    where element (l, o) of ``src`` is at ``(l // INNER) * src_outer + l % INNER + o * step`` (``dst``
+    likewise with ``dst_outer``). Each small position visits the ``WINDOW`` big positions that can read
+    it (plus a margin) and recomputes the forward's weights; the window is a loop, so the tile
+    (``[LB lines, SB positions]``) does not grow with the upsampling ratio. Offsets are int64.
     """
-    pid = tl.program_id(0)
-    plane = tl.program_id(1).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < h * w
-    y = offs // w
-    x = offs % w
-    oy_start = tl.maximum(tl.floor((y.to(tl.float32) - 0.5) * inv_scale_h - 0.5).to(tl.int32) - 1, 0)
-    ox_start = tl.maximum(tl.floor((x.to(tl.float32) - 0.5) * inv_scale_w - 0.5).to(tl.int32) - 1, 0)
-    ox = ox_start[:, None] + tl.arange(0, KW)[None, :]
-    sx = tl.maximum(scale_w * (ox.to(tl.float32) + 0.5) - 0.5, 0.0)
-    x0 = tl.minimum(sx.to(tl.int32), w - 1)
-    x1 = x0 + (x0 < w - 1).to(tl.int32)
-    lx = sx - x0.to(tl.float32)
-    wx = tl.where(x0 == x[:, None], 1.0 - lx, 0.0) + tl.where(x1 == x[:, None], lx, 0.0)
-    wx = tl.where((ox < W) & mask[:, None], wx, 0.0)
-    src = src_ptr + plane * H * W
-    acc = tl.zeros([BLOCK, KW], tl.float32)
-    for dy in range(KH):
-        oy = oy_start + dy
-        sy = tl.maximum(scale_h * (oy.to(tl.float32) + 0.5) - 0.5, 0.0)
-        y0 = tl.minimum(sy.to(tl.int32), h - 1)
-        y1 = y0 + (y0 < h - 1).to(tl.int32)
-        ly = sy - y0.to(tl.float32)
-        wy = tl.where(y0 == y, 1.0 - ly, 0.0) + tl.where(y1 == y, ly, 0.0)
-        wy = tl.where(oy < H, wy, 0.0)
-        wgt = wy[:, None] * wx
-        v = tl.load(src + oy[:, None] * W + ox, mask=wgt != 0.0, other=0.0)
-        acc += wgt * v
-    tl.store(dst_ptr + plane * h * w + offs, tl.sum(acc, axis=1).to(dst_ptr.dtype.element_ty), mask=mask)
+    lb, sb = program_tile(COL_BLOCKS)
+    line = lb * LB + tl.arange(0, LB)
+    i = sb * SB + tl.arange(0, SB)
+    line_ok = line < LINES
+    i_ok = i < small
+    outer = (line // INNER).to(tl.int64)
+    src_line = outer * src_outer + line % INNER
+    o_start = tl.maximum(tl.floor((i.to(tl.float32) - 0.5) * inv_scale - 0.5).to(tl.int32) - 1, 0)
+    acc = tl.zeros([LB, SB], tl.float32)
+    for k in range(WINDOW):
+        o = o_start + k
+        s = tl.maximum(scale * (o.to(tl.float32) + 0.5) - 0.5, 0.0)
+        i0 = tl.minimum(s.to(tl.int32), small - 1)
+        i1 = i0 + (i0 < small - 1).to(tl.int32)
+        frac = s - i0.to(tl.float32)
+        wgt = tl.where(i0 == i, 1.0 - frac, 0.0) + tl.where(i1 == i, frac, 0.0)
+        wgt = tl.where((o < big) & i_ok, wgt, 0.0)
+        v = tl.load(src_ptr + src_line[:, None] + (o.to(tl.int64) * step)[None, :],
+                    mask=line_ok[:, None] & (wgt != 0.0)[None, :], other=0.0)
+        acc += wgt[None, :] * v
+    dst = dst_ptr + (outer * dst_outer + line % INNER)[:, None] + (i.to(tl.int64) * step)[None, :]
+    tl.store(dst, acc.to(dst_ptr.dtype.element_ty), mask=line_ok[:, None] & i_ok[None, :])
 
 
-def _block_for(hw: int) -> int:
-    return max(16, min(_MAX_BLOCK, next_pow2(hw)))
+def _plan(planes: int, H: int, W: int) -> Tuple[Tiling, bool]:
+    """Tiling of the ``[planes, H*W]`` label grid and whether its offsets need int64 (a plane of 2**31 pixels)."""
+    t = tile(planes, H * W, _MAX_BLOCK, _MAX_BLOCK)
+    return t, needs_int64(t.rows_per * H * W + t.cols_per)
+
+
+def _adjoint_pass(src: Tensor, dst: Tensor, lines: int, inner: int, src_outer: int, dst_outer: int, step: int,
+                  big: int, small: int, scale: float) -> None:
+    """One launch of ``_upsample_adjoint_kernel`` (see there for the arguments)."""
+    window = math.ceil(2.0 * big / small) + 3    # every big position that can read a small one, plus a margin
+    t = tile(lines, small, _ADJ_BLOCK, min(_ADJ_TILE, max(1, _ADJ_WORK // window)))
+    launch(_upsample_adjoint_kernel, t.grid, src, dst, lines, inner, src_outer, dst_outer, step, big, small, scale,
+           big / small, window, t.col_blocks, LB=t.rows_per, SB=t.cols_per, num_warps=4)
+
+
+def _upsample_adjoint(grad_up: Tensor, grad: Tensor, planes: int, H: int, W: int, h: int, w: int,
+                      scale_h: float, scale_w: float) -> None:
+    """grad (``[planes, h, w]``) = the adjoint of bilinear upsampling to ``[H, W]`` applied to grad_up
+    (``[planes, H, W]``, fp32): along W into ``[planes, H, w]``, then along H (a pass is skipped when that
+    axis is not upsampled)."""
+    src = grad_up
+    if w < W:
+        mid = grad if h == H else empty((planes, H, w), torch.float32, grad_up.device)
+        _adjoint_pass(src, mid, planes * H, 1, W, w, 1, W, w, scale_w)
+        src = mid
+    if h < H:
+        _adjoint_pass(src, grad, planes * w, w, H * w, h * w, w, H, h, scale_h)
 
 
 def _geometry(maps, H, W):
@@ -203,47 +245,44 @@ class _MixedLossFunction(torch.autograd.Function):
         g = label_view(target)
         n, c, H, W = target.shape
         hs, ws, scales_h, scales_w, full = _geometry(maps, H, W)
-        block = _block_for(H * W)
-        chunks = cdiv(H * W, block)
+        plan, idx64 = _plan(n * c, H, W)
         k = len(maps)
         t = k + int(has_mean)
-        part = empty((n * c, chunks, 1 + 3 * t), torch.float32, g.device)
-        launch(_mixed_fwd_kernel, (chunks, n * c), maps, hs, ws, scales_h, scales_w, g, part, H, W, chunks,
-               FULL=full, K=k, HAS_MEAN=has_mean, FROM_LOGITS=from_logits, BLOCK=block, num_warps=4)
+        part = empty((n * c, plan.col_blocks, 1 + 3 * t), torch.float32, g.device)
+        launch(_mixed_fwd_kernel, plan.grid, maps, hs, ws, scales_h, scales_w, g, part, n * c, H * W, W,
+               plan.col_blocks, FULL=full, K=k, HAS_MEAN=has_mean, FROM_LOGITS=from_logits, IDX64=idx64,
+               PL=plan.rows_per, BLOCK=plan.cols_per, num_warps=4)
         store_each = reduction == "none"
         out = empty((n,) if store_each else (), maps[0].dtype, g.device)
         m = c * H * W
         inv_count = 1.0 / m if per_image else 1.0 / (n * m)
         out_scale = paper_scale * (1.0 / n if (per_image and reduction == "mean") else 1.0)
-        sums = finalize(part, out, lam, n, c * chunks, inv_count, bce_weight, smooth, out_scale, per_image,
-                        store_each)
+        rows = n if per_image else 1                      # the partials of an image are contiguous
+        sums = finalize(part, out, lam, rows, n * c * plan.col_blocks // rows, inv_count, bce_weight, smooth,
+                        out_scale, store_each)
         ctx.save_for_backward(g, sums, *maps)
         ctx.cfg = (lam, has_mean, bce_weight, smooth, from_logits, per_image, store_each, inv_count, out_scale,
-                   block)
+                   plan, idx64)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         g, sums, *maps = ctx.saved_tensors
-        lam, has_mean, bce_weight, smooth, from_logits, per_image, store_each, inv_count, out_scale, block = ctx.cfg
+        (lam, has_mean, bce_weight, smooth, from_logits, per_image, store_each, inv_count, out_scale, plan,
+         idx64) = ctx.cfg
         n, c, H, W = g.shape
         hs, ws, scales_h, scales_w, full = _geometry(maps, H, W)
         grads = [empty_like(x) for x in maps]
         outs = tuple(gr if f else empty((n, c, H, W), torch.float32, g.device)
                      for gr, f in zip(grads, full))
-        launch(_mixed_bwd_kernel, (cdiv(H * W, block), n * c), tuple(maps), hs, ws, scales_h, scales_w,
-               outs, g, sums, grad_out.contiguous(), lam, c, H, W, bce_weight * inv_count, 1.0 - bce_weight,
-               smooth, out_scale, FULL=full, K=len(maps), HAS_MEAN=has_mean, PER_IMAGE=per_image,
-               GO_PER_IMAGE=store_each, FROM_LOGITS=from_logits, BLOCK=block, num_warps=4)
+        launch(_mixed_bwd_kernel, plan.grid, tuple(maps), hs, ws, scales_h, scales_w, outs, g, sums,
+               grad_out.contiguous(), lam, n * c, c, H * W, W, plan.col_blocks, bce_weight * inv_count,
+               1.0 - bce_weight, smooth, out_scale, FULL=full, K=len(maps), HAS_MEAN=has_mean, PER_IMAGE=per_image,
+               GO_PER_IMAGE=store_each, FROM_LOGITS=from_logits, IDX64=idx64, PL=plan.rows_per,
+               BLOCK=plan.cols_per, num_warps=4)
         for i, f in enumerate(full):
-            if f:
-                continue
-            h, w = hs[i], ws[i]
-            kh = math.ceil(2.0 * H / h) + 3   # window: every label row/column that can read a small one
-            kw = next_pow2(math.ceil(2.0 * W / w) + 3)
-            adj_block = max(16, min(_ADJ_BLOCK, _ADJ_TILE // kw, next_pow2(h * w)))
-            launch(_upsample_adjoint_kernel, (cdiv(h * w, adj_block), n * c), outs[i], grads[i], H, W, h,
-                   w, scales_h[i], scales_w[i], H / h, W / w, kh, KW=kw, BLOCK=adj_block, num_warps=4)
+            if not f:
+                _upsample_adjoint(outs[i], grads[i], n * c, H, W, hs[i], ws[i], scales_h[i], scales_w[i])
         return (None, None, *grads)
 
 
