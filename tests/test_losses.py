@@ -891,3 +891,23 @@ def test_cuda_matches_cpu_at_benchmark_shape():
     x = torch.randn(4, 8, 128, 128)
     t = torch.randint(0, 8, (4, 128, 128))
     _close(L.size_adaptive_cross_entropy(x.cuda(), t.cuda()).cpu(), L.size_adaptive_cross_entropy(x, t), 1e-5, 1e-6)
+
+
+def test_size_adaptive_ce_weight_requiring_grad_takes_the_torch_path(monkeypatch):
+    """The Triton kernels give `weight` no gradient; a weight that needs one must not go there
+    (it would silently get None while the PyTorch path gives the real gradient)."""
+    from hybridops.losses import size_adaptive_ce as sace
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("took the Triton path")
+
+    monkeypatch.setattr(sace, "use_triton", lambda x, op: True)
+    monkeypatch.setattr(sace._SizeAdaptiveCEFunction, "apply", refuse)
+    logits = torch.randn(2, 3, 5, 4, requires_grad=True)
+    target = torch.randint(0, 3, (2, 5, 4))
+    weight = torch.tensor([1.0, 2.0, 0.5], requires_grad=True)
+    loss = sace.size_adaptive_cross_entropy(logits, target, weight)
+    (gw,) = torch.autograd.grad(loss, weight)
+    assert torch.isfinite(gw).all() and gw.abs().sum() > 0
+    with pytest.raises(AssertionError, match="took the Triton path"):
+        sace.size_adaptive_cross_entropy(logits, target, weight.detach())

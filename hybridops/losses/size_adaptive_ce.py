@@ -394,7 +394,9 @@ def size_adaptive_cross_entropy(input: Tensor, target: Tensor, weight: Optional[
         >>> loss.backward()
     """
     alpha = _check_sace_args(input, target, weight, alpha, ignore_index, reduction, normalize, _OP)
-    if use_triton(input, _OP):
+    # The kernels give no gradient to `weight`: a weight that needs one takes the PyTorch path.
+    weight_needs_grad = weight is not None and weight.requires_grad and torch.is_grad_enabled()
+    if use_triton(input, _OP) and not weight_needs_grad:
         return _SizeAdaptiveCEFunction.apply(input, target, weight, alpha, ignore_index, reduction, bool(per_image),
                                              normalize, bool(check_labels))
     _check_label_range(input, target, ignore_index, _OP)
