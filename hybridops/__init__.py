@@ -2,6 +2,7 @@
 
 Public API:
     deform_conv2d, DeformConv2dV2      modulated deformable convolution (DCNv2)
+    DeformConv2d                       torchvision's DeformConv2d module on our kernels
     mixed_depthwise_conv2d, MixedDepthwiseConv2d,
     convert_timm_mixed_conv2d_state_dict   mixed-kernel depthwise convolution (MixConv)
     losses                             fused segmentation losses (BCE+Dice, mixed multi-scale,
@@ -13,7 +14,7 @@ from hybridops._extension import build_info
 from hybridops import losses, reference
 from hybridops.ops import deform_conv2d
 from hybridops.ops import mixed_depthwise_conv2d
-from hybridops.nn import DeformConv2dV2
+from hybridops.nn import DeformConv2d, DeformConv2dV2
 from hybridops.nn import MixedDepthwiseConv2d, convert_timm_mixed_conv2d_state_dict
 
 try:
@@ -21,5 +22,5 @@ try:
 except ImportError:  # pragma: no cover
     __version__ = build_info()["version"]
 
-__all__ = ["build_info", "losses", "reference", "deform_conv2d", "DeformConv2dV2", "mixed_depthwise_conv2d",
+__all__ = ["build_info", "losses", "reference", "deform_conv2d", "DeformConv2d", "DeformConv2dV2", "mixed_depthwise_conv2d",
            "MixedDepthwiseConv2d", "convert_timm_mixed_conv2d_state_dict", "__version__"]

@@ -68,7 +68,12 @@ def ops_repr(ops: Mapping[str, str]) -> Union[str, dict[str, str]]:
 
 
 def check_spatial(x: Tensor, name: str, in_chans: int, factor: int) -> None:
-    """Raises a clear error unless ``x`` is ``[N, in_chans, H, W]`` with H and W divisible by ``factor``."""
+    """Raises a clear error unless ``x`` is ``[N, in_chans, H, W]`` with H and W divisible by ``factor``.
+
+    Under torch.fx symbolic tracing (e.g. torchvision's ``create_feature_extractor``) shapes are
+    unknown: nothing is checked there (the traced graph's ops check their own inputs)."""
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.dim() != 4:
         raise ValueError(f"{name}: expected a 4-D input [N, {in_chans}, H, W], got shape {tuple(x.shape)}")
     if x.shape[1] != in_chans:
@@ -124,8 +129,8 @@ class GroupedConv1x1(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.groups == 1:
             return self.convs[0](x)
-        parts = torch.split(x, self.in_splits, dim=1)
-        return torch.cat([conv(p) for conv, p in zip(self.convs, parts)], dim=1)
+        parts = torch.split(x, self.in_splits, dim=1)  # indexed, not iterated: torch.fx can trace it
+        return torch.cat([conv(parts[i]) for i, conv in enumerate(self.convs)], dim=1)
 
     def extra_repr(self) -> str:
         return f"{self.in_chans}, {self.out_chans}, groups={self.groups}"

@@ -1,17 +1,18 @@
 """``DeformConv2dV2``: an ``nn.Conv2d``-like modulated deformable convolution module."""
 from __future__ import annotations
 
-import math
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
-from hybridops.ops._args import IntPair, pair
+from hybridops.nn._deform_conv_base import DeformConvBase
+from hybridops.nn.torchvision_deform_conv import DeformConv2d
+from hybridops.ops._args import IntPair
 from hybridops.ops.deform_conv2d import deform_conv2d
 
 
-class DeformConv2dV2(nn.Module):
+class DeformConv2dV2(DeformConvBase):
     r"""Modulated deformable convolution (DCNv2) with its own offset-and-mask predictor.
 
     ``forward(x)`` predicts offsets and masks from ``x`` with a plain convolution
@@ -31,10 +32,14 @@ class DeformConv2dV2(nn.Module):
         and/or ``mask`` ``[N, offset_groups*kH*kW, H_out, W_out]`` (already in [0, 1]) instead of the
         predicted ones; the predictor runs only when one of them is missing.
 
-    Loading a ``torchvision.ops.DeformConv2d``: its ``weight`` and ``bias`` have the same shapes as
-    ours, so ``DeformConv2dV2.from_torchvision(tv)`` (or ``load_state_dict(tv.state_dict(),
-    strict=False)``) copies them; the offset predictor, which torchvision leaves to the caller,
-    stays at its zero init unless you load it too.
+    From torchvision: a ``torchvision.ops.DeformConv2d`` has no offset predictor and its
+    ``forward(x, offset)`` without a mask is DCNv1, so its faithful port is
+    :class:`hybridops.DeformConv2d` -- which ``DeformConv2dV2.from_torchvision(tv)`` returns. To start a
+    ``DeformConv2dV2`` from torchvision weights instead, ``load_state_dict(tv.state_dict(),
+    strict=False)`` (the predictor keeps its zero init).
+
+    From mmcv / mmdet / mmseg: :meth:`load_mmcv_state_dict` loads ``ModulatedDeformConv2dPack``
+    weights (``conv_offset.*`` is our ``offset_mask``; same channel layout, same numbers).
 
     Example:
         >>> m = hybridops.DeformConv2dV2(16, 32, 3, padding=1)
@@ -45,39 +50,20 @@ class DeformConv2dV2(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
                  padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1, offset_groups: int = 1,
                  bias: bool = True) -> None:
-        super().__init__()
         name = "DeformConv2dV2"
-        if in_channels <= 0 or out_channels <= 0:
-            raise ValueError(f"{name}: in_channels and out_channels must be positive, got "
-                             f"{in_channels} and {out_channels}")
-        if groups <= 0 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
-                             f"divisible by groups ({groups})")
+        super().__init__(name, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         if offset_groups <= 0 or in_channels % offset_groups:
             raise ValueError(f"{name}: in_channels ({in_channels}) must be divisible by offset_groups "
                              f"({offset_groups})")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = tuple(pair(kernel_size, "kernel_size", name, 1))
-        self.stride = tuple(pair(stride, "stride", name, 1))
-        self.padding = tuple(pair(padding, "padding", name, 0))
-        self.dilation = tuple(pair(dilation, "dilation", name, 1))
-        self.groups = groups
         self.offset_groups = offset_groups
         kh, kw = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.offset_mask = nn.Conv2d(in_channels, 3 * offset_groups * kh * kw, self.kernel_size, self.stride,
                                      self.padding, self.dilation, bias=True)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """``nn.Conv2d``'s init for weight and bias; zeros for the offset/mask predictor."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
-            bound = 1 / math.sqrt(fan_in)
-            nn.init.uniform_(self.bias, -bound, bound)
+        super().reset_parameters()
         nn.init.zeros_(self.offset_mask.weight)
         nn.init.zeros_(self.offset_mask.bias)
 
@@ -94,27 +80,27 @@ class DeformConv2dV2(nn.Module):
         return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
     @classmethod
-    def from_torchvision(cls, module: nn.Module) -> "DeformConv2dV2":
-        """A ``DeformConv2dV2`` with the weight and bias of a ``torchvision.ops.DeformConv2d``."""
-        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                  module.dilation, module.groups, offset_groups=1, bias=module.bias is not None)
-        new = new.to(device=module.weight.device, dtype=module.weight.dtype)
-        with torch.no_grad():
-            new.weight.copy_(module.weight)
-            if module.bias is not None:
-                new.bias.copy_(module.bias)
-        return new
+    def from_torchvision(cls, module: nn.Module) -> DeformConv2d:
+        """The faithful port of a ``torchvision.ops.DeformConv2d``: a :class:`hybridops.DeformConv2d`
+        (not a ``DeformConv2dV2``: torchvision's module has no predictor, and its forward without a
+        mask is DCNv1, which a ``DeformConv2dV2`` would replace by its predicted mask)."""
+        return DeformConv2d.from_torchvision(module)
 
-    def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.offset_groups != 1:
-            s += f", offset_groups={self.offset_groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+    def load_mmcv_state_dict(self, state_dict: Mapping[str, Tensor], prefix: str = "") -> None:
+        """Loads the weights of an mmcv ``ModulatedDeformConv2dPack`` built with the same arguments
+        (``deform_groups`` = our ``offset_groups``): ``weight``, ``bias``, ``conv_offset.weight`` and
+        ``conv_offset.bias`` (``conv_offset`` is our ``offset_mask``: both output
+        ``[offsets (2*OG*kH*kW) | mask logits (OG*kH*kW)]``, mask = sigmoid of the logits), so the
+        module computes what mmcv's does. ``prefix`` selects one layer from a whole model's state
+        dict (e.g. ``"backbone.layer2.0.conv2."``). Keys are checked strictly."""
+        mapping = {"weight": "weight", "conv_offset.weight": "offset_mask.weight",
+                   "conv_offset.bias": "offset_mask.bias"}
+        if self.bias is not None:
+            mapping["bias"] = "bias"
+        found = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        missing = sorted(prefix + k for k in mapping if k not in found)
+        unexpected = sorted(prefix + k for k in found if k not in mapping)
+        if missing or unexpected:
+            raise KeyError(f"DeformConv2dV2.load_mmcv_state_dict: missing {missing}, unexpected {unexpected} "
+                           f"(expected mmcv ModulatedDeformConv2dPack keys {sorted(mapping)})")
+        self.load_state_dict({ours: found[theirs] for theirs, ours in mapping.items()}, strict=True)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
+from hybridops.ops._fx import fx_leaf
 from hybridops.ops._args import IntPair, check_bias, check_fake_devices, check_tensor, pair
 
 _OP = "hybridops.deform_conv2d"
@@ -49,7 +50,7 @@ def deform_conv2d(
     All float dtypes are supported (fp16/bf16 accumulate in fp32); under ``torch.autocast`` the op
     runs in the autocast dtype. Gradients flow to input, offset, weight, mask and bias. The CPU
     backward is deterministic; on CUDA set ``torch.use_deterministic_algorithms(True)`` for a
-    deterministic (slower) grad_input.
+    deterministic grad_input. Under ``torch.fx`` symbolic tracing the function is one leaf node.
 
     Example:
         >>> x = torch.randn(2, 16, 64, 64)
@@ -59,6 +60,9 @@ def deform_conv2d(
         >>> hybridops.deform_conv2d(x, offset, w, padding=1, mask=mask).shape
         torch.Size([2, 32, 64, 64])
     """
+    traced = fx_leaf(deform_conv2d, input, offset, weight, bias, stride, padding, dilation, mask)
+    if traced is not None:  # torch.fx symbolic tracing: one leaf node, checked when the graph runs
+        return traced
     stride_, padding_, dilation_ = check_deform_conv2d_args(input, offset, weight, bias, stride, padding,
                                                             dilation, mask)
     return torch.ops.hybridops.deform_conv2d(input, offset, weight, mask, bias, stride_, padding_, dilation_)
