@@ -9,10 +9,12 @@ Public API:
                                        size-adaptive CE): Triton on CUDA, PyTorch on CPU
     reference                          pure-PyTorch references of every op
     build_info()                       how the compiled kernels were built
+    InvalidArgumentError               what bad arguments raise (a ValueError and a RuntimeError)
 """
 from hybridops._extension import build_info
 from hybridops import losses, reference
 from hybridops.ops import deform_conv2d
+from hybridops.ops._args import InvalidArgumentError
 from hybridops.ops import mixed_depthwise_conv2d
 from hybridops.nn import DeformConv2d, DeformConv2dV2
 from hybridops.nn import MixedDepthwiseConv2d, convert_timm_mixed_conv2d_state_dict
@@ -22,5 +24,5 @@ try:
 except ImportError:  # pragma: no cover
     __version__ = build_info()["version"]
 
-__all__ = ["build_info", "losses", "reference", "deform_conv2d", "DeformConv2d", "DeformConv2dV2", "mixed_depthwise_conv2d",
+__all__ = ["build_info", "InvalidArgumentError", "losses", "reference", "deform_conv2d", "DeformConv2d", "DeformConv2dV2", "mixed_depthwise_conv2d",
            "MixedDepthwiseConv2d", "convert_timm_mixed_conv2d_state_dict", "__version__"]

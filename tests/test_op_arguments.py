@@ -160,3 +160,11 @@ def test_autocast_module_in_low_precision():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = m(torch.nn.functional.conv2d(x, torch.randn(4, 4, 1, 1)))  # bf16 activations, fp32 weights
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_meta_tensors_work_through_the_wrapper():
+    """Shape propagation on meta tensors (models/complexity.py counts MACs that way) goes through
+    the wrapper's checks, including the autocast query that meta has no answer for."""
+    x, offset, weight, bias, mask = (t.to("meta") for t in make_dcn_inputs(n=1, c_in=2, c_out=3, h=5, w=5))
+    out = hybridops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    assert out.device.type == "meta" and out.shape == (1, 3, 5, 5)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from hybridops.ops._args import IntPair, pair
+from hybridops.ops._args import IntPair, InvalidArgumentError, pair
 
 
 class DeformConvBase(nn.Module):
@@ -18,10 +18,10 @@ class DeformConvBase(nn.Module):
                  padding: IntPair, dilation: IntPair, groups: int, bias: bool) -> None:
         super().__init__()
         if in_channels <= 0 or out_channels <= 0:
-            raise ValueError(f"{name}: in_channels and out_channels must be positive, got "
+            raise InvalidArgumentError(f"{name}: in_channels and out_channels must be positive, got "
                              f"{in_channels} and {out_channels}")
         if groups <= 0 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+            raise InvalidArgumentError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
         self.in_channels = in_channels
         self.out_channels = out_channels

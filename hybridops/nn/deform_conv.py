@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from hybridops.nn._deform_conv_base import DeformConvBase
 from hybridops.nn.torchvision_deform_conv import DeformConv2d
-from hybridops.ops._args import IntPair
+from hybridops.ops._args import IntPair, InvalidArgumentError
 from hybridops.ops.deform_conv2d import deform_conv2d
 
 
@@ -53,7 +53,7 @@ class DeformConv2dV2(DeformConvBase):
         name = "DeformConv2dV2"
         super().__init__(name, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         if offset_groups <= 0 or in_channels % offset_groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) must be divisible by offset_groups "
+            raise InvalidArgumentError(f"{name}: in_channels ({in_channels}) must be divisible by offset_groups "
                              f"({offset_groups})")
         self.offset_groups = offset_groups
         kh, kw = self.kernel_size

@@ -13,6 +13,15 @@ IntPair = Union[int, Sequence[int]]
 MAX_INT_ARG = 2 ** 31 - 1
 
 
+class InvalidArgumentError(ValueError, RuntimeError):
+    """A bad argument to a hybridops op or module (exported as ``hybridops.InvalidArgumentError``).
+
+    Both a ``ValueError`` (Python's convention, what earlier releases raised) and a
+    ``RuntimeError`` (what torchvision's ops and every ``TORCH_CHECK`` raise), so code written to
+    catch either catches ours. Wrong Python types still raise ``TypeError``.
+    """
+
+
 def _as_int(value: object) -> int:
     """``value`` as an int: ints and int-likes (numpy integers, 0-d integer tensors, SymInts) via
     ``operator.index``; bools and floats raise TypeError (a float is never truncated)."""
@@ -38,12 +47,12 @@ def pair(value: IntPair, name: str, op: str, minimum: int, maximum: int = MAX_IN
         except TypeError:
             raise wrong_type from None
         if len(out) != 2:
-            raise ValueError(f"{op}: {name} must have 2 values, got {len(out)}: {value!r}") from None
+            raise InvalidArgumentError(f"{op}: {name} must have 2 values, got {len(out)}: {value!r}") from None
     if min(out) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{op}: {name} must be {kind}, got {tuple(out)}")
+        raise InvalidArgumentError(f"{op}: {name} must be {kind}, got {tuple(out)}")
     if max(out) > maximum:
-        raise ValueError(f"{op}: {name} must be at most {maximum}, got {tuple(out)}")
+        raise InvalidArgumentError(f"{op}: {name} must be at most {maximum}, got {tuple(out)}")
     return out
 
 
@@ -55,13 +64,16 @@ def check_fake_devices(op: str, input: torch.Tensor, **tensors: object) -> None:
     """
     for name, t in tensors.items():
         if isinstance(t, torch.Tensor) and t.device != input.device:
-            raise RuntimeError(f"{op}: {name} is on {t.device} but input is on {input.device}")
+            raise InvalidArgumentError(f"{op}: {name} is on {t.device} but input is on {input.device}")
 
 
 def autocast_active(input: torch.Tensor) -> bool:
     """Whether ``torch.autocast`` is on for ``input``'s device: the op's autocast kernel then casts
     every float argument to the autocast dtype, so their dtypes need not agree on entry."""
-    return torch.is_autocast_enabled(input.device.type)
+    try:
+        return torch.is_autocast_enabled(input.device.type)
+    except RuntimeError:  # a device type without autocast (meta): nothing casts there
+        return False
 
 
 def check_tensor(t: object, name: str, op: str, ndim: int, like: torch.Tensor | None = None) -> None:
@@ -70,14 +82,28 @@ def check_tensor(t: object, name: str, op: str, ndim: int, like: torch.Tensor | 
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != ndim:
-        raise ValueError(f"{op}: {name} must be {ndim}-D, got {t.dim()}-D with shape {tuple(t.shape)}")
+        raise InvalidArgumentError(f"{op}: {name} must be {ndim}-D, got {t.dim()}-D with shape {tuple(t.shape)}")
     if like is not None:
         if t.device != like.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but input is on {like.device}")
+            raise InvalidArgumentError(f"{op}: {name} is on {t.device} but input is on {like.device}")
         if autocast_active(like) and t.is_floating_point() and like.is_floating_point():
             return
         if t.dtype != like.dtype:
-            raise ValueError(f"{op}: {name} has dtype {t.dtype} but input has dtype {like.dtype}")
+            raise InvalidArgumentError(f"{op}: {name} has dtype {t.dtype} but input has dtype {like.dtype}")
+
+
+def check_same_device_and_dtype(op: str, input: torch.Tensor, **tensors: object) -> None:
+    """Every tensor in ``tensors`` (None skipped) is on ``input``'s device, then has its dtype (any
+    float dtype under autocast). Called after the shape checks: like torchvision, a call with a
+    wrong shape and a wrong dtype reports the shape."""
+    present = {name: t for name, t in tensors.items() if t is not None}
+    for name, t in present.items():
+        if t.device != input.device:
+            raise InvalidArgumentError(f"{op}: {name} is on {t.device} but input is on {input.device}")
+    any_float = autocast_active(input) and input.is_floating_point()  # autocast casts every float
+    for name, t in present.items():
+        if not (t.is_floating_point() if any_float else t.dtype == input.dtype):
+            raise InvalidArgumentError(f"{op}: {name} has dtype {t.dtype} but input has dtype {input.dtype}")
 
 
 def check_bias(bias: object, op: str, like: torch.Tensor, channels: int) -> None:
@@ -86,4 +112,4 @@ def check_bias(bias: object, op: str, like: torch.Tensor, channels: int) -> None
         return
     check_tensor(bias, "bias", op, 1, like=like)
     if bias.shape[0] != channels:
-        raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")
+        raise InvalidArgumentError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
 from hybridops.ops._fx import fx_leaf
-from hybridops.ops._args import IntPair, check_bias, check_fake_devices, check_tensor, pair
+from hybridops.ops._args import (IntPair, InvalidArgumentError, check_fake_devices, check_same_device_and_dtype,
+                                 check_tensor, pair)
 
 _OP = "hybridops.deform_conv2d"
 
@@ -72,47 +73,53 @@ def check_deform_conv2d_args(input, offset, weight, bias, stride, padding, dilat
     """Validates the arguments with messages that name them; returns (stride, padding, dilation)."""
     check_tensor(input, "input", _OP, 4)
     if not input.is_floating_point():
-        raise ValueError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
+        raise InvalidArgumentError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
     if input.shape[1] == 0:
-        raise ValueError(f"{_OP}: input must have at least one channel, got shape {tuple(input.shape)}")
-    check_tensor(weight, "weight", _OP, 4, like=input)
-    check_tensor(offset, "offset", _OP, 4, like=input)
+        raise InvalidArgumentError(f"{_OP}: input must have at least one channel, got shape {tuple(input.shape)}")
+    check_tensor(weight, "weight", _OP, 4)
+    check_tensor(offset, "offset", _OP, 4)
+    if mask is not None:
+        check_tensor(mask, "mask", _OP, 4)
+    if bias is not None:
+        check_tensor(bias, "bias", _OP, 1)
     stride_ = pair(stride, "stride", _OP, 1)
     padding_ = pair(padding, "padding", _OP, 0)
     dilation_ = pair(dilation, "dilation", _OP, 1)
     n, c_in, h, w = input.shape
     c_out, c_per_group, kh, kw = weight.shape
     if kh == 0 or kw == 0:
-        raise ValueError(f"{_OP}: weight has an empty kernel, shape {tuple(weight.shape)}")
+        raise InvalidArgumentError(f"{_OP}: weight has an empty kernel, shape {tuple(weight.shape)}")
     if c_per_group == 0 or c_in % c_per_group != 0:
-        raise ValueError(f"{_OP}: input channels ({c_in}) must be divisible by weight.shape[1] "
+        raise InvalidArgumentError(f"{_OP}: input channels ({c_in}) must be divisible by weight.shape[1] "
                          f"({c_per_group}), the channels per group")
     groups = c_in // c_per_group
     if c_out % groups != 0:
-        raise ValueError(f"{_OP}: weight.shape[0] ({c_out}) must be divisible by groups ({groups})")
+        raise InvalidArgumentError(f"{_OP}: weight.shape[0] ({c_out}) must be divisible by groups ({groups})")
     h_out, w_out = out_size(h, w, kh, kw, stride_, padding_, dilation_)
     if h_out <= 0 or w_out <= 0:
-        raise ValueError(f"{_OP}: input {h}x{w} is too small for a {kh}x{kw} kernel with padding "
+        raise InvalidArgumentError(f"{_OP}: input {h}x{w} is too small for a {kh}x{kw} kernel with padding "
                          f"{tuple(padding_)} and dilation {tuple(dilation_)} (output {h_out}x{w_out})")
     taps = kh * kw
     if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
-        raise ValueError(f"{_OP}: offset must have 2 * offset_groups * kH * kW channels (a multiple of "
+        raise InvalidArgumentError(f"{_OP}: offset must have 2 * offset_groups * kH * kW channels (a multiple of "
                          f"{2 * taps}), got {offset.shape[1]}")
     offset_groups = offset.shape[1] // (2 * taps)
     if c_in % offset_groups != 0:
-        raise ValueError(f"{_OP}: input channels ({c_in}) must be divisible by offset_groups "
+        raise InvalidArgumentError(f"{_OP}: input channels ({c_in}) must be divisible by offset_groups "
                          f"({offset_groups}, from offset.shape[1])")
     expected = (n, offset.shape[1], h_out, w_out)
     if tuple(offset.shape) != expected:
-        raise ValueError(f"{_OP}: offset must have shape {expected} (batch and output size), got "
+        raise InvalidArgumentError(f"{_OP}: offset must have shape {expected} (batch and output size), got "
                          f"{tuple(offset.shape)}")
     if mask is not None:
-        check_tensor(mask, "mask", _OP, 4, like=input)
         expected = (n, offset_groups * taps, h_out, w_out)
         if tuple(mask.shape) != expected:
-            raise ValueError(f"{_OP}: mask must have shape {expected} (offset_groups * kH * kW channels), "
+            raise InvalidArgumentError(f"{_OP}: mask must have shape {expected} (offset_groups * kH * kW channels), "
                              f"got {tuple(mask.shape)}")
-    check_bias(bias, _OP, input, c_out)
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise InvalidArgumentError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
+    # Shapes first, then devices and dtypes (torchvision's order).
+    check_same_device_and_dtype(_OP, input, weight=weight, offset=offset, mask=mask, bias=bias)
     return stride_, padding_, dilation_
 
 
