@@ -18,13 +18,14 @@ import models
 from train import checkpoint as ckpt_io
 from train.__main__ import main as train_main
 from train.__main__ import run as train_run
+from train.config import make_config
 from train.data import build_dataset
 from train.evaluate import evaluate_checkpoint
 from train.evaluate import main as evaluate_main
-from train.loop import lr_at, make_config, make_loss, normalize, to_input
 from train.predict import main as predict_main
 from train.plots import plot_curves
 from train.recipes import recipe_for
+from train.step import lr_at, make_loss, normalize, to_input
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--model", "unet", "--model-kwargs", '{"widths": [4, 8]}', "--size", "32", "32", "--limit", "4",

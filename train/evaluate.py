@@ -211,7 +211,7 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
             "epoch": ckpt.get("epoch"), "dataset": ds.name, "data_root": root, "split": split, "size": list(size),
             "at_input_size": at_input_size, "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
             "seconds": round(time.perf_counter() - t0, 2)}
-    from train.loop import command_line, git_sha, versions
+    from train.provenance import command_line, git_sha, versions
     meta.update({"versions": versions(), "git_sha": git_sha(),
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": command_line()})
     table = markdown_table(res, meta)
