@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from train.plots import line_panels
+from plotting import line_panels
 
 
 def plot_latency(payload: dict, path: Path) -> Path:
