@@ -27,7 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from train.distributed import resolve_device
 from train.errors import UserError, run_cli
 from train.metrics import BINARY_METRICS, METRIC_LABELS, BinaryEvaluator, MulticlassEvaluator, nan_to_none
 
-__all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "main"]
+__all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "run_inference_cli", "main"]
 
 OVERLAY_COLOURS = {"tp": (0, 200, 0), "fp": (230, 30, 30), "fn": (40, 90, 255), "tn": (0, 0, 0), "out": (48, 48, 48)}
 
@@ -240,20 +240,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_inference_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+                      body: Callable[[argparse.Namespace], None]) -> int:
+    """The ``main`` of ``train.evaluate`` and ``train.predict``: parses ``argv``, checks ``--threshold``,
+    then runs ``body(args)`` through :func:`train.errors.run_cli` (0, or 2 after one ``error:`` line)."""
+    args = parser.parse_args(argv)
 
-    def body() -> None:
+    def checked() -> None:
         if not 0.0 < args.threshold < 1.0:
             raise UserError(f"--threshold must be in (0, 1), got {args.threshold}")
-        r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, split=args.split,
-                                size=args.size, out=args.out, device=args.device, threshold=args.threshold,
-                                save_images=not args.no_images, progress=not args.no_progress, limit=args.limit,
-                                expect_model=args.model, at_input_size=args.at_input_size, amp=args.amp)
-        print(r["table"])
-        print(f"wrote {r['out']}/metrics.json, metrics.md, probs/, overlays/")
+        body(args)
 
-    return run_cli(body)
+    return run_cli(checked)
+
+
+def _cli(args: argparse.Namespace) -> None:
+    r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, split=args.split,
+                            size=args.size, out=args.out, device=args.device, threshold=args.threshold,
+                            save_images=not args.no_images, progress=not args.no_progress, limit=args.limit,
+                            expect_model=args.model, at_input_size=args.at_input_size, amp=args.amp)
+    print(r["table"])
+    print(f"wrote {r['out']}/metrics.json, metrics.md, probs/, overlays/")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_inference_cli(build_parser(), argv, _cli)
 
 
 if __name__ == "__main__":
