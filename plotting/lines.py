@@ -35,16 +35,51 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(int(math.ceil((hi - start) / step)) + 1)]
 
 
+_ROW = 14                  # legend row height (px)
+_SWATCH, _GAP, _SPACING = 18, 4, 16   # legend: line sample, gap to the name, space between entries
+
+
+def _legend_rows(draw, font, names: Sequence[str], width: float) -> list[list[tuple[int, str, float]]]:
+    """The legend entries ``(series index, name, entry width)`` laid out left to right in rows no wider
+    than ``width`` (an entry wider than a row gets a row of its own)."""
+    rows: list[list[tuple[int, str, float]]] = [[]]
+    used = 0.0
+    for i, name in enumerate(names):
+        w = _SWATCH + _GAP + draw.textlength(name, font=font)
+        if rows[-1] and used + _SPACING + w > width:
+            rows.append([])
+            used = 0.0
+        used += (_SPACING if rows[-1] else 0) + w
+        rows[-1].append((i, name, w))
+    return rows if rows[0] else []
+
+
+def _draw_legend(draw, font, rows: list[list[tuple[int, str, float]]], x: float, y: float) -> Box:
+    """Draws the legend rows from ``(x, y)`` (top left); returns the box they cover."""
+    x_max = x
+    for r, row in enumerate(rows):
+        xx, yy = x, y + _ROW * r
+        for i, name, w in row:
+            colour = COLOURS[i % len(COLOURS)]
+            draw.line([xx, yy + 6, xx + _SWATCH, yy + 6], fill=colour, width=2)
+            draw.text((xx + _SWATCH + _GAP, yy), name, fill=(0, 0, 0), font=font)
+            xx += w + _SPACING
+        x_max = max(x_max, xx - _SPACING)
+    return (x, y, x_max, y + _ROW * len(rows))
+
+
 def draw_panel(draw, font, box: Box, title: str, series: Series, mark_x: Optional[float] = None,
                empty: str = "no data yet", xlabel: str = "epoch") -> PanelLayout:
     """Draws one line chart into ``box`` of a Pillow ``ImageDraw``: ``series`` maps a name to its
     ``(x, y)`` points (non-finite y are left out), ``mark_x`` draws a grey vertical line there, ``empty``
-    is the text shown when no series has a finite point."""
+    is the text shown when no series has a finite point. The legend sits below the x-axis label, outside
+    the axes, so it never covers a line (the axes give up the rows it needs)."""
     x0, y0, x1, y1 = box
-    left, bottom = x0 + 56, y1 - 34
-    top, right = y0 + 26, x1 - 12
-    draw.text((x0 + 56, y0 + 6), title, fill=(0, 0, 0), font=font)
+    left, top, right = x0 + 56, y0 + 26, x1 - 12
     pts = [p for s in series.values() for p in s if math.isfinite(p[1])]
+    rows = _legend_rows(draw, font, list(series), right - left) if pts else []
+    bottom = y1 - 34 - (_ROW * len(rows) + 4 if rows else 0)
+    draw.text((x0 + 56, y0 + 6), title, fill=(0, 0, 0), font=font)
     draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
     if not pts:
         draw.text((left + 10, top + 10), empty, fill=(120, 120, 120), font=font)
@@ -71,7 +106,7 @@ def draw_panel(draw, font, box: Box, title: str, series: Series, mark_x: Optiona
     if mark_x is not None:
         xx, _ = px(mark_x, ylo)
         draw.line([xx, top, xx, bottom], fill=(180, 180, 180), width=1)
-    for i, (name, s) in enumerate(series.items()):
+    for i, s in enumerate(series.values()):
         colour = COLOURS[i % len(COLOURS)]
         s = [p for p in s if math.isfinite(p[1])]
         if len(s) > 1:
@@ -79,10 +114,8 @@ def draw_panel(draw, font, box: Box, title: str, series: Series, mark_x: Optiona
         for p in s:
             cx, cy = px(*p)
             draw.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], fill=colour)
-        ly = top + 6 + 14 * i
-        draw.line([right - 110, ly + 6, right - 92, ly + 6], fill=colour, width=2)
-        draw.text((right - 88, ly), name, fill=(0, 0, 0), font=font)
-    return PanelLayout((left, top, right, bottom), (right - 110, top + 6, right, top + 6 + 14 * len(series)))
+    legend = _draw_legend(draw, font, rows, left, bottom + 34)
+    return PanelLayout((left, top, right, bottom), legend)
 
 
 def line_panels(panels: Sequence[tuple[str, Series, str]], path: Path,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageChops
 
 import models
 from train import checkpoint as ckpt_io
@@ -215,6 +215,40 @@ def test_plot_handles_missing_values(tmp_path):
             {"epoch": 2, "train_loss": 0.5, "val": None, "best": False}]
     plot_curves(recs, tmp_path / "c.png", "dice")
     assert Image.open(tmp_path / "c.png").size == (960, 360)
+
+
+def _axes_frame(img: Image.Image, x0: int, x1: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the black axes rectangle drawn in columns [x0, x1) of ``img``: its
+    sides are the columns black over half the height (grid lines may paint over its top and bottom)."""
+    black = (np.asarray(img.convert("RGB"))[:, x0:x1] == 0).all(-1)
+    cols = np.where(black.sum(0) > 0.5 * black.shape[0])[0]
+    rows = np.where(black[:, cols.min()])[0]
+    return int(cols.min()) + x0, int(rows.min()), int(cols.max()) + x0, int(rows.max())
+
+
+def test_plot_legend_stays_out_of_the_axes(tmp_path):
+    """The legend never covers the lines: it is drawn outside the axes (here: validation metrics that rise
+    to 1.0, so their lines run through the top-right corner where a legend inside would sit)."""
+    from PIL import ImageDraw, ImageFont
+
+    from plotting import draw_panel, line_panels
+
+    rising = {name: [(e, 0.2 + 0.16 * e + 0.01 * i) for e in range(1, 6)]
+              for i, name in enumerate(("dice", "auc", "sen", "sp", "a much longer series name"))}
+    img = Image.new("RGB", (480, 360), "white")
+    box = (0, 0, 480, 360)
+    lay = draw_panel(ImageDraw.Draw(img), ImageFont.load_default(), box, "validation", rising, mark_x=5)
+    (ax0, ay0, ax1, ay1), (lx0, ly0, lx1, ly1) = lay.axes, lay.legend
+    assert lx1 <= ax0 or lx0 >= ax1 or ly1 <= ay0 or ly0 >= ay1, (lay.axes, lay.legend)       # disjoint
+    assert box[0] <= lx0 and box[1] <= ly0 and lx1 <= box[2] and ly1 <= box[3], (box, lay.legend)  # not cut off
+    # The pixels: the same charts with other series names differ only outside the axes frame.
+    renamed = {f"series {i}": pts for i, pts in enumerate(rising.values())}
+    a = line_panels([("t", rising, "epoch")], tmp_path / "a.png")
+    b = line_panels([("t", renamed, "epoch")], tmp_path / "b.png")
+    with Image.open(a) as ia, Image.open(b) as ib:
+        fx0, fy0, fx1, fy1 = _axes_frame(ia, 0, 480)
+        dx0, dy0, dx1, dy1 = ImageChops.difference(ia.convert("RGB"), ib.convert("RGB")).getbbox()
+    assert dy0 > fy1 or dy1 <= fy0 or dx0 > fx1 or dx1 <= fx0, ((fx0, fy0, fx1, fy1), (dx0, dy0, dx1, dy1))
 
 
 # ------------------------------------------------------------------------------------------ user errors
