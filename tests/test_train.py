@@ -125,6 +125,7 @@ def test_run_checkpoint_evaluate_round_trip(tmp_path):
                  "eval/metrics.md"):
         assert (out / name).exists(), name
     assert len(list((out / "eval" / "overlays").glob("*.png"))) == 4
+    _assert_overlays_enlarged(out / "eval", (32, 32))
     assert Image.open(out / "curves.png").size == (960, 360)
     recs = _lines(out / "metrics.jsonl")
     assert len(recs) == 1 and recs[0]["epoch"] == 1 and recs[0]["val"]["auc"] is not None
@@ -141,6 +142,41 @@ def test_run_checkpoint_evaluate_round_trip(tmp_path):
     js = json.loads((out / "eval" / "metrics.json").read_text())
     assert js["results"]["n_images"] == 4 and js["meta"]["model"] == "unet"
     assert summary["eval"] == str(out / "eval")
+
+
+def test_evaluate_reuses_the_runs_eval_folder(tmp_path, capsys):
+    """``python -m train.evaluate`` on a run's checkpoint, its own dataset and the test split, replaces
+    the run's ``eval/`` (no second folder holding the same metrics); what it no longer writes (here:
+    the images past --limit) is removed, so the folder holds one evaluation. Another split or dataset
+    gets its own ``eval-<dataset>-<split>/``."""
+    out = tmp_path / "run"
+    train_run(TINY + ["--epochs", "1", "--val", "none", "--out", str(out)])
+    assert len(list((out / "eval" / "overlays").glob("*.png"))) == 4
+    assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--limit", "2", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("eval")) == ["eval"]
+    assert json.loads((out / "eval" / "metrics.json").read_text())["results"]["n_images"] == 2
+    for sub in ("overlays", "probs"):
+        assert len(list((out / "eval" / sub).glob("*.png"))) == 2, sub
+    assert f"wrote {out / 'eval'}/metrics.json" in capsys.readouterr().out
+    assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--split", "train", "--limit", "1",
+                          "--no-images", "--no-progress"]) == 0
+    assert json.loads((out / "eval-synthetic-train" / "metrics.json").read_text())["meta"]["split"] == "train"
+    assert len(list((out / "eval" / "overlays").glob("*.png"))) == 2                 # the run's eval/ untouched
+
+
+def _assert_overlays_enlarged(folder: Path, original: tuple[int, int]) -> None:
+    """Overlays are large enough to judge by eye: images under 512 px are enlarged by a whole factor
+    (nearest neighbour: each pixel a uniform k x k block) until their longer side is at least 512 px;
+    the probability maps keep the original size (they are data)."""
+    h, w = original
+    k = max(1, -(-512 // max(h, w)))
+    for png in sorted((folder / "overlays").glob("*.png")):
+        ov = np.asarray(Image.open(png).convert("RGB"))
+        assert ov.shape[0] == k * h and ov.shape[1] % (k * w) == 0, (png.name, ov.shape, original)
+        assert max(ov.shape[:2]) >= 512
+        blocks = ov.reshape(ov.shape[0] // k, k, ov.shape[1] // k, k, 3)
+        assert (blocks == blocks[:, :1, :, :1]).all(), png.name
+        assert Image.open(folder / "probs" / png.name).size == (w, h)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -175,6 +211,7 @@ def test_multiclass_run_and_amp(tmp_path, capsys):
     assert ck["data"]["num_classes"] == 8 and ck["data"]["in_chans"] == 3 and ck["config"]["amp"] is True
     md = (out / "eval" / "metrics.md").read_text()
     assert "vertebra" in md and "mean Dice (fg)" in md
+    _assert_overlays_enlarged(out / "eval", (32, 32))          # ground truth | prediction, side by side
 
 
 def test_predict(tmp_path):
@@ -203,7 +240,7 @@ def test_predict(tmp_path):
     res = json.loads((tmp_path / "ev" / "metrics.json").read_text())["results"]
     assert res["n_images"] == 2 and res["pooled_fov"]["tp"] + res["pooled_fov"]["fp"] + res["pooled_fov"]["fn"] \
         + res["pooled_fov"]["tn"] == 2 * 40 * 56
-    assert Image.open(tmp_path / "ev" / "overlays" / "s0.png").size == (56, 40)
+    _assert_overlays_enlarged(tmp_path / "ev", (40, 56))
     # --init-from with the same model starts from those weights
     train_run(TINY + ["--epochs", "1", "--val", "none", "--no-eval", "--init-from", str(out / "best.pt"),
                       "--out", str(tmp_path / "init")])
