@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
-from train.plots import line_panels
+from benchmarks.report import read_results
+from plotting import line_panels
 
 
 def plot_latency(payload: dict, path: Path) -> Path:
@@ -62,14 +62,10 @@ def plot_rows(payload: dict, path: Path) -> Path:
 
 
 def plot_file(results: str, out_dir: str) -> Path:
-    with open(results) as f:
-        payload = json.load(f)
+    """Draws one results file (:func:`benchmarks.report.read_results`) to ``out_dir/<its name>.png``."""
+    kind, payload = read_results(results)
     out = Path(out_dir) / (Path(results).stem + ".png")
-    if "models" in payload:
-        return plot_latency(payload, out)
-    if "rows" in payload:
-        return plot_rows(payload, out)
-    raise ValueError(f"{results}: not a latency or op benchmark results file")
+    return (plot_latency if kind == "latency" else plot_rows)(payload, out)
 
 
 def main(argv=None) -> None:

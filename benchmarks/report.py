@@ -77,14 +77,21 @@ def op_tables(payload: dict, path: str) -> str:
     return "\n".join(lines + ["", "speedup = peer p50 / ours p50 (> 1: ours is faster). " + _source(payload, path)])
 
 
-def report(path: str) -> str:
-    """The markdown for one results file."""
+def read_results(path: str) -> tuple[str, dict]:
+    """``(kind, payload)`` of a benchmark results file: ``"latency"`` (``python -m benchmarks.latency``,
+    with ``models``) or ``"op"`` (an op benchmark, with ``rows``); ValueError for any other JSON."""
     payload = json.loads(Path(path).read_text())
     if "models" in payload:
-        return latency_tables(payload, path)
+        return "latency", payload
     if "rows" in payload:
-        return op_tables(payload, path)
+        return "op", payload
     raise ValueError(f"{path}: not a latency or op benchmark results file")
+
+
+def report(path: str) -> str:
+    """The markdown for one results file."""
+    kind, payload = read_results(path)
+    return (latency_tables if kind == "latency" else op_tables)(payload, path)
 
 
 def main(argv=None) -> None:

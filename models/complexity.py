@@ -98,6 +98,48 @@ def _conv_macs(m: nn.Conv2d, out: Tensor) -> int:
     return out.numel() * (m.in_channels // m.groups) * kh * kw
 
 
+def _module_macs(m: nn.Module, x: Tensor, out: Tensor, offset_convs: set) -> list[tuple[str, int]]:
+    """``(kind, MACs)`` of one forward call of ``m`` (first input ``x``, output ``out``), by the rules of the
+    module docstring; ``offset_convs``: the offset/mask convs of the model's DCNs (counted apart)."""
+    found: list[tuple[str, int]] = []
+    if isinstance(m, hybridops.DeformConv2dV2):
+        kh, kw = m.kernel_size
+        found.append(("deform_conv", out.numel() * (m.in_channels // m.groups) * kh * kw))
+        if m.bias is not None:
+            found.append(("bias", out.numel()))
+        samples = x.shape[0] * m.in_channels * kh * kw * out.shape[-2] * out.shape[-1]
+        found.append(("dcn_gather", 5 * samples))
+    elif isinstance(m, hybridops.MixedDepthwiseConv2d):
+        n, _, ho, wo = out.shape
+        found.append(("mixconv", sum(n * w.shape[0] * w.shape[-2] * w.shape[-1] * ho * wo for w in m.weights)))
+        if getattr(m, "bias", None) is not None:
+            found.append(("bias", out.numel()))
+    elif isinstance(m, nn.Conv2d):
+        found.append(("dcn_offset_mask" if m in offset_convs else "conv", _conv_macs(m, out)))
+        if m.bias is not None:
+            found.append(("bias", out.numel()))
+    elif isinstance(m, nn.ConvTranspose2d):
+        kh, kw = m.kernel_size
+        found.append(("conv_transpose", x.numel() * (m.out_channels // m.groups) * kh * kw))
+        if m.bias is not None:
+            found.append(("bias", out.numel()))
+    elif isinstance(m, nn.Linear):
+        found.append(("linear", x.numel() * m.out_features))
+        if m.bias is not None:
+            found.append(("bias", out.numel()))
+    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        found.append(("bn", x.numel() * (2 if m.affine else 1)))
+    elif isinstance(m, _ACTS):
+        found.append(("act", out.numel()))
+    elif isinstance(m, nn.Sigmoid):
+        found.append(("sigmoid", out.numel()))
+    elif isinstance(m, _POOLS):
+        found.append(("pool", x.numel()))
+    elif isinstance(m, (nn.Upsample, Resize)):
+        found.append(("upsample", out.numel()))
+    return found
+
+
 def complexity(model: nn.Module, input_shape: Sequence[int], *, device: Union[str, torch.device, None] = "meta",
                training: bool = False) -> Complexity:
     """Counts the parameters, MACs by op type and state-dict size of ``model``.
@@ -145,42 +187,8 @@ def complexity(model: nn.Module, input_shape: Sequence[int], *, device: Union[st
         d[kind] = d.get(kind, 0) + int(value)
 
     def hook(m: nn.Module, inputs: tuple, out: Tensor) -> None:
-        x = inputs[0]
-        if isinstance(m, hybridops.DeformConv2dV2):
-            kh, kw = m.kernel_size
-            add(m, "deform_conv", out.numel() * (m.in_channels // m.groups) * kh * kw)
-            if m.bias is not None:
-                add(m, "bias", out.numel())
-            samples = x.shape[0] * m.in_channels * kh * kw * out.shape[-2] * out.shape[-1]
-            add(m, "dcn_gather", 5 * samples)
-        elif isinstance(m, hybridops.MixedDepthwiseConv2d):
-            n, _, ho, wo = out.shape
-            add(m, "mixconv", sum(n * w.shape[0] * w.shape[-2] * w.shape[-1] * ho * wo for w in m.weights))
-            if getattr(m, "bias", None) is not None:
-                add(m, "bias", out.numel())
-        elif isinstance(m, nn.Conv2d):
-            add(m, "dcn_offset_mask" if m in offset_convs else "conv", _conv_macs(m, out))
-            if m.bias is not None:
-                add(m, "bias", out.numel())
-        elif isinstance(m, nn.ConvTranspose2d):
-            kh, kw = m.kernel_size
-            add(m, "conv_transpose", x.numel() * (m.out_channels // m.groups) * kh * kw)
-            if m.bias is not None:
-                add(m, "bias", out.numel())
-        elif isinstance(m, nn.Linear):
-            add(m, "linear", x.numel() * m.out_features)
-            if m.bias is not None:
-                add(m, "bias", out.numel())
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            add(m, "bn", x.numel() * (2 if m.affine else 1))
-        elif isinstance(m, _ACTS):
-            add(m, "act", out.numel())
-        elif isinstance(m, nn.Sigmoid):
-            add(m, "sigmoid", out.numel())
-        elif isinstance(m, _POOLS):
-            add(m, "pool", x.numel())
-        elif isinstance(m, (nn.Upsample, Resize)):
-            add(m, "upsample", out.numel())
+        for kind, value in _module_macs(m, inputs[0], out, offset_convs):
+            add(m, kind, value)
 
     counted = (hybridops.DeformConv2dV2, nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.modules.batchnorm._BatchNorm,
                nn.Sigmoid, nn.Upsample, Resize, hybridops.MixedDepthwiseConv2d) + _ACTS + _POOLS

@@ -12,19 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageChops
 
 import models
 from train import checkpoint as ckpt_io
 from train.__main__ import main as train_main
 from train.__main__ import run as train_run
+from train.config import make_config
 from train.data import build_dataset
 from train.evaluate import evaluate_checkpoint
 from train.evaluate import main as evaluate_main
-from train.loop import lr_at, make_config, make_loss, normalize, to_input
 from train.predict import main as predict_main
 from train.plots import plot_curves
 from train.recipes import recipe_for
+from train.step import lr_at, make_loss, normalize, to_input
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--model", "unet", "--model-kwargs", '{"widths": [4, 8]}', "--size", "32", "32", "--limit", "4",
@@ -124,6 +125,7 @@ def test_run_checkpoint_evaluate_round_trip(tmp_path):
                  "eval/metrics.md"):
         assert (out / name).exists(), name
     assert len(list((out / "eval" / "overlays").glob("*.png"))) == 4
+    _assert_overlays_enlarged(out / "eval", (32, 32))
     assert Image.open(out / "curves.png").size == (960, 360)
     recs = _lines(out / "metrics.jsonl")
     assert len(recs) == 1 and recs[0]["epoch"] == 1 and recs[0]["val"]["auc"] is not None
@@ -140,6 +142,41 @@ def test_run_checkpoint_evaluate_round_trip(tmp_path):
     js = json.loads((out / "eval" / "metrics.json").read_text())
     assert js["results"]["n_images"] == 4 and js["meta"]["model"] == "unet"
     assert summary["eval"] == str(out / "eval")
+
+
+def test_evaluate_reuses_the_runs_eval_folder(tmp_path, capsys):
+    """``python -m train.evaluate`` on a run's checkpoint, its own dataset and the test split, replaces
+    the run's ``eval/`` (no second folder holding the same metrics); what it no longer writes (here:
+    the images past --limit) is removed, so the folder holds one evaluation. Another split or dataset
+    gets its own ``eval-<dataset>-<split>/``."""
+    out = tmp_path / "run"
+    train_run(TINY + ["--epochs", "1", "--val", "none", "--out", str(out)])
+    assert len(list((out / "eval" / "overlays").glob("*.png"))) == 4
+    assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--limit", "2", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("eval")) == ["eval"]
+    assert json.loads((out / "eval" / "metrics.json").read_text())["results"]["n_images"] == 2
+    for sub in ("overlays", "probs"):
+        assert len(list((out / "eval" / sub).glob("*.png"))) == 2, sub
+    assert f"wrote {out / 'eval'}/metrics.json" in capsys.readouterr().out
+    assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--split", "train", "--limit", "1",
+                          "--no-images", "--no-progress"]) == 0
+    assert json.loads((out / "eval-synthetic-train" / "metrics.json").read_text())["meta"]["split"] == "train"
+    assert len(list((out / "eval" / "overlays").glob("*.png"))) == 2                 # the run's eval/ untouched
+
+
+def _assert_overlays_enlarged(folder: Path, original: tuple[int, int]) -> None:
+    """Overlays are large enough to judge by eye: images under 512 px are enlarged by a whole factor
+    (nearest neighbour: each pixel a uniform k x k block) until their longer side is at least 512 px;
+    the probability maps keep the original size (they are data)."""
+    h, w = original
+    k = max(1, -(-512 // max(h, w)))
+    for png in sorted((folder / "overlays").glob("*.png")):
+        ov = np.asarray(Image.open(png).convert("RGB"))
+        assert ov.shape[0] == k * h and ov.shape[1] % (k * w) == 0, (png.name, ov.shape, original)
+        assert max(ov.shape[:2]) >= 512
+        blocks = ov.reshape(ov.shape[0] // k, k, ov.shape[1] // k, k, 3)
+        assert (blocks == blocks[:, :1, :, :1]).all(), png.name
+        assert Image.open(folder / "probs" / png.name).size == (w, h)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -174,6 +211,7 @@ def test_multiclass_run_and_amp(tmp_path, capsys):
     assert ck["data"]["num_classes"] == 8 and ck["data"]["in_chans"] == 3 and ck["config"]["amp"] is True
     md = (out / "eval" / "metrics.md").read_text()
     assert "vertebra" in md and "mean Dice (fg)" in md
+    _assert_overlays_enlarged(out / "eval", (32, 32))          # ground truth | prediction, side by side
 
 
 def test_predict(tmp_path):
@@ -202,7 +240,7 @@ def test_predict(tmp_path):
     res = json.loads((tmp_path / "ev" / "metrics.json").read_text())["results"]
     assert res["n_images"] == 2 and res["pooled_fov"]["tp"] + res["pooled_fov"]["fp"] + res["pooled_fov"]["fn"] \
         + res["pooled_fov"]["tn"] == 2 * 40 * 56
-    assert Image.open(tmp_path / "ev" / "overlays" / "s0.png").size == (56, 40)
+    _assert_overlays_enlarged(tmp_path / "ev", (40, 56))
     # --init-from with the same model starts from those weights
     train_run(TINY + ["--epochs", "1", "--val", "none", "--no-eval", "--init-from", str(out / "best.pt"),
                       "--out", str(tmp_path / "init")])
@@ -214,6 +252,40 @@ def test_plot_handles_missing_values(tmp_path):
             {"epoch": 2, "train_loss": 0.5, "val": None, "best": False}]
     plot_curves(recs, tmp_path / "c.png", "dice")
     assert Image.open(tmp_path / "c.png").size == (960, 360)
+
+
+def _axes_frame(img: Image.Image, x0: int, x1: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the black axes rectangle drawn in columns [x0, x1) of ``img``: its
+    sides are the columns black over half the height (grid lines may paint over its top and bottom)."""
+    black = (np.asarray(img.convert("RGB"))[:, x0:x1] == 0).all(-1)
+    cols = np.where(black.sum(0) > 0.5 * black.shape[0])[0]
+    rows = np.where(black[:, cols.min()])[0]
+    return int(cols.min()) + x0, int(rows.min()), int(cols.max()) + x0, int(rows.max())
+
+
+def test_plot_legend_stays_out_of_the_axes(tmp_path):
+    """The legend never covers the lines: it is drawn outside the axes (here: validation metrics that rise
+    to 1.0, so their lines run through the top-right corner where a legend inside would sit)."""
+    from PIL import ImageDraw, ImageFont
+
+    from plotting import draw_panel, line_panels
+
+    rising = {name: [(e, 0.2 + 0.16 * e + 0.01 * i) for e in range(1, 6)]
+              for i, name in enumerate(("dice", "auc", "sen", "sp", "a much longer series name"))}
+    img = Image.new("RGB", (480, 360), "white")
+    box = (0, 0, 480, 360)
+    lay = draw_panel(ImageDraw.Draw(img), ImageFont.load_default(), box, "validation", rising, mark_x=5)
+    (ax0, ay0, ax1, ay1), (lx0, ly0, lx1, ly1) = lay.axes, lay.legend
+    assert lx1 <= ax0 or lx0 >= ax1 or ly1 <= ay0 or ly0 >= ay1, (lay.axes, lay.legend)       # disjoint
+    assert box[0] <= lx0 and box[1] <= ly0 and lx1 <= box[2] and ly1 <= box[3], (box, lay.legend)  # not cut off
+    # The pixels: the same charts with other series names differ only outside the axes frame.
+    renamed = {f"series {i}": pts for i, pts in enumerate(rising.values())}
+    a = line_panels([("t", rising, "epoch")], tmp_path / "a.png")
+    b = line_panels([("t", renamed, "epoch")], tmp_path / "b.png")
+    with Image.open(a) as ia, Image.open(b) as ib:
+        fx0, fy0, fx1, fy1 = _axes_frame(ia, 0, 480)
+        dx0, dy0, dx1, dy1 = ImageChops.difference(ia.convert("RGB"), ib.convert("RGB")).getbbox()
+    assert dy0 > fy1 or dy1 <= fy0 or dx0 > fx1 or dx1 <= fx0, ((fx0, fy0, fx1, fy1), (dx0, dy0, dx1, dy1))
 
 
 # ------------------------------------------------------------------------------------------ user errors

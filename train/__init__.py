@@ -5,6 +5,8 @@
     python -m train.predict [...]      probability maps and masks for any image files
 
 Modules: ``data`` (datasets by name), ``augment`` (batched on-device augmentation), ``metrics``,
-``loop`` (the training loop), ``checkpoint``, ``recipes`` (each model's paper recipe), ``distributed``
-(DDP), ``evaluate``, ``predict``, ``plots`` (training curves with Pillow), ``errors`` (user errors).
+``config`` (a run's settings), ``step`` (loss, optimiser, one epoch of steps, validation), ``loop`` (the
+epochs of a run), ``report`` (console lines, metrics.jsonl, curves), ``provenance`` (versions, git sha,
+command line), ``checkpoint``, ``recipes`` (each model's paper recipe), ``distributed`` (DDP),
+``evaluate``, ``predict``, ``plots`` (training curves with Pillow), ``errors`` (user errors).
 """

@@ -32,7 +32,7 @@ _RESUMABLE = ("epochs", "patience", "device", "workers", "threads", "val_every",
 def build_parser() -> argparse.ArgumentParser:
     from train.data import DATASETS
     from train.data.base import MAX_SIDE
-    from train.loop import VAL_MODES
+    from train.config import VAL_MODES
     from train.recipes import LOSSES, OPTIMIZERS
 
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0],
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
     """Parses ``argv`` and trains; raises :class:`UserError` for bad input. Returns the run summary."""
-    from train.loop import make_config, train
+    from train.config import make_config
+    from train.loop import train
 
     args = build_parser().parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None and v is not False}

@@ -177,8 +177,8 @@ def _time_step(model_name: str, n: int, h: int, w: int, dev: torch.device, reps:
     import time
 
     import models
-    from train.loop import make_loss
     from train.recipes import recipe_for
+    from train.step import make_loss
 
     r = recipe_for(model_name, "drive", False)
     model = models.create_model(model_name).to(dev).train()
@@ -272,7 +272,7 @@ def _main(argv=None) -> int:
         print(f"{r['batch']:>5} {r['height']:>5} x {r['width']:<5} {r['ms_per_batch']:>9.2f} {r['images_per_s']:>8.2f}"
               + extra)
     if args.json:
-        from train.loop import git_sha, versions
+        from train.provenance import git_sha, versions
         rec = {"benchmark": "train.augment", "recipe": args.recipe, "augment": Augment.from_dict(
             __import__("train.recipes", fromlist=["RECIPES"]).RECIPES[args.recipe]["augment"]).to_dict(),
                "device": name, "versions": versions(), "git_sha": git_sha(),

@@ -6,7 +6,11 @@ resized to the training size, run through the model, and its probabilities are r
 image's original size, where the metrics are computed against the original labels (``--at-input-size``
 scores at the training size instead).
 
-Writes to ``--out`` (default: ``eval-<dataset>-<split>/`` next to the checkpoint):
+Writes to ``--out``. The default is the run's own ``eval/`` next to the checkpoint when the evaluation
+is the one ``python -m train`` ends with (the checkpoint's dataset, the test split): it replaces that
+folder instead of writing a second one with the same metrics. Any other dataset or split goes to
+``eval-<dataset>-<split>/`` next to the checkpoint. A folder that already holds an evaluation
+(``metrics.json``) keeps only this one: probability maps and overlays it does not write again are removed.
 
 * ``metrics.json`` -- both conventions (``pooled_fov``: pixels inside the FOV of all images pooled;
   ``per_image``: each image over all its pixels, then mean and std), per-image values, and the run's
@@ -16,7 +20,9 @@ Writes to ``--out`` (default: ``eval-<dataset>-<split>/`` next to the checkpoint
 * ``probs/<id>.png`` -- probability maps (binary; 0-255 grey) or colour-coded class maps (multi-class);
 * ``overlays/<id>.png`` -- binary: true positives green, false positives red, false negatives blue on
   black (true negatives), outside the FOV dark grey, as in the papers' figures; multi-class: the
-  ground truth (left) and the prediction (right) in class colours over the image.
+  ground truth (left) and the prediction (right) in class colours over the image. An image whose
+  longer side is under 512 px (the synthetic demo's 64x64) is enlarged by a whole factor, each pixel a
+  uniform block, until it reaches 512 px, so it can be judged by eye; larger images stay at their size.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,9 +47,18 @@ from train.distributed import resolve_device
 from train.errors import UserError, run_cli
 from train.metrics import BINARY_METRICS, METRIC_LABELS, BinaryEvaluator, MulticlassEvaluator, nan_to_none
 
-__all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "main"]
+__all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "run_inference_cli", "main"]
 
 OVERLAY_COLOURS = {"tp": (0, 200, 0), "fp": (230, 30, 30), "fn": (40, 90, 255), "tn": (0, 0, 0), "out": (48, 48, 48)}
+OVERLAY_MIN_SIDE = 512      # overlays of smaller images are enlarged (nearest neighbour) to at least this
+
+
+def enlarge(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``image`` ``[H', W', ...]`` repeated ``k`` times along both axes, ``k`` the smallest whole factor
+    that brings the longer side of ``shape`` (the scene's ``(H, W)``) to :data:`OVERLAY_MIN_SIDE` (1 if it
+    is there already)."""
+    k = max(1, -(-OVERLAY_MIN_SIDE // max(int(shape[0]), int(shape[1]))))
+    return image if k == 1 else np.repeat(np.repeat(image, k, 0), k, 1)
 
 
 def load_for_inference(path, device: torch.device, expect_model: Optional[str] = None):
@@ -141,6 +156,21 @@ def markdown_table(res: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def default_out(checkpoint: Path, own_test: bool, dataset: str, split: str) -> Path:
+    """Where an evaluation goes without ``--out``: the run's ``eval/`` next to the checkpoint for the one
+    ``python -m train`` ends with (``own_test``: the checkpoint's dataset, the test split), else
+    ``eval-<dataset>-<split>/`` next to it."""
+    return checkpoint.parent / ("eval" if own_test else f"eval-{dataset}-{split}")
+
+
+def _earlier_images(out: Path) -> set[Path]:
+    """The probability maps and overlays of an earlier evaluation in ``out`` (a folder with a
+    ``metrics.json``); nothing for any other folder, whose files are not ours to remove."""
+    if not (out / "metrics.json").is_file():
+        return set()
+    return {p for sub in ("probs", "overlays") for p in (out / sub).glob("*.png")}
+
+
 def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root: Optional[str] = None,
                         split: str = "test", size: Optional[Sequence[int]] = None, out=None, device: str = "auto",
                         threshold: float = 0.5, save_images: bool = True, progress: bool = True,
@@ -164,8 +194,10 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
         raise UserError(f"{ds.describe()} has {ds.num_classes} class(es) but the checkpoint's model predicts "
                         f"{data['num_classes']}")
     multiclass = ds.num_classes > 1
-    out = Path(out) if out is not None else checkpoint.parent / f"eval-{ds.name}-{split}"
+    own_test = same and split == "test" and root == data.get("data_root")
+    out = Path(out) if out is not None else default_out(checkpoint, own_test, ds.name, split)
     out.mkdir(parents=True, exist_ok=True)
+    stale = _earlier_images(out)
     ev = MulticlassEvaluator(ds.num_classes, data.get("class_names") or ds.class_names) if multiclass \
         else BinaryEvaluator(threshold)
     palette = class_palette(ds.num_classes)
@@ -197,21 +229,25 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
                 grey = np.repeat(grey[..., None], 3, 2)
                 blend = lambda cls: (0.55 * grey + 0.45 * palette[cls]).clip(0, 255).astype(np.uint8)  # noqa: E731
                 _save_png(palette[p], out / "probs" / f"{iid}.png")
-                _save_png(np.concatenate([blend(lab), blend(p)], 1), out / "overlays" / f"{iid}.png")
+                overlay = np.concatenate([blend(lab), blend(p)], 1)
+                _save_png(enlarge(overlay, lab.shape), out / "overlays" / f"{iid}.png")
         else:
             p = prob[0, 0]
             ev.add(p, label, fov, iid)
             if save_images:
                 pn = p.cpu().numpy()
                 _save_png(np.round(pn * 255).astype(np.uint8), out / "probs" / f"{iid}.png")
-                _save_png(binary_overlay(pn >= threshold, label.cpu().numpy().astype(bool), fov.cpu().numpy()),
-                          out / "overlays" / f"{iid}.png")
+                overlay = binary_overlay(pn >= threshold, label.cpu().numpy().astype(bool), fov.cpu().numpy())
+                _save_png(enlarge(overlay, pn.shape), out / "overlays" / f"{iid}.png")
+    written = {out / sub / f"{iid}.png" for sub in ("probs", "overlays") for iid in ds.ids} if save_images else set()
+    for path in stale - written:
+        path.unlink(missing_ok=True)
     res = ev.result()
     meta = {"checkpoint": str(checkpoint), "model": ckpt["model"], "model_kwargs": ckpt.get("model_kwargs"),
             "epoch": ckpt.get("epoch"), "dataset": ds.name, "data_root": root, "split": split, "size": list(size),
             "at_input_size": at_input_size, "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
             "seconds": round(time.perf_counter() - t0, 2)}
-    from train.loop import command_line, git_sha, versions
+    from train.provenance import command_line, git_sha, versions
     meta.update({"versions": versions(), "git_sha": git_sha(),
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": command_line()})
     table = markdown_table(res, meta)
@@ -228,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="dataset folder (default: the checkpoint's, for the same dataset)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the training size)")
-    p.add_argument("--out", help="output folder (default: eval-<dataset>-<split> next to the checkpoint)")
+    p.add_argument("--out", help="output folder (default: the run's eval/ for its own dataset's test split, "
+                                 "else eval-<dataset>-<split>, next to the checkpoint)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--model", help="fail unless the checkpoint holds this model")
@@ -240,20 +277,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_inference_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+                      body: Callable[[argparse.Namespace], None]) -> int:
+    """The ``main`` of ``train.evaluate`` and ``train.predict``: parses ``argv``, checks ``--threshold``,
+    then runs ``body(args)`` through :func:`train.errors.run_cli` (0, or 2 after one ``error:`` line)."""
+    args = parser.parse_args(argv)
 
-    def body() -> None:
+    def checked() -> None:
         if not 0.0 < args.threshold < 1.0:
             raise UserError(f"--threshold must be in (0, 1), got {args.threshold}")
-        r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, split=args.split,
-                                size=args.size, out=args.out, device=args.device, threshold=args.threshold,
-                                save_images=not args.no_images, progress=not args.no_progress, limit=args.limit,
-                                expect_model=args.model, at_input_size=args.at_input_size, amp=args.amp)
-        print(r["table"])
-        print(f"wrote {r['out']}/metrics.json, metrics.md, probs/, overlays/")
+        body(args)
 
-    return run_cli(body)
+    return run_cli(checked)
+
+
+def _cli(args: argparse.Namespace) -> None:
+    r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, split=args.split,
+                            size=args.size, out=args.out, device=args.device, threshold=args.threshold,
+                            save_images=not args.no_images, progress=not args.no_progress, limit=args.limit,
+                            expect_model=args.model, at_input_size=args.at_input_size, amp=args.amp)
+    print(r["table"])
+    print(f"wrote {r['out']}/metrics.json, metrics.md, probs/, overlays/")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_inference_cli(build_parser(), argv, _cli)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from train.data.base import IMAGE_EXTS, check_input_size, derive_fov, read_image, resize_image, resize_mask
 from train.distributed import resolve_device
-from train.errors import UserError, run_cli
-from train.evaluate import _save_png, class_palette, infer, load_for_inference
+from train.errors import UserError
+from train.evaluate import _save_png, class_palette, infer, load_for_inference, run_inference_cli
 
 __all__ = ["predict", "main", "collect_inputs"]
 
@@ -114,18 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cli(args: argparse.Namespace) -> None:
+    written = predict(args.checkpoint, args.inputs, args.out, size=args.size, device=args.device,
+                      threshold=args.threshold, expect_model=args.model, fov=args.fov, amp=args.amp,
+                      progress=not args.no_progress)
+    print(f"wrote {len(written)} files to {args.out}/")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body() -> None:
-        if not 0.0 < args.threshold < 1.0:
-            raise UserError(f"--threshold must be in (0, 1), got {args.threshold}")
-        written = predict(args.checkpoint, args.inputs, args.out, size=args.size, device=args.device,
-                          threshold=args.threshold, expect_model=args.model, fov=args.fov, amp=args.amp,
-                          progress=not args.no_progress)
-        print(f"wrote {len(written)} files to {args.out}/")
-
-    return run_cli(body)
+    return run_inference_cli(build_parser(), argv, _cli)
 
 
 if __name__ == "__main__":
