@@ -52,8 +52,6 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
               "hybridops.deform_conv2d: stride, padding and dilation must have 2 values each");
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), "hybridops.deform_conv2d: input must be floating point, got ",
               input.scalar_type());
-  check_same(offset, "offset", input);
-  check_same(weight, "weight", input);
   Geometry g{};
   g.channels = input.size(1);
   g.height = input.size(2);
@@ -106,12 +104,15 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
               g.out_w, "], got ", offset.sizes());
   g.use_mask = mask.has_value() && mask->defined();
   if (g.use_mask) {
-    check_same(*mask, "mask", input);
     TORCH_CHECK(mask->dim() == 4 && mask->size(0) == input.size(0) && mask->size(1) == g.offset_groups * K &&
                     mask->size(2) == g.out_h && mask->size(3) == g.out_w,
                 "hybridops.deform_conv2d: mask must be [", input.size(0), ", ", g.offset_groups * K, ", ", g.out_h,
                 ", ", g.out_w, "], got ", mask->sizes());
   }
+  // Devices and dtypes after the shapes (torchvision's order: a wrong shape is what gets reported).
+  check_same(offset, "offset", input);
+  check_same(weight, "weight", input);
+  if (g.use_mask) check_same(*mask, "mask", input);
   g.batch = input.size(0);
   return g;
 }
@@ -156,7 +157,7 @@ inline double finite_max_abs(const at::Tensor& t) {
 // any thread order, and as parallel as the atomic scatter. `launch(add)` runs col2im_item with
 // `add` (a FixedPointAdd) over every sample item of the block, scattering into `add.base`.
 // Precision: each contribution is rounded to 2^-e with 2^(61-e) > K * P * max|gcol * mask|, i.e.
-// about 2^-42 of the largest contribution at HybridNetSeg's sizes (finer than fp32's rounding).
+// about 2^-41 of the largest contribution at HybridNetSeg's sizes (finer than fp32's rounding).
 template <typename Launch>
 void col2im_fixed_point(const Geometry& g, const c10::optional<at::Tensor>& mask, const at::Tensor& grad_columns,
                         at::Tensor& grad_input, Launch launch) {
