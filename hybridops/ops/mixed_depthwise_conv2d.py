@@ -84,9 +84,12 @@ def mixed_depthwise_conv2d(
     Gradients flow to input, every weight and bias; the backward is deterministic on CPU and CUDA
     (no atomics). Double backward is not supported (use the reference). Under ``torch.autocast``
     the op runs in the autocast dtype. The output size does not depend on the kernel sizes, since
-    every group pads by the same rule. On CUDA, a group's input tile with its halo must fit in shared
-    memory (about ``(31 * stride + dilation * (k - 1) + 1)^2`` elements): far beyond HybridNetSeg's
-    shapes, but very large ``dilation * (k - 1)`` raises an error there.
+    every group pads by the same rule. On CUDA, each block stages an input tile with its halo in
+    shared memory: the tile is 32, 16 or 8 output rows high, the largest that fits the GPU's real
+    per-block limit (48 KiB on Pascal, up to 227 KiB on Hopper), so every dtype runs on every GPU;
+    only a ``dilation * (k - 1)`` so large that even an 8 x 32 tile does not fit (above about 90
+    at stride 1 in fp32 on Pascal, 220 on Hopper) raises an error there. The CPU kernels have no
+    such limit: their tiles only span the taps that reach the image, whatever the dilation.
 
     Example:
         >>> x = torch.randn(2, 12, 32, 32)
