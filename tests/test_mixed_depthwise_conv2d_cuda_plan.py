@@ -38,7 +38,10 @@ def _layers():
         out.append((list(ks), _pair(stride), [1, 1], h, w, n, c))
     # the DESIGN-kernels.md MixConv layers and the issue's fp64 cases (s2 k9, s2 d2 k9)
     out += [([3, 5, 7, 9], [2, 2], [2, 2], 64, 64, 1, 480), ([9], [2, 2], [1, 1], 64, 64, 1, 96),
-            ([3, 5, 7], [1, 1], [2, 2], 128, 128, 1, 144)]
+            ([3, 5, 7], [1, 1], [2, 2], 128, 128, 1, 144),
+            # tests/test_mixed_depthwise_conv2d_timm_padding.py (strides 3 to 5 as timm pads them)
+            ([3, 5], [3, 3], [1, 1], 7, 7, 2, 6), ([3, 5, 7], [4, 4], [1, 1], 5, 5, 2, 7),
+            ([3, 5, 7], [3, 3], [2, 2], 7, 8, 2, 7), ([3, 5, 7, 9], [5, 5], [1, 1], 8, 7, 2, 8)]
     return out
 
 
@@ -56,12 +59,13 @@ def test_every_test_layer_fits_pascal_and_grows_on_h100(elem):
             big = plan(p, elem, ks, stride, dilation, H100)
             where = (p, elem, ks, stride, dilation)
             assert small["rpt"] in (1, 2, 4) and small["smem"] <= PASCAL, where
-            assert small["tile_h"] == 8 * small["rpt"] and small["tile_w"] == 32, where
-            assert big["rpt"] >= small["rpt"] and big["smem"] <= H100, where
+            assert small["tile_h"] == 8 * small["rpt"] and small["tile_w"] in (8, 16, 32), where
+            assert small["rpt"] == 1 or small["tile_w"] == 32, where  # narrower only at 8 rows
+            assert big["smem"] <= H100, where
             if p == GRAD_WEIGHT:
                 assert big == small, where  # one tile (one summation order) on every GPU
             else:
-                assert big["rpt"] == 4, where  # the full 32 x 32 tile where the memory allows
+                assert (big["rpt"], big["tile_w"]) == (4, 32), where  # the full tile where memory allows
 
 
 def test_issue_cases_shrink_on_pascal_only():
@@ -76,6 +80,10 @@ def test_issue_cases_shrink_on_pascal_only():
     assert fwd_h100["rpt"] == 4 and fwd_h100["smem"] > PASCAL
     # fp32 needs half: the full tile fits Pascal
     assert plan(FORWARD, 4, [3, 5, 7, 9], [2, 2], [2, 2], PASCAL)["rpt"] == 4
+    # stride 5, k=9, fp64: even 8 x 32 outputs need 58,728 B; an 8 x 16 tile fits Pascal
+    s5 = plan(FORWARD, 8, [3, 5, 7, 9], [5, 5], [1, 1], PASCAL)
+    assert (s5["tile_h"], s5["tile_w"]) == (8, 16) and s5["smem"] <= PASCAL
+    assert plan(FORWARD, 8, [3, 5, 7, 9], [5, 5], [1, 1], H100)["tile_w"] == 32
 
 
 def test_plan_reports_when_nothing_fits():
@@ -124,6 +132,7 @@ REDUCED = [
     pytest.param(2, [2, 1], (5, 9), 30, 33, 2, 2, (24 * 1024, 40 * 1024), id="k59-s2-d2"),
     pytest.param(1, [2, 2], (3, 7), 41, 34, 1, (2, 1), (12 * 1024, 16 * 1024, 24 * 1024), id="k37-s1-d2x1"),
     pytest.param(1, [1, 2], (3, 5), 29, 40, (3, 2), 1, (20 * 1024, 40 * 1024), id="k35-s3x2"),
+    pytest.param(1, [2, 1], (9, 5), 21, 83, 5, 1, (24 * 1024, 40 * 1024), id="k95-s5-narrow"),
 ]
 
 
@@ -142,14 +151,17 @@ def test_emulated_reduced_tiles_match_reference(n, splits, ks, h, w, stride, dil
 
 
 def test_reduced_tile_limits_cover_every_size():
-    """The limits above pick each tile height (8, 16, 32 rows) for the forward and grad_weight."""
+    """The limits above pick every tile (32, 16, 8 rows; 32, 16, 8 columns) for the forward and
+    grad_weight."""
     seen = {FORWARD: set(), GRAD_WEIGHT: set()}
     for p in REDUCED:
         _, _, ks, _, _, stride, dilation, limits = p.values
         for limit in limits:
             for ps in seen:
-                seen[ps].add(plan(ps, 8, list(ks), _pair(stride), _pair(dilation), limit)["rpt"])
-    assert seen[FORWARD] == {1, 2, 4} and seen[GRAD_WEIGHT] == {1, 2, 4}, seen
+                pl = plan(ps, 8, list(ks), _pair(stride), _pair(dilation), limit)
+                seen[ps].add((pl["tile_h"], pl["tile_w"]))
+    everything = {(32, 32), (16, 32), (8, 32), (8, 16), (8, 8)}
+    assert seen[FORWARD] | seen[GRAD_WEIGHT] == everything, seen
 
 
 def test_emulated_reduced_gather_tile_matches_reference():

@@ -78,7 +78,7 @@ constexpr int lanes() {
 // fp16_ieee_to_fp32_value, lane-parallel (normals rescaled by 2^-112, subnormals through a magic
 // bias, inf/nan kept by the exponent rescaling).
 template <typename u32v, typename f32v>
-MDC_INLINE u32v half_bits_to_float_bits(u32v h) {
+MDC_INLINE u32v half_bits_to_float_bits(const u32v& h) {
   const u32v w = h << 16;
   const u32v sign = w & 0x80000000u;
   const u32v two_w = w + w;

@@ -4,7 +4,7 @@
 // k in {3, 5, 7, 9} (a run-time loop otherwise). Tile heights and grad_weight chunks come from the
 // pure host plans in mixed_depthwise_conv2d_plan.h (shared with the CPU emulation and the tests).
 //
-//   forward      one block per (image, channel, tile of 32, 16 or 8 x 32 outputs: the largest
+//   forward      one block per (image, channel, tile of 32 x 32 down to 8 x 8 outputs: the largest
 //                whose shared memory fits the device): the input tile with its halo (and the
 //                channel's taps) go to shared memory in float/double, padded and phase-split by the
 //                stride, then each thread computes up to 4 outputs of a column.
@@ -54,18 +54,19 @@ __device__ __forceinline__ int thread_rank() { return threadIdx.y * kTX + thread
 
 // ---- forward (also grad_input at stride 1 with flipped taps) -----------------------------------
 // in: [N, C, H, W] -> out: [N, C, Ho, Wo] with timm's padding; `flip` reverses each channel's taps.
-// The block's tile is rpt * kTY x kTileW outputs (rpt rows per thread, from the plan).
+// The block's tile is rpt * kTY x tile_w outputs (from the plan); threads tx >= tile_w only load.
 template <int K, int SW, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_block(const Geometry& g, int k, const scalar_t* __restrict__ plane,
                                               scalar_t* __restrict__ out_plane, acc_t bias, int64_t H, int64_t W,
-                                              int64_t Ho, int64_t Wo, int ho0, int wo0, int rpt,
+                                              int64_t Ho, int64_t Wo, int ho0, int wo0, int rpt, int tile_w,
                                               const acc_t* __restrict__ w, acc_t* __restrict__ tile) {
   const int sh = static_cast<int>(g.stride_h), sw = SW > 0 ? SW : static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
-  const SmemTile t = smem_tile(rpt * kTY, kTileW, sh, sw, dh, dw, k);
+  const SmemTile t = smem_tile(rpt * kTY, tile_w, sh, sw, dh, dw, k);
   const int64_t ph = g.pad_h(k), pw = g.pad_w(k);
   load_tile_part(plane, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, thread_rank(), kThreads);
   __syncthreads();
+  if (static_cast<int>(threadIdx.x) >= tile_w) return;  // no barrier follows
   acc_t acc[kRowsPerThread][1];
 #pragma unroll
   for (int u = 0; u < kRowsPerThread; ++u) acc[u][0] = bias;
@@ -84,11 +85,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Geometry g, GroupPoin
                                                            const scalar_t* __restrict__ bias,
                                                            scalar_t* __restrict__ out, int64_t H, int64_t W,
                                                            int64_t Ho, int64_t Wo, int tiles_w, int tiles, int rpt,
-                                                           bool flip) {
+                                                           int tile_w, bool flip) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_idx = blockIdx.x / tiles;
   const int tile_idx = static_cast<int>(blockIdx.x - plane_idx * tiles);
-  const int ho0 = (tile_idx / tiles_w) * rpt * kTY, wo0 = (tile_idx % tiles_w) * kTileW;
+  const int ho0 = (tile_idx / tiles_w) * rpt * kTY, wo0 = (tile_idx % tiles_w) * tile_w;
   const int64_t c = plane_idx % g.channels;
   const int gi = g.group_of(c);
   const int k = g.kernel[gi];
@@ -99,11 +100,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Geometry g, GroupPoin
   const scalar_t* plane = in + plane_idx * H * W;
   scalar_t* out_plane = out + plane_idx * Ho * Wo;
   switch (k) {  // uniform per block
-    case 3: forward_block<3, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, w, tile); break;
-    case 5: forward_block<5, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, w, tile); break;
-    case 7: forward_block<7, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, w, tile); break;
-    case 9: forward_block<9, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, w, tile); break;
-    default: forward_block<0, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, w, tile); break;
+    case 3: forward_block<3, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    case 5: forward_block<5, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    case 7: forward_block<7, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    case 9: forward_block<9, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    default: forward_block<0, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
   }
 }
 
@@ -111,13 +112,15 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Geometry g, GroupPoin
 template <int K, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void grad_input_gather_block(const Geometry& g, int k, const scalar_t* __restrict__ gplane,
                                                         scalar_t* __restrict__ gin_plane, int h0, int x0, int rpt,
-                                                        const acc_t* __restrict__ w, acc_t* __restrict__ tile) {
+                                                        int tile_w, const acc_t* __restrict__ w,
+                                                        acc_t* __restrict__ tile) {
   const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
   const int ph = static_cast<int>(g.pad_h(k)), pw = static_cast<int>(g.pad_w(k));
-  const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k, rpt * kTY);
+  const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k, rpt * kTY, tile_w);
   load_gather_part(gplane, g.out_h, g.out_w, gw, tile, thread_rank(), kThreads);
   __syncthreads();
+  if (static_cast<int>(threadIdx.x) >= tile_w) return;  // no barrier follows
   const int x = x0 + threadIdx.x;
   for (int u = 0; u < rpt; ++u) {
     const int h = h0 + threadIdx.y + u * kTY;
@@ -131,11 +134,11 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) grad_input_gather_kernel(Geometry g, GroupPointers<const scalar_t> weights,
                                                                      const scalar_t* __restrict__ grad_out,
                                                                      scalar_t* __restrict__ grad_in, int tiles_w,
-                                                                     int tiles, int rpt) {
+                                                                     int tiles, int rpt, int tile_w) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_idx = blockIdx.x / tiles;
   const int tile_idx = static_cast<int>(blockIdx.x - plane_idx * tiles);
-  const int h0 = (tile_idx / tiles_w) * rpt * kTY, x0 = (tile_idx % tiles_w) * kTileW;
+  const int h0 = (tile_idx / tiles_w) * rpt * kTY, x0 = (tile_idx % tiles_w) * tile_w;
   const int64_t c = plane_idx % g.channels;
   const int gi = g.group_of(c);
   const int k = g.kernel[gi];
@@ -145,11 +148,11 @@ __global__ void __launch_bounds__(kThreads) grad_input_gather_kernel(Geometry g,
   const scalar_t* gplane = grad_out + plane_idx * g.out_h * g.out_w;
   scalar_t* gin_plane = grad_in + plane_idx * g.height * g.width;
   switch (k) {
-    case 3: grad_input_gather_block<3>(g, k, gplane, gin_plane, h0, x0, rpt, w, tile); break;
-    case 5: grad_input_gather_block<5>(g, k, gplane, gin_plane, h0, x0, rpt, w, tile); break;
-    case 7: grad_input_gather_block<7>(g, k, gplane, gin_plane, h0, x0, rpt, w, tile); break;
-    case 9: grad_input_gather_block<9>(g, k, gplane, gin_plane, h0, x0, rpt, w, tile); break;
-    default: grad_input_gather_block<0>(g, k, gplane, gin_plane, h0, x0, rpt, w, tile); break;
+    case 3: grad_input_gather_block<3>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    case 5: grad_input_gather_block<5>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    case 7: grad_input_gather_block<7>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    case 9: grad_input_gather_block<9>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    default: grad_input_gather_block<0>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
   }
 }
 
@@ -162,8 +165,8 @@ template <int SW, typename scalar_t>
 __global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry g, const scalar_t* __restrict__ in,
                                                                        const scalar_t* __restrict__ grad_out,
                                                                        at::opmath_type<scalar_t>* __restrict__ partials,
-                                                                       int tiles_w, int tiles, int tile_h, int chunks,
-                                                                       int max_taps) {
+                                                                       int tiles_w, int tiles, int tile_h, int tile_w,
+                                                                       int chunks, int max_taps) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t c = blockIdx.y;
   const int gi = g.group_of(c);
@@ -172,7 +175,7 @@ __global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry 
   const int sh = static_cast<int>(g.stride_h), sw = SW > 0 ? SW : static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
   const int64_t ph = g.pad_h(k), pw = g.pad_w(k);
-  const SmemTile t = smem_tile(tile_h, kTileW, sh, sw, dh, dw, k);
+  const SmemTile t = smem_tile(tile_h, tile_w, sh, sw, dh, dw, k);
   acc_t* tile = smem_as<acc_t>();
   acc_t* gtile = tile + t.rows * t.row_stride;
   acc_t* part = gtile + tile_h * kTileW;  // [kk]; entry t is updated only by lane 0 of warp t % kWarps
@@ -186,15 +189,15 @@ __global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry 
     for (int64_t item = chunk; item < items; item += chunks) {
       const int64_t n = item / tiles;
       const int tile_idx = static_cast<int>(item - n * tiles);
-      const int ho0 = (tile_idx / tiles_w) * tile_h, wo0 = (tile_idx % tiles_w) * kTileW;
+      const int ho0 = (tile_idx / tiles_w) * tile_h, wo0 = (tile_idx % tiles_w) * tile_w;
       const int64_t plane_idx = n * g.channels + c;
       __syncthreads();  // the previous item's tiles are fully consumed (and part[] is initialised)
       load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, tid,
                      kThreads);
-      load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, tile_h, gtile, tid, kThreads);
+      load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, tile_h, tile_w, gtile, tid, kThreads);
       __syncthreads();
       for (int tap = warp; tap < kk; tap += kWarps) {
-        acc_t v = tap_lane_partial(tile, t, gtile, tile_h, sh, sw, dh, dw, k, tap, lane);
+        acc_t v = tap_lane_partial(tile, t, gtile, tile_h, tile_w, sh, sw, dh, dw, k, tap, lane);
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
         if (lane == 0) part[tap] += v;
@@ -238,8 +241,8 @@ inline TilePlan device_plan(PlanPass pass, int64_t elem_size, const Geometry& g,
   const TilePlan plan = plan_pass(pass, elem_size, g, limit);
   TORCH_CHECK(plan.rows_per_thread > 0, MDC_OP ": the ", what, " tile needs ",
               smem_bytes(pass, elem_size, g.max_kernel, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
-                         static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), kTY),
-              " bytes of shared memory even at its smallest (8 x 32 outputs), but this GPU allows ", limit,
+                         static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), kTY, 8),
+              " bytes of shared memory even at its smallest (8 x 8 outputs), but this GPU allows ", limit,
               " per block: dilation * (kernel_size - 1) is too large for the CUDA kernels (the CPU kernels "
               "have no such limit)");
   return plan;
@@ -266,7 +269,7 @@ void launch_forward(const Geometry& g, const GroupPointers<const scalar_t>& wp, 
                     const scalar_t* bias, scalar_t* out, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool flip) {
   using acc_t = at::opmath_type<scalar_t>;
   const TilePlan plan = device_plan(PlanPass::kForward, sizeof(acc_t), g, "forward");
-  const int64_t tiles_w = ceil_div(Wo, kTileW), tiles_h = ceil_div(Ho, plan.tile_h);
+  const int64_t tiles_w = ceil_div(Wo, plan.tile_w), tiles_h = ceil_div(Ho, plan.tile_h);
   const int64_t tiles = tiles_w * tiles_h;
   const int64_t blocks = g.batch * g.channels * tiles;
   TORCH_CHECK(blocks < (int64_t(1) << 31) && tiles < (int64_t(1) << 30), MDC_OP ": problem too large for one launch");
@@ -276,7 +279,7 @@ void launch_forward(const Geometry& g, const GroupPointers<const scalar_t>& wp, 
     prepare_smem(kernel, plan.smem_bytes);
     kernel<<<static_cast<unsigned>(blocks), block, plan.smem_bytes, stream>>>(
         g, wp, in, bias, out, H, W, Ho, Wo, static_cast<int>(tiles_w), static_cast<int>(tiles), plan.rows_per_thread,
-        flip);
+        plan.tile_w, flip);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
   if (g.stride_w == 1) {
@@ -334,13 +337,13 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
                                  g.out_h, g.out_w, g.height, g.width, true);
       } else {
         const TilePlan plan = device_plan(PlanPass::kGradInputGather, sizeof(acc_t), g, "grad_input");
-        const int64_t tiles_w = ceil_div(g.width, kTileW), tiles = tiles_w * ceil_div(g.height, plan.tile_h);
+        const int64_t tiles_w = ceil_div(g.width, plan.tile_w), tiles = tiles_w * ceil_div(g.height, plan.tile_h);
         const int64_t blocks = g.batch * g.channels * tiles;
         TORCH_CHECK(blocks < (int64_t(1) << 31), MDC_OP ": problem too large for one launch");
         prepare_smem(grad_input_gather_kernel<scalar_t>, plan.smem_bytes);
         grad_input_gather_kernel<scalar_t><<<static_cast<unsigned>(blocks), dim3(kTX, kTY), plan.smem_bytes, stream>>>(
             g, wp, grad_out.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(), static_cast<int>(tiles_w),
-            static_cast<int>(tiles), plan.rows_per_thread);
+            static_cast<int>(tiles), plan.rows_per_thread, plan.tile_w);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
     }
@@ -354,8 +357,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
       // Tile and chunks from the shapes only (see mixed_depthwise_conv2d_plan.h): the same summation
       // order, hence the same bits, on every GPU. The SM count only sizes the grid.
       const TilePlan plan = device_plan(PlanPass::kGradWeight, sizeof(acc_t), g, "grad_weight");
-      const int64_t tiles_w = ceil_div(g.out_w, kTileW), tiles = tiles_w * ceil_div(g.out_h, plan.tile_h);
-      const int64_t chunks = grad_weight_chunks(g.batch, g.out_h, g.out_w, g.channels, plan.tile_h);
+      const int64_t tiles_w = ceil_div(g.out_w, plan.tile_w), tiles = tiles_w * ceil_div(g.out_h, plan.tile_h);
+      const int64_t chunks = grad_weight_chunks(g.batch, g.out_h, g.out_w, g.channels, plan.tile_h, plan.tile_w);
       const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
       const int64_t grid_x = grad_weight_grid_x(chunks, g.channels, sms);
       TORCH_CHECK(g.channels <= 65535, MDC_OP ": at most 65535 channels are supported on CUDA, got ", g.channels);
@@ -368,7 +371,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
         prepare_smem(kernel, plan.smem_bytes);
         kernel<<<grid, dim3(kTX, kTY), plan.smem_bytes, stream>>>(
             g, input.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), partials.data_ptr<acc_t>(),
-            static_cast<int>(tiles_w), static_cast<int>(tiles), plan.tile_h, static_cast<int>(chunks), max_taps);
+            static_cast<int>(tiles_w), static_cast<int>(tiles), plan.tile_h, plan.tile_w, static_cast<int>(chunks),
+            max_taps);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
       if (g.stride_w == 1) {

@@ -200,10 +200,10 @@ MDC_INLINE void tap_dot_run(const acc_t* __restrict__ g, const acc_t* __restrict
 // GPU tiling. The CUDA kernels are thin loops around the per-thread bodies below; the CPU file can
 // run the very same bodies thread by thread (HYBRIDOPS_MDC_EMULATE_CUDA=1, used by the tests), so
 // the tile extents, halos, gathers and the grad_weight reduction order are checked without a GPU.
-// A block is kTX x kTY threads and owns a tile_h x kTileW tile of outputs (forward, grad_weight) or
-// of input pixels (grad_input gather); thread (tx, ty) handles column tx of rows ty + u * kTY,
-// u < rows_per_thread = tile_h / kTY. The tile height (32, 16 or 8) is planned per launch from the
-// shared memory the device allows (mixed_depthwise_conv2d_plan.h).
+// A block is kTX x kTY threads and owns a tile_h x tile_w tile of outputs (forward, grad_weight) or
+// of input pixels (grad_input gather); thread (tx, ty) handles column tx (tx < tile_w) of rows
+// ty + u * kTY, u < rows_per_thread = tile_h / kTY. The tile (32 x 32 down to 8 x 8) is planned per
+// launch from the shared memory the device allows (mixed_depthwise_conv2d_plan.h).
 // ================================================================================================
 constexpr int kTX = 32;
 constexpr int kTY = 8;
@@ -287,7 +287,8 @@ HOST_DEVICE_INLINE int floor_div_int(int a, int b) { return a >= 0 ? a / b : -((
 
 HOST_DEVICE_INLINE int gather_span(int pixels, int s, int d, int k) { return (pixels - 1 + (k - 1) * d) / s + 2; }
 
-HOST_DEVICE_INLINE GatherWindow gather_window(int h0, int x0, int sh, int sw, int dh, int dw, int k, int tile_h) {
+HOST_DEVICE_INLINE GatherWindow gather_window(int h0, int x0, int sh, int sw, int dh, int dw, int k, int tile_h,
+                                              int tile_w) {
   // Input row h reads grad_output rows (h + p - i*d) / s, i in [0, k): the lowest is
   // floor((h0 + p - (k-1) d) / s), and the window spans at most gather_span rows.
   const int ph = static_cast<int>(same_pad(k, sh, dh)), pw = static_cast<int>(same_pad(k, sw, dw));
@@ -295,7 +296,7 @@ HOST_DEVICE_INLINE GatherWindow gather_window(int h0, int x0, int sh, int sw, in
   g.ho_lo = floor_div_int(h0 + ph - (k - 1) * dh, sh);
   g.wo_lo = floor_div_int(x0 + pw - (k - 1) * dw, sw);
   g.rows = gather_span(tile_h, sh, dh, k);
-  g.cols = gather_span(kTileW, sw, dw, k);
+  g.cols = gather_span(tile_w, sw, dw, k);
   return g;
 }
 
@@ -310,23 +311,26 @@ MDC_INLINE void load_gather_part(const scalar_t* __restrict__ gplane, int64_t Ho
   }
 }
 
-// grad_weight: part of loading the tile_h x kTileW grad_output tile at (ho0, wo0), zero outside.
+// grad_weight: part of loading the tile_h x tile_w grad_output tile at (ho0, wo0) into a
+// tile_h x kTileW buffer, zero outside the plane and in columns >= tile_w.
 template <typename scalar_t, typename acc_t>
 MDC_INLINE void load_gout_tile_part(const scalar_t* __restrict__ gplane, int64_t Ho, int64_t Wo, int ho0, int wo0,
-                                    int tile_h, acc_t* __restrict__ gtile, int first, int step) {
+                                    int tile_h, int tile_w, acc_t* __restrict__ gtile, int first, int step) {
   for (int idx = first; idx < tile_h * kTileW; idx += step) {
     const int r = idx / kTileW, q = idx - r * kTileW;
     const int64_t ho = ho0 + r, wo = wo0 + q;
-    gtile[idx] = (ho < Ho && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
+    gtile[idx] = (q < tile_w && ho < Ho && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
   }
 }
 
 // grad_weight: lane `lane`'s share of tap `tap` over one tile pair: sum over tile rows r of
 // gtile[r, lane] * tile[r*s_h + i*d_h, lane*s_w + j*d_w]. A warp's 32 lanes are then reduced with
 // shuffles (warp_reduce_order below gives the order).
+// Lanes >= tile_w (narrow tiles) contribute 0.
 template <typename acc_t>
 MDC_INLINE acc_t tap_lane_partial(const acc_t* __restrict__ tile, const SmemTile& t, const acc_t* __restrict__ gtile,
-                                  int tile_h, int sh, int sw, int dh, int dw, int k, int tap, int lane) {
+                                  int tile_h, int tile_w, int sh, int sw, int dh, int dw, int k, int tap, int lane) {
+  if (lane >= tile_w) return acc_t(0);
   const int i = tap / k, j = tap - i * k;
   const int x = j * dw;
   const acc_t* s0 = tile + i * dh * t.row_stride + (x % sw) * t.phase_len + x / sw + lane;

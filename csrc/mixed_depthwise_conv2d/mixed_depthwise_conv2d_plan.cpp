@@ -48,7 +48,7 @@ std::vector<int64_t> plan_op(int64_t which, int64_t elem_size, at::IntArrayRef k
   const PlanPass p = static_cast<PlanPass>(which);
   const TilePlan plan = plan_pass(p, elem_size, g, smem_limit);
   const int64_t chunks = p == PlanPass::kGradWeight && plan.rows_per_thread > 0
-                             ? grad_weight_chunks(batch, out_h, out_w, channels, plan.tile_h)
+                             ? grad_weight_chunks(batch, out_h, out_w, channels, plan.tile_h, plan.tile_w)
                              : 0;
   return {plan.rows_per_thread, plan.tile_h, plan.tile_w, plan.smem_bytes, chunks};
 }

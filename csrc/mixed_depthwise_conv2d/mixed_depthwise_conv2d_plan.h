@@ -2,12 +2,14 @@
 // query inside, so the CPU build compiles them too, the CUDA emulation (HYBRIDOPS_MDC_EMULATE_CUDA=1)
 // runs the very same plans, and the tests call them for any "GPU" (torch.ops.hybridops._mdc_plan).
 //
-// Tiles. A block is kTX x kTY threads; thread (tx, ty) owns column tx and rows ty + u * kTY,
-// u < rows_per_thread, of the block's tile, so a tile is (kTY * rows_per_thread) x kTX. Its shared
-// memory grows with dilation * (k - 1) and with the accumulation type (fp64 doubles it), so the plan
-// takes the largest tile that fits the device's real per-block limit: rows_per_thread 4 (32 x 32),
-// else 2 (16 x 32), else 1 (8 x 32). Pascal (sm_61) allows 48 KiB and cannot opt in to more; Volta
-// and newer opt in to 96-227 KiB. Only when even the 8 x 32 tile does not fit does the op raise.
+// Tiles. A block is kTX x kTY threads; thread (tx, ty) owns column tx (tx < tile_w) and rows
+// ty + u * kTY, u < rows_per_thread, of the block's tile, so a tile is (kTY * rows_per_thread) x
+// tile_w. Its shared memory grows with stride * tile_w + dilation * (k - 1) per dimension and with
+// the accumulation type (fp64 doubles it), so the plan takes the first tile that fits the device's
+// real per-block limit among 32 x 32, 16 x 32, 8 x 32, 8 x 16 and 8 x 8 (height x width; narrow
+// tiles leave threads idle, but keep large strides running). Pascal (sm_61) allows 48 KiB and
+// cannot opt in to more; Volta and newer opt in to 96-227 KiB. Only when even the 8 x 8 tile does
+// not fit does the op raise.
 //
 // grad_weight order. Its result is the only one whose bits depend on the tiling: per channel the
 // (image, tile) items are dealt to `chunks` partial sums (item i to chunk i % chunks), each summed
@@ -41,16 +43,21 @@ struct TilePlan {
   int64_t smem_bytes;   // dynamic shared memory of one block
 };
 
-// Shared memory (bytes) of one block of `pass` for a size-k kernel and a tile_h x kTileW tile.
-inline int64_t smem_bytes(PlanPass pass, int64_t elem_size, int k, int sh, int sw, int dh, int dw, int tile_h) {
+// Candidate tiles, largest first: (rows per thread, tile width).
+constexpr int kTileCandidates[][2] = {{4, 32}, {2, 32}, {1, 32}, {1, 16}, {1, 8}};
+
+// Shared memory (bytes) of one block of `pass` for a size-k kernel and a tile_h x tile_w tile
+// (grad_weight keeps its grad_output buffer kTileW wide).
+inline int64_t smem_bytes(PlanPass pass, int64_t elem_size, int k, int sh, int sw, int dh, int dw, int tile_h,
+                          int tile_w) {
   const int64_t kk = int64_t(k) * k;
   if (pass == PlanPass::kGradInputGather) {
     const int64_t rows = (tile_h - 1 + int64_t(k - 1) * dh) / sh + 2;
-    const int64_t cols = (kTileW - 1 + int64_t(k - 1) * dw) / sw + 2;
+    const int64_t cols = (tile_w - 1 + int64_t(k - 1) * dw) / sw + 2;
     return (kk + rows * cols) * elem_size;
   }
   const int64_t rows = int64_t(tile_h - 1) * sh + int64_t(k - 1) * dh + 1;
-  const int64_t cols = int64_t(kTileW - 1) * sw + int64_t(k - 1) * dw + 1;
+  const int64_t cols = int64_t(tile_w - 1) * sw + int64_t(k - 1) * dw + 1;
   const int64_t row_stride = (cols + sw - 1) / sw * sw;
   const int64_t tile = rows * row_stride;
   return (pass == PlanPass::kGradWeight ? tile + int64_t(tile_h) * kTileW + kk : kk + tile) * elem_size;
@@ -60,12 +67,15 @@ inline int64_t smem_bytes(PlanPass pass, int64_t elem_size, int k, int sh, int s
 // serves all groups, so they share the tile).
 inline TilePlan plan_tile(PlanPass pass, int64_t elem_size, const int32_t* ks, int num_k, int sh, int sw, int dh,
                           int dw, int64_t limit) {
-  for (int rpt : {4, 2, 1}) {
+  for (const auto& cand : kTileCandidates) {
+    const int rpt = cand[0], tile_w = cand[1];
     int64_t bytes = 0;
-    for (int i = 0; i < num_k; ++i) bytes = std::max(bytes, smem_bytes(pass, elem_size, ks[i], sh, sw, dh, dw, kTY * rpt));
-    if (bytes <= limit) return TilePlan{rpt, kTY * rpt, kTileW, bytes};
+    for (int i = 0; i < num_k; ++i) {
+      bytes = std::max(bytes, smem_bytes(pass, elem_size, ks[i], sh, sw, dh, dw, kTY * rpt, tile_w));
+    }
+    if (bytes <= limit) return TilePlan{rpt, kTY * rpt, tile_w, bytes};
   }
-  return TilePlan{0, 0, kTileW, 0};
+  return TilePlan{0, 0, 0, 0};
 }
 
 // The plan of `pass` on a device allowing `device_limit` bytes per block. grad_weight plans for the
@@ -83,8 +93,9 @@ inline TilePlan plan_pass(PlanPass pass, int64_t elem_size, const Geometry& g, i
 
 // grad_weight partial sums per channel: the (image, tile) items are dealt to this many chunks.
 // Shapes only (never the SM count): enough blocks for any GPU, never more chunks than items.
-inline int64_t grad_weight_chunks(int64_t batch, int64_t out_h, int64_t out_w, int64_t channels, int tile_h) {
-  const int64_t items = batch * ((out_h + tile_h - 1) / tile_h) * ((out_w + kTileW - 1) / kTileW);
+inline int64_t grad_weight_chunks(int64_t batch, int64_t out_h, int64_t out_w, int64_t channels, int tile_h,
+                                  int tile_w) {
+  const int64_t items = batch * ((out_h + tile_h - 1) / tile_h) * ((out_w + tile_w - 1) / tile_w);
   const int64_t want = (kGradWeightTargetBlocks + channels - 1) / channels;
   return std::max<int64_t>(1, std::min(items, want));
 }

@@ -85,11 +85,12 @@ def mixed_depthwise_conv2d(
     (no atomics). Double backward is not supported (use the reference). Under ``torch.autocast``
     the op runs in the autocast dtype. The output size does not depend on the kernel sizes, since
     every group pads by the same rule. On CUDA, each block stages an input tile with its halo in
-    shared memory: the tile is 32, 16 or 8 output rows high, the largest that fits the GPU's real
-    per-block limit (48 KiB on Pascal, up to 227 KiB on Hopper), so every dtype runs on every GPU;
-    only a ``dilation * (k - 1)`` so large that even an 8 x 32 tile does not fit (above about 90
-    at stride 1 in fp32 on Pascal, 220 on Hopper) raises an error there. The CPU kernels have no
-    such limit: their tiles only span the taps that reach the image, whatever the dilation.
+    shared memory: 32 x 32 outputs, else 16 x 32, 8 x 32, 8 x 16 or 8 x 8, the largest that fits
+    the GPU's real per-block limit (48 KiB on Pascal, up to 227 KiB on Hopper), so every dtype runs
+    on every GPU; only a ``dilation * (k - 1)`` so large that even the 8 x 8 tile does not fit
+    (above about 100 at stride 1 in fp32 on Pascal, 230 on Hopper) raises an error there. The CPU
+    kernels have no such limit: their tiles only span the taps that reach the image, whatever the
+    dilation.
 
     Example:
         >>> x = torch.randn(2, 12, 32, 32)
