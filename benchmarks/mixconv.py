@@ -18,6 +18,14 @@ timed interleaved, round by round, in one ``measure_interleaved`` call per (shap
 layout, mode), so that load from other processes on a shared machine hits them alike; ``--budget``
 is the seconds one such call may take (at least 3 rounds).
 
+Peak extra memory: every implementation also runs once more, untimed, for its peak memory above
+what was allocated before the call (``Timing.peak_mib``; the ``peak MiB`` columns). On CUDA that is
+``torch.cuda.max_memory_allocated``; on the CPU it is the process's resident high-water mark
+(``VmHWM``) after resetting it to the current resident size (``echo 5 > /proc/self/clear_refs``,
+Linux >= 4.0) with freed heap memory first returned to the system (``malloc_trim``), so that pages
+the call touches for the first time -- its outputs, copies and scratch buffers -- are what counts.
+Elsewhere the column is empty.
+
 Each measurement gives two ``Row``s sharing ours' timing: peer ``composition (split/conv/cat)`` and
 peer ``padded (one depthwise conv at k_max)``; ``case`` is ``"<shape> b<batch> <layout>"`` and
 ``extra`` holds shape, channels, size, kernel_sizes, stride, batch, layout. The speedup summary per
@@ -27,9 +35,11 @@ peer ``padded (one depthwise conv at k_max)``; ``case`` is ``"<shape> b<batch> <
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import sys
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -103,11 +113,49 @@ def make_step(fn, x: Tensor, ws: Sequence[Tensor], w_pad: Tensor, mode: str, imp
     return op_step(lambda: fn(xg, wsg, wpg), leaves, mode)
 
 
+def _status_kib(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_peak_extra_mib(step: Step) -> Optional[float]:
+    """Peak resident memory (MiB) of one ``step.run(step.prepare())`` above the resident size just
+    before it (``prepare`` runs first, outside the measurement), or None where Linux's
+    ``/proc/self/clear_refs`` is unavailable. See the module doc."""
+    arg = step.prepare() if step.prepare is not None else None
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current VmRSS
+    except OSError:
+        return None
+    base = _status_kib("VmRSS")
+    out = step.run(arg)
+    peak = _status_kib("VmHWM")
+    del out, arg
+    return None if base is None or peak is None else max(0, peak - base) / 1024
+
+
 def measure_case(x: Tensor, ws: Sequence[Tensor], w_pad: Tensor, fns: dict, mode: str, device: torch.device,
                  reps: int, budget_s: float) -> dict[str, Timing]:
-    """``{impl: Timing}`` of the three implementations in ``mode``, measured interleaved."""
+    """``{impl: Timing}`` of the three implementations in ``mode``, measured interleaved; on the CPU
+    ``peak_mib`` is filled by one more untimed call each (:func:`cpu_peak_extra_mib`)."""
     steps = {impl: make_step(fns[impl], x, ws, w_pad, mode, impl) for impl in IMPLS}
-    return measure_interleaved(steps, device, warmup=2, reps=reps, max_seconds=budget_s)
+    timings = measure_interleaved(steps, device, warmup=2, reps=reps, max_seconds=budget_s)
+    if device.type == "cpu":
+        for impl in IMPLS:
+            timings[impl].peak_mib = cpu_peak_extra_mib(steps[impl])
+    return timings
 
 
 def case_rows(shape: tuple, batch: int, dtype: torch.dtype, layout: str, mode: str,
@@ -125,14 +173,16 @@ def _print_header(device: torch.device) -> None:
     print(f"# {device_name(device)} ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}); "
           f"torch {torch.__version__}; hybridops {hybridops.__version__}")
     print(f"{'shape':26s} {'N':>2s} {'dtype':8s} {'layout':6s} {'mode':8s} "
-          + " ".join(f"{n + ' ms (p80-p20)':>24s}" for n in IMPLS) + f" {'comp/ours':>9s} {'pad/ours':>8s}")
+          + " ".join(f"{n + ' ms (p80-p20)':>24s}" for n in IMPLS) + f" {'comp/ours':>9s} {'pad/ours':>8s} "
+          + f"{'peak MiB ours/comp/pad':>24s}")
 
 
 def _print_line(name: str, batch: int, dtype: torch.dtype, layout: str, mode: str, t: dict[str, Timing]) -> None:
     cells = " ".join(f"{t[i].p50_ms:14.3f} ({t[i].p80_ms - t[i].p20_ms:7.3f})" for i in IMPLS)
+    peaks = "/".join("-" if t[i].peak_mib is None else f"{t[i].peak_mib:.0f}" for i in IMPLS)
     print(f"{name:26s} {batch:2d} {str(dtype)[6:]:8s} {'cl' if layout == 'channels_last' else layout:6s} "
           f"{mode:8s} {cells} {t['composition'].p50_ms / t['ours'].p50_ms:9.2f} "
-          f"{t['padded'].p50_ms / t['ours'].p50_ms:8.2f}", flush=True)
+          f"{t['padded'].p50_ms / t['ours'].p50_ms:8.2f} {peaks:>24s}", flush=True)
 
 
 def main(argv=None) -> int:

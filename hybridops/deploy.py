@@ -52,8 +52,10 @@ def _translations(mixconv: MixConvStyle) -> dict:
                              kernel_shape=[kh, kw], offset_group=offset_groups,
                              pads=[padding[0], padding[1], padding[0], padding[1]], strides=list(stride))
 
-    def same_pads(k: int, dilation) -> list[int]:
-        ph, pw = dilation[0] * (k - 1) // 2, dilation[1] * (k - 1) // 2
+    def same_pads(k: int, stride, dilation) -> list[int]:
+        # timm's rule ((s - 1) + d * (k - 1)) // 2, as the op (zero-padding the kernels to kmax
+        # keeps every group's taps where its own padding puts them: d * (k - 1) is even).
+        ph, pw = (((s - 1) + d * (k - 1)) // 2 for s, d in zip(stride, dilation))
         return [ph, pw, ph, pw]
 
     def mixed_per_group(input, weights, bias, stride, dilation):
@@ -62,7 +64,7 @@ def _translations(mixconv: MixConvStyle) -> dict:
             c, k = int(w.shape[0]), int(w.shape[2])
             part = op.Slice(input, op.Constant(value_ints=[start]), op.Constant(value_ints=[start + c]),
                             op.Constant(value_ints=[1]))
-            outs.append(op.Conv(part, w, group=c, kernel_shape=[k, k], pads=same_pads(k, dilation),
+            outs.append(op.Conv(part, w, group=c, kernel_shape=[k, k], pads=same_pads(k, stride, dilation),
                                 strides=list(stride), dilations=list(dilation)))
             start += c
         out = outs[0] if len(outs) == 1 else op.Concat(*outs, axis=1)
@@ -79,7 +81,7 @@ def _translations(mixconv: MixConvStyle) -> dict:
         weight = padded[0] if len(padded) == 1 else op.Concat(*padded, axis=0)
         channels = sum(int(w.shape[0]) for w in weights)
         return op.Conv(input, weight, bias, group=channels, kernel_shape=[kmax, kmax],
-                       pads=same_pads(kmax, dilation), strides=list(stride), dilations=list(dilation))
+                       pads=same_pads(kmax, stride, dilation), strides=list(stride), dilations=list(dilation))
 
     table = {torch.ops.hybridops.deform_conv2d.default: deform_conv2d}
     if hasattr(torch.ops.hybridops, "mixed_depthwise_conv2d"):

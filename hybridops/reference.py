@@ -108,8 +108,9 @@ def mixed_depthwise_conv2d(
     """Reference of :func:`hybridops.mixed_depthwise_conv2d`: the split/conv/cat composition.
 
     This is what timm's ``MixedConv2d`` (depthwise) computes: split the channels by
-    ``[w.shape[0] for w in weights]``, run one depthwise ``F.conv2d`` per group with "same"
-    padding ``dilation * (k - 1) // 2``, concatenate, add the bias. Runs in the dtype of ``input``.
+    ``[w.shape[0] for w in weights]``, run one depthwise ``F.conv2d`` per group with timm's
+    padding ``((stride - 1) + dilation * (k - 1)) // 2`` per dimension (``timm.layers.get_padding``),
+    concatenate, add the bias. Runs in the dtype of ``input``.
     """
     if isinstance(weights, Tensor):
         weights = [weights]
@@ -119,7 +120,7 @@ def mixed_depthwise_conv2d(
     outs = []
     for x_i, w in zip(torch.split(input, splits, dim=1), weights):
         k = w.shape[-1]
-        padding = (dilation[0] * (k - 1) // 2, dilation[1] * (k - 1) // 2)
+        padding = tuple(((s - 1) + d * (k - 1)) // 2 for s, d in zip(stride, dilation))
         outs.append(F.conv2d(x_i, w, None, stride, padding, dilation, groups=w.shape[0]))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     if bias is not None:

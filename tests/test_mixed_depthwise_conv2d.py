@@ -51,8 +51,10 @@ def test_cuda_algorithm_emulated_on_cpu(n, splits, ks, h, w, stride, dilation, m
     """HYBRIDOPS_MDC_EMULATE_CUDA=1 runs the CUDA kernels' tiling (32x32 tiles with halo, the
     stride-1 flipped-kernel grad_input, the stride > 1 gather, the grad_weight partials and their
     shuffle-tree / fixed-order reduction) with the same per-thread bodies, one simulated thread at a
-    time: the GPU code's index math is checked here even without a GPU."""
+    time: the GPU code's index math is checked here even without a GPU. Three grad_weight chunks
+    (instead of the plan's one item per chunk on these small shapes) sum several items per chunk."""
     monkeypatch.setenv("HYBRIDOPS_MDC_EMULATE_CUDA", "1")
+    monkeypatch.setenv("HYBRIDOPS_MDC_EMULATE_CHUNKS", "3")
     x, ws, b = make_case(n, splits, ks, h, w, dtype=torch.float64)
     out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, stride, dilation)
     out_ref, grads_ref = run(ref64, x, ws, b, stride, dilation)

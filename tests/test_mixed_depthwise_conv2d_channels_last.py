@@ -139,3 +139,29 @@ def test_channels_last_module_compile_fullgraph():
     assert out.is_contiguous(memory_format=CL) and expected.is_contiguous(memory_format=CL)
     torch.testing.assert_close(out, expected)
     out.sum().backward()
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "best"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_channels_last_low_precision_loads_are_exact(dtype, isa, monkeypatch):
+    """fp16/bf16 channels-last inputs are widened to float as the kernels load them (full vectors,
+    half vectors and single channels): an identity kernel returns every bit pattern unchanged --
+    subnormals, extremes, infinities and NaNs with k=1 (generic body), every finite value with a
+    centre-only 3x3 kernel (sliding-window body)."""
+    if isa != "best":
+        monkeypatch.setenv("HYBRIDOPS_CPU_ISA", isa)
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    values = bits.view(dtype)
+    c = 61  # 32 + 16 + 8 + 4 + 1: every channel step of every ISA
+    for k, keep in ((1, torch.ones_like(values, dtype=torch.bool)), (3, torch.isfinite(values))):
+        v = values[keep]
+        rows = (v.numel() + 64 * c - 1) // (64 * c)
+        v = torch.cat([v, torch.zeros(rows * 64 * c - v.numel(), dtype=dtype)])
+        x = v.view(1, rows, 64, c).permute(0, 3, 1, 2)  # [1, c, rows, 64] channels-last
+        assert x.is_contiguous(memory_format=CL)
+        w = torch.zeros(c, 1, k, k, dtype=dtype)
+        w[:, :, k // 2, k // 2] = 1
+        out = hybridops.mixed_depthwise_conv2d(x, [w])
+        nan = torch.isnan(x)
+        assert torch.equal(torch.isnan(out), nan)
+        assert torch.equal(out[~nan], x[~nan])

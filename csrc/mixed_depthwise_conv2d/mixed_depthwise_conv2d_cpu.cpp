@@ -29,26 +29,71 @@
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_simd.h"  // first: its -Wpsabi pragma
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_nhwc.h"
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_driver.h"
+#include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_plan.h"
 
 namespace hybridops {
 namespace mdc {
 namespace {
 
-// One plane's convolution problem: input H x W, output Ho x Wo, kernel k with "same" padding.
+// The taps of one dimension that can read the image: tap i reads input positions
+// o * s - p + i * d for outputs o in [0, n_out); taps [lo, hi) are those whose span of positions
+// overlaps [0, n). The others only ever read the zero padding, so they add nothing to the output
+// and get a zero gradient: the tile need not hold their padding (with a large dilation that padding
+// is far larger than the image: dilation 65,536 on a 4x4 image would need a 131k x 131k tile).
+struct TapWindow {
+  int lo, hi;
+};
+
+inline TapWindow tap_window(int64_t n, int64_t n_out, int64_t s, int64_t d, int64_t p, int k) {
+  const int64_t last = (n_out - 1) * s;  // span of one tap's positions
+  const int64_t lo = std::max<int64_t>(0, p - last > 0 ? ceil_div(p - last, d) : 0);
+  const int64_t hi = std::min<int64_t>(k, (n - 1 + p) / d + 1);
+  return lo < hi ? TapWindow{static_cast<int>(lo), static_cast<int>(hi)} : TapWindow{0, 0};
+}
+
+// One plane's convolution problem: input H x W, output Ho x Wo, kernel k, timm's padding; only the
+// taps [i0, i0 + kh) x [j0, j0 + kw) run (see TapWindow; kh == 0 or kw == 0: no tap reaches the
+// image). The plane's tile (PlaneTile) starts at padded row R0 and padded column C0:
+//   ph, pw       : tile coordinates of input pixel (0, 0) (the tile's zero halo on the top/left)
+//   r_off, c_off : tile row, and phase-split column index, of the first run tap at output (0, 0);
+//                  C0 is chosen so that this column lies in phase 0 (c_off whole columns per phase).
 struct PlaneConv {
   int64_t H, W, Ho, Wo;
   int sh, sw, dh, dw, k;
   int64_t ph, pw;
+  int i0, kh, j0, kw;
+  int64_t r_off, c_off;
+  bool full() const { return kh == k && kw == k; }
 };
 
 inline PlaneConv plane_conv(const Geometry& g, int k) {
-  return PlaneConv{g.height, g.width, g.out_h, g.out_w, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
-                   static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k, g.pad_h(k), g.pad_w(k)};
+  PlaneConv p{g.height, g.width, g.out_h, g.out_w, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
+              static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k, 0, 0, 0, 0, 0, 0, 0, 0};
+  const int64_t pad_h = g.pad_h(k), pad_w = g.pad_w(k);
+  const TapWindow ti = tap_window(p.H, p.Ho, p.sh, p.dh, pad_h, k);
+  const TapWindow tj = tap_window(p.W, p.Wo, p.sw, p.dw, pad_w, k);
+  p.i0 = ti.lo;
+  p.kh = ti.hi - ti.lo;
+  p.j0 = tj.lo;
+  p.kw = tj.hi - tj.lo;
+  if (p.kh == 0 || p.kw == 0) p.kh = p.kw = 0;
+  // Rows: the tile starts at the first run tap's row or at the image, whichever comes first.
+  const int64_t r0 = p.kh > 0 ? int64_t(p.i0) * p.dh : pad_h;
+  const int64_t R0 = std::min(r0, pad_h);
+  p.ph = pad_h - R0;
+  p.r_off = r0 - R0;
+  // Columns: likewise, then moved left to a whole number of phase rows before the first tap.
+  const int64_t c0 = p.kw > 0 ? int64_t(p.j0) * p.dw : pad_w;
+  const int64_t C0 = c0 - p.sw * ceil_div(c0 - std::min(c0, pad_w), p.sw);
+  p.pw = pad_w - C0;
+  p.c_off = (c0 - C0) / p.sw;
+  return p;
 }
 
 // The padded, phase-split tile of one plane (see the layout note in the kernel header). It holds
-// every padded row and column read (or written) by outputs [0, Ho_run) x [0, Wo_run), Ho_run and
-// Wo_run = Ho and Wo rounded up to whole runs (kMaxRows rows, `run` columns).
+// the input plane at (ph, pw) and every tile row and column read (or written) by outputs
+// [0, Ho_run) x [0, Wo_run), Ho_run and Wo_run = Ho and Wo rounded up to whole runs (kMaxRows rows,
+// `run` columns). At most about (2 Ho s_h + 2 H) x (2 Wo s_w + 2 W) whatever the dilation.
 struct PlaneTile {
   int64_t rows, phase_len, phases;
   int64_t row_stride() const { return phases * phase_len; }
@@ -58,9 +103,18 @@ struct PlaneTile {
 inline PlaneTile plane_tile(const PlaneConv& p, int64_t run) {
   const int64_t wo_run = ceil_div(std::max<int64_t>(p.Wo, 1), run) * run;
   const int64_t ho_run = ceil_div(std::max<int64_t>(p.Ho, 1), kMaxRows) * kMaxRows;
-  const int64_t rows = std::max<int64_t>(p.H + 2 * p.ph, (ho_run - 1) * p.sh + 2 * p.ph + 1);
-  const int64_t cols = std::max<int64_t>(p.W + 2 * p.pw, (wo_run - 1) * p.sw + 2 * p.pw + 1);
+  int64_t rows = p.ph + p.H, cols = p.pw + p.W;
+  if (p.kh > 0) {
+    rows = std::max(rows, p.r_off + (ho_run - 1) * p.sh + int64_t(p.kh - 1) * p.dh + 1);
+    cols = std::max(cols, p.c_off * p.sw + (wo_run - 1) * p.sw + int64_t(p.kw - 1) * p.dw + 1);
+  }
   return PlaneTile{rows, ceil_div(cols, p.sw), p.sw};
+}
+
+// The first tile element read by the run taps of output (0, 0) (row r_off, phase 0, index c_off).
+template <typename acc_t>
+MDC_INLINE acc_t* tap_origin(const PlaneConv& p, const PlaneTile& t, acc_t* tile) {
+  return tile + p.r_off * t.row_stride() + p.c_off;
 }
 
 template <typename T>
@@ -115,11 +169,28 @@ MDC_INLINE void store_row(const acc_t* src, scalar_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
 }
 
+// The run taps [i0, i0 + kh) x [j0, j0 + kw) of a channel's k x k kernel (flipped first if asked),
+// row-major kh x kw.
 template <typename scalar_t, typename acc_t>
-MDC_INLINE void load_weights(const scalar_t* wc, int k, bool flip, acc_t* out) {
-  const int kk = k * k;
-  for (int t = 0; t < kk; ++t) out[t] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
+MDC_INLINE void load_weights(const scalar_t* wc, const PlaneConv& p, bool flip, acc_t* out) {
+  const int kk = p.k * p.k;
+  for (int i = 0; i < p.kh; ++i) {
+    for (int j = 0; j < p.kw; ++j) {
+      const int t = (p.i0 + i) * p.k + p.j0 + j;
+      out[i * p.kw + j] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
+    }
+  }
 }
+
+// Runs STMT with `constexpr int K_` for the plane's kernel: the unrolled bodies when every tap
+// runs, the run-time kh x kw loops (K_ = 0) for a sub-window.
+#define MDC_DISPATCH_PLANE(p, ...)   \
+  if ((p).full()) {                  \
+    MDC_DISPATCH_K((p).k, __VA_ARGS__); \
+  } else {                           \
+    constexpr int K_ = 0;            \
+    __VA_ARGS__;                     \
+  }
 
 // out[Ho, Wo] = conv(tile, w) + bias: U rows x R outputs per conv_run call, through the row
 // buffer orow [U, Wo_run] (accumulation type), then converted to the storage dtype.
@@ -130,15 +201,16 @@ MDC_INLINE void conv_plane(const PlaneConv& p, const PlaneTile& t, const acc_t* 
   using vec = typename S::vec;
   const int64_t rs = t.row_stride();
   const int64_t wo_run = ceil_div(p.Wo, S::R) * S::R;
+  const acc_t* origin = tap_origin(p, t, tile);
   for (int64_t ho0 = 0; ho0 < p.Ho; ho0 += S::U) {
-    const acc_t* row = tile + ho0 * p.sh * rs;
+    const acc_t* row = origin + ho0 * p.sh * rs;
     for (int64_t wo0 = 0; wo0 < p.Wo; wo0 += S::R) {
       vec acc[S::U][S::V];
       for (int u = 0; u < S::U; ++u) {
         for (int v = 0; v < S::V; ++v) acc[u][v] = vec{} + bias;
       }
       conv_run<K, S::U, S::V, S::L, acc_t, int64_t, vec>(row + wo0, rs, p.sh * rs, t.phase_len, p.sw, p.dh, p.dw,
-                                                          p.k, w, acc);
+                                                          p.kh, p.kw, w, acc);
       for (int u = 0; u < S::U; ++u) {
         for (int v = 0; v < S::V; ++v) vstore(orow + u * wo_run + wo0 + v * S::L, acc[u][v]);
       }
@@ -176,10 +248,10 @@ MDC_INLINE void forward_tasks(const Args<scalar_t>& a, int64_t begin, int64_t en
     acc_t* tile = grow(tile_buf, t.size());
     acc_t* w = grow(w_buf, k * k);
     acc_t* orow = grow(row_buf, kMaxRows * ceil_div(p.Wo, R) * R);
-    load_weights(a.w.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w);
+    load_weights(a.w.ptr[gi] + (c - g.group_begin[gi]) * k * k, p, false, w);
     fill_tile(p, t, a.input + task * HW, tile);
     const acc_t bias = a.bias ? static_cast<acc_t>(a.bias[c]) : acc_t(0);
-    MDC_DISPATCH_K(k, conv_plane<K_, Isa>(p, t, tile, w, bias, orow, a.out + task * P));
+    MDC_DISPATCH_PLANE(p, conv_plane<K_, Isa>(p, t, tile, w, bias, orow, a.out + task * P));
   }
 }
 
@@ -209,12 +281,12 @@ MDC_INLINE void grad_input_tasks(const Args<scalar_t>& a, int64_t begin, int64_t
       const PlaneTile t = plane_tile(p, R);
       acc_t* tile = grow(tile_buf, t.size());
       acc_t* orow = grow(row_buf, kMaxRows * ceil_div(p.W, R) * R);
-      load_weights(wc, k, true, w);
+      load_weights(wc, p, true, w);  // the window is symmetric at stride 1: flip, then window
       fill_tile(p, t, go, tile);
-      MDC_DISPATCH_K(k, conv_plane<K_, Isa>(p, t, tile, w, acc_t(0), orow, gin));
+      MDC_DISPATCH_PLANE(p, conv_plane<K_, Isa>(p, t, tile, w, acc_t(0), orow, gin));
       continue;
     }
-    load_weights(wc, k, false, w);
+    load_weights(wc, p, false, w);
     const PlaneTile t = plane_tile(p, R);
     const int64_t wo_run = ceil_div(std::max<int64_t>(p.Wo, 1), R) * R;
     acc_t* tile = grow(tile_buf, t.size());
@@ -224,9 +296,9 @@ MDC_INLINE void grad_input_tasks(const Args<scalar_t>& a, int64_t begin, int64_t
     const int64_t rs = t.row_stride();
     for (int64_t ho = 0; ho < p.Ho; ++ho) {
       for (int64_t wo = 0; wo < p.Wo; ++wo) grow_row[wo] = static_cast<acc_t>(go[ho * p.Wo + wo]);
-      acc_t* dst = tile + ho * p.sh * rs;
-      MDC_DISPATCH_K(k, scatter_row<K_, acc_t, int64_t, typename S::vec>(dst, rs, t.phase_len, p.sw, p.dh, p.dw, k, w,
-                                                                          grow_row, p.Wo));
+      acc_t* dst = tap_origin(p, t, tile) + ho * p.sh * rs;
+      MDC_DISPATCH_PLANE(p, scatter_row<K_, acc_t, int64_t, typename S::vec>(dst, rs, t.phase_len, p.sw, p.dh, p.dw,
+                                                                              p.kh, p.kw, w, grow_row, p.Wo));
     }
     for (int64_t h = 0; h < p.H; ++h) {
       const acc_t* src = tile + (h + p.ph) * rs;
@@ -244,17 +316,19 @@ MDC_INLINE void grad_input_tasks(const Args<scalar_t>& a, int64_t begin, int64_t
 
 // ---- grad_weight: tasks are channels, each summing over all images -----------------------------
 //   gw[i, j] += sum_{ho, wo} g[ho, wo] * tile[ho*s_h + i*d_h, wo*s_w + j*d_w]
+// (only the run taps: the others read zeros only, their gradient stays 0).
 template <int K, typename Isa, typename acc_t>
 MDC_INLINE void grad_weight_taps(const PlaneConv& p, const PlaneTile& t, const acc_t* tile, const acc_t* gtile,
                                  int64_t gld, acc_t* gw) {
   using S = Simd<Isa, acc_t>;
   using vec = typename S::vec;
-  const int k = K > 0 ? K : p.k;
+  const int kh = K > 0 ? K : p.kh, kw = K > 0 ? K : p.kw;
   const int64_t rs = t.row_stride();
-  for (int i = 0; i < k; ++i) {
-    for (int j = 0; j < k; ++j) {
+  const acc_t* origin = tap_origin(p, t, tile);
+  for (int i = 0; i < kh; ++i) {
+    for (int j = 0; j < kw; ++j) {
       const int x = j * p.dw;
-      const acc_t* s0 = tile + static_cast<int64_t>(i * p.dh) * rs + (x % p.sw) * t.phase_len + x / p.sw;
+      const acc_t* s0 = origin + static_cast<int64_t>(i * p.dh) * rs + (x % p.sw) * t.phase_len + x / p.sw;
       vec acc[S::V];
       for (int v = 0; v < S::V; ++v) acc[v] = vec{};
       for (int64_t ho = 0; ho < p.Ho; ++ho) {
@@ -266,7 +340,7 @@ MDC_INLINE void grad_weight_taps(const PlaneConv& p, const PlaneTile& t, const a
       std::memcpy(lanes, acc, sizeof(lanes));
       acc_t sum = 0;
       for (int v = 0; v < S::R; ++v) sum += lanes[v];
-      gw[i * k + j] += sum;
+      gw[(p.i0 + i) * p.k + p.j0 + j] += sum;
     }
   }
 }
@@ -296,7 +370,7 @@ MDC_INLINE void grad_weight_tasks(const Args<scalar_t>& a, int64_t begin, int64_
         for (int64_t wo = 0; wo < p.Wo; ++wo) dst[wo] = static_cast<acc_t>(gplane[ho * p.Wo + wo]);
         std::fill(dst + p.Wo, dst + gld, acc_t(0));
       }
-      MDC_DISPATCH_K(k, grad_weight_taps<K_, Isa>(p, t, tile, gtile, gld, gw));
+      MDC_DISPATCH_PLANE(p, grad_weight_taps<K_, Isa>(p, t, tile, gtile, gld, gw));
     }
     scalar_t* out = a.grad_w.ptr[gi] + (c - g.group_begin[gi]) * k * k;
     for (int i = 0; i < k * k; ++i) out[i] = static_cast<scalar_t>(gw[i]);
@@ -362,42 +436,73 @@ GroupPointers<const scalar_t> weight_pointers(const Geometry& g, const std::vect
 }
 
 // ---- CUDA emulation (tests only) ---------------------------------------------------------------
-// HYBRIDOPS_MDC_EMULATE_CUDA=1 runs the CUDA kernels' algorithm on the CPU: the same block
-// decomposition, the same per-thread bodies from the kernel header, one simulated thread at a
-// time, and the same grad_weight reduction order (warp shuffle tree, per-block partials, fixed-order
-// sum). Slow; it exists so that the GPU code's tiling is exercised by the CPU test-suite.
+// HYBRIDOPS_MDC_EMULATE_CUDA=1 runs the CUDA kernels' algorithm on the CPU: the same launch plans
+// (mixed_depthwise_conv2d_plan.h), the same block decomposition, the same per-thread bodies from
+// the kernel header, one simulated thread at a time, and the same grad_weight reduction order (warp
+// shuffle tree, per-chunk partials, fixed-order sum). Slow; it exists so that the GPU code's tiling
+// is exercised by the CPU test-suite. The emulated GPU is set by
+//   HYBRIDOPS_MDC_EMULATE_SMEM    shared memory per block in bytes (default 49152: Pascal, sm_61)
+//   HYBRIDOPS_MDC_EMULATE_SMS     SM count (default 1; sizes the grad_weight grid, never its result)
+//   HYBRIDOPS_MDC_EMULATE_CHUNKS  grad_weight chunks per channel instead of the plan's (tests only:
+//                                 several items per chunk on small problems)
 bool emulate_cuda() {
   const char* env = std::getenv("HYBRIDOPS_MDC_EMULATE_CUDA");
   return env != nullptr && std::string(env) == "1";
+}
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return fallback;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  TORCH_CHECK(end != env && *end == '\0' && v > 0, MDC_OP ": ", name, " must be a positive integer, got '", env, "'");
+  return static_cast<int64_t>(v);
+}
+
+// The emulated device's plan of `pass` (the CUDA launcher's device_plan, same error text).
+template <typename acc_t>
+TilePlan emu_plan(PlanPass pass, const Geometry& g, const char* what) {
+  const int64_t limit = env_int("HYBRIDOPS_MDC_EMULATE_SMEM", kPortableSmemBytes);
+  const TilePlan plan = plan_pass(pass, sizeof(acc_t), g, limit);
+  TORCH_CHECK(plan.rows_per_thread > 0, MDC_OP ": the ", what, " tile needs ",
+              smem_bytes(pass, sizeof(acc_t), g.max_kernel, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
+                         static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), kTY, 8),
+              " bytes of shared memory even at its smallest (8 x 8 outputs), but this GPU allows ", limit,
+              " per block (emulated)");
+  return plan;
 }
 
 template <typename scalar_t>
 void emu_forward(const Geometry& g, const GroupPointers<const scalar_t>& wp, const scalar_t* in, const scalar_t* bias,
                  scalar_t* out, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool flip) {
   using acc_t = at::opmath_type<scalar_t>;
+  const TilePlan plan = emu_plan<acc_t>(PlanPass::kForward, g, "forward");
   const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
-  const int64_t tiles_w = ceil_div(Wo, kTileW), tiles = tiles_w * ceil_div(Ho, kTileH);
+  const int64_t tiles_w = ceil_div(Wo, plan.tile_w), tiles = tiles_w * ceil_div(Ho, plan.tile_h);
   std::vector<acc_t> smem;
   for (int64_t plane_idx = 0; plane_idx < g.batch * g.channels; ++plane_idx) {
     for (int64_t tile_idx = 0; tile_idx < tiles; ++tile_idx) {  // one block
-      const int ho0 = static_cast<int>(tile_idx / tiles_w) * kTileH, wo0 = static_cast<int>(tile_idx % tiles_w) * kTileW;
+      const int ho0 = static_cast<int>(tile_idx / tiles_w) * plan.tile_h;
+      const int wo0 = static_cast<int>(tile_idx % tiles_w) * plan.tile_w;
       const int64_t c = plane_idx % g.channels;
       const int gi = g.group_of(c);
       const int k = g.kernel[gi];
-      const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
+      const SmemTile t = smem_tile(plan.tile_h, plan.tile_w, sh, sw, dh, dw, k);
+      // exactly the block's shared memory (the plan's bytes cover the largest kernel of the launch)
+      TORCH_CHECK(int64_t(k * k + t.rows * t.row_stride) * int64_t(sizeof(acc_t)) <= plan.smem_bytes, "emu: smem");
       acc_t* w = grow(smem, int64_t(k) * k + int64_t(t.rows) * t.row_stride);
       acc_t* tile = w + k * k;
       load_taps_part(wp.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, flip, w, 0, 1);
       const acc_t b = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
-      const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+      const int64_t ph = g.pad_h(k), pw = g.pad_w(k);
       load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, 0, 1);
       for (int ty = 0; ty < kTY; ++ty) {
-        for (int tx = 0; tx < kTX; ++tx) {
+        for (int tx = 0; tx < plan.tile_w; ++tx) {  // threads tx >= tile_w only load
           acc_t acc[kRowsPerThread][1];
           for (int u = 0; u < kRowsPerThread; ++u) acc[u][0] = b;
-          MDC_DISPATCH_K(k, forward_thread<K_>(tile, t, sh, sw, dh, dw, k, w, tx, ty, acc));
-          for (int u = 0; u < kRowsPerThread; ++u) {
+          MDC_DISPATCH_K(k, forward_thread_rows<K_>(tile, t, sh, sw, dh, dw, k, w, tx, ty, plan.rows_per_thread, acc));
+          for (int u = 0; u < plan.rows_per_thread; ++u) {
             const int64_t ho = ho0 + ty + u * kTY, wo = wo0 + tx;
             if (ho < Ho && wo < Wo) out[plane_idx * Ho * Wo + ho * Wo + wo] = static_cast<scalar_t>(acc[u][0]);
           }
@@ -411,25 +516,28 @@ template <typename scalar_t>
 void emu_grad_input_gather(const Geometry& g, const GroupPointers<const scalar_t>& wp, const scalar_t* grad_out,
                            scalar_t* grad_in) {
   using acc_t = at::opmath_type<scalar_t>;
+  const TilePlan plan = emu_plan<acc_t>(PlanPass::kGradInputGather, g, "grad_input");
   const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
-  const int64_t tiles_w = ceil_div(g.width, kTileW), tiles = tiles_w * ceil_div(g.height, kTileH);
+  const int64_t tiles_w = ceil_div(g.width, plan.tile_w), tiles = tiles_w * ceil_div(g.height, plan.tile_h);
   std::vector<acc_t> smem;
   for (int64_t plane_idx = 0; plane_idx < g.batch * g.channels; ++plane_idx) {
     for (int64_t tile_idx = 0; tile_idx < tiles; ++tile_idx) {
-      const int h0 = static_cast<int>(tile_idx / tiles_w) * kTileH, x0 = static_cast<int>(tile_idx % tiles_w) * kTileW;
+      const int h0 = static_cast<int>(tile_idx / tiles_w) * plan.tile_h;
+      const int x0 = static_cast<int>(tile_idx % tiles_w) * plan.tile_w;
       const int64_t c = plane_idx % g.channels;
       const int gi = g.group_of(c);
       const int k = g.kernel[gi];
-      const int ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
-      const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k);
+      const int ph = static_cast<int>(g.pad_h(k)), pw = static_cast<int>(g.pad_w(k));
+      const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k, plan.tile_h, plan.tile_w);
+      TORCH_CHECK(int64_t(k * k + gw.rows * gw.cols) * int64_t(sizeof(acc_t)) <= plan.smem_bytes, "emu: smem");
       acc_t* w = grow(smem, int64_t(k) * k + int64_t(gw.rows) * gw.cols);
       acc_t* tile = w + k * k;
       load_taps_part(wp.ptr[gi] + (c - g.group_begin[gi]) * k * k, k, false, w, 0, 1);
       load_gather_part(grad_out + plane_idx * g.out_h * g.out_w, g.out_h, g.out_w, gw, tile, 0, 1);
       for (int ty = 0; ty < kTY; ++ty) {
-        for (int tx = 0; tx < kTX; ++tx) {
-          for (int u = 0; u < kRowsPerThread; ++u) {
+        for (int tx = 0; tx < plan.tile_w; ++tx) {
+          for (int u = 0; u < plan.rows_per_thread; ++u) {
             const int h = h0 + ty + u * kTY, x = x0 + tx;
             acc_t v = 0;
             MDC_DISPATCH_K(k, v = (grad_input_gather<K_, acc_t>(tile, gw.cols, gw.ho_lo, gw.wo_lo, gw.rows, gw.cols, sh,
@@ -448,46 +556,57 @@ template <typename scalar_t>
 void emu_grad_weight(const Geometry& g, const scalar_t* in, const scalar_t* grad_out,
                      const GroupPointers<scalar_t>& grad_w) {
   using acc_t = at::opmath_type<scalar_t>;
+  const TilePlan plan = emu_plan<acc_t>(PlanPass::kGradWeight, g, "grad_weight");
+  const int tile_h = plan.tile_h, tile_w = plan.tile_w;
   const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
   const int64_t H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
-  const int64_t tiles_w = ceil_div(Wo, kTileW), tiles = tiles_w * ceil_div(Ho, kTileH);
+  const int64_t tiles_w = ceil_div(Wo, tile_w), tiles = tiles_w * ceil_div(Ho, tile_h);
   const int64_t items = g.batch * tiles;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(items, 3));  // exercise several items per block
+  int64_t chunks = grad_weight_chunks(g.batch, Ho, Wo, g.channels, tile_h, tile_w);
+  chunks = std::max<int64_t>(1, std::min(items, env_int("HYBRIDOPS_MDC_EMULATE_CHUNKS", chunks)));
+  const int64_t grid_x = grad_weight_grid_x(chunks, g.channels, env_int("HYBRIDOPS_MDC_EMULATE_SMS", 1));
   const int max_taps = g.max_kernel * g.max_kernel;
   std::vector<acc_t> partials(g.channels * chunks * max_taps, acc_t(0)), smem;
   for (int64_t c = 0; c < g.channels; ++c) {
     const int gi = g.group_of(c);
     const int k = g.kernel[gi];
     const int kk = k * k;
-    const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
-    const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {  // one block
-      acc_t* tile = grow(smem, int64_t(t.rows) * t.row_stride + kTileH * kTileW + kk);
+    const int64_t ph = g.pad_h(k), pw = g.pad_w(k);
+    const SmemTile t = smem_tile(tile_h, tile_w, sh, sw, dh, dw, k);
+    TORCH_CHECK(int64_t(t.rows * t.row_stride + tile_h * kTileW + kk) * int64_t(sizeof(acc_t)) <= plan.smem_bytes,
+                "emu: smem");
+    for (int64_t bx = 0; bx < grid_x; ++bx) {  // one block: chunks bx, bx + grid_x, ...
+      acc_t* tile = grow(smem, int64_t(t.rows) * t.row_stride + tile_h * kTileW + kk);
       acc_t* gtile = tile + t.rows * t.row_stride;
-      acc_t* part = gtile + kTileH * kTileW;
-      std::fill(part, part + kk, acc_t(0));
-      for (int64_t item = chunk; item < items; item += chunks) {
-        const int64_t n = item / tiles;
-        const int tile_idx = static_cast<int>(item - n * tiles);
-        const int ho0 = (tile_idx / static_cast<int>(tiles_w)) * kTileH;
-        const int wo0 = (tile_idx % static_cast<int>(tiles_w)) * kTileW;
-        const int64_t plane_idx = n * g.channels + c;
-        load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, 0, 1);
-        load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, gtile, 0, 1);
-        for (int warp = 0; warp < kWarps; ++warp) {
-          for (int tap = warp; tap < kk; tap += kWarps) {
-            acc_t v[32], nv[32];
-            for (int lane = 0; lane < 32; ++lane) v[lane] = tap_lane_partial(tile, t, gtile, sh, sw, dh, dw, k, tap, lane);
-            for (int off = 16; off > 0; off >>= 1) {  // __shfl_down_sync: out-of-range lanes keep their value
-              for (int lane = 0; lane < 32; ++lane) nv[lane] = v[lane] + (lane + off < 32 ? v[lane + off] : v[lane]);
-              std::copy(nv, nv + 32, v);
+      acc_t* part = gtile + tile_h * kTileW;
+      for (int64_t chunk = bx; chunk < chunks; chunk += grid_x) {
+        std::fill(part, part + kk, acc_t(0));
+        for (int64_t item = chunk; item < items; item += chunks) {
+          const int64_t n = item / tiles;
+          const int tile_idx = static_cast<int>(item - n * tiles);
+          const int ho0 = (tile_idx / static_cast<int>(tiles_w)) * tile_h;
+          const int wo0 = (tile_idx % static_cast<int>(tiles_w)) * tile_w;
+          const int64_t plane_idx = n * g.channels + c;
+          load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, 0,
+                         1);
+          load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, tile_h, tile_w, gtile, 0, 1);
+          for (int warp = 0; warp < kWarps; ++warp) {
+            for (int tap = warp; tap < kk; tap += kWarps) {
+              acc_t v[32], nv[32];
+              for (int lane = 0; lane < 32; ++lane) {
+                v[lane] = tap_lane_partial(tile, t, gtile, tile_h, tile_w, sh, sw, dh, dw, k, tap, lane);
+              }
+              for (int off = 16; off > 0; off >>= 1) {  // __shfl_down_sync: out-of-range lanes keep their value
+                for (int lane = 0; lane < 32; ++lane) nv[lane] = v[lane] + (lane + off < 32 ? v[lane + off] : v[lane]);
+                std::copy(nv, nv + 32, v);
+              }
+              part[tap] += v[0];
             }
-            part[tap] += v[0];
           }
         }
+        std::copy(part, part + kk, partials.begin() + (c * chunks + chunk) * max_taps);
       }
-      std::copy(part, part + kk, partials.begin() + (c * chunks + chunk) * max_taps);
     }
     for (int tap = 0; tap < kk; ++tap) {
       acc_t sum = 0;

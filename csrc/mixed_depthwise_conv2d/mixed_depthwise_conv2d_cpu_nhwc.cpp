@@ -13,14 +13,19 @@
 //    sums [tap, channel], added in chunk order afterwards. Blocks and chunks depend only on the
 //    shapes, never on the thread count or the ISA, and each lane is one channel, so the result is
 //    the same bit for bit on any machine with the same FMA behaviour and any number of threads.
-// fp16/bf16 tensors are converted to float around the float kernels (float accumulation).
+// fp16/bf16 tensors are read in their storage type and widened to float as they are loaded (float
+// accumulation); output rows go through a float row buffer per thread. No whole-tensor copies.
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_simd.h"  // first: its -Wpsabi pragma
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_cpu_nhwc.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <ATen/OpMathType.h>
+
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace hybridops {
@@ -69,6 +74,82 @@ constexpr int lanes() {
   return static_cast<int>(sizeof(vec) / sizeof(acc_t));
 }
 
+// Bits of the float equal to the fp16 values whose bits are in h (lanes of uint32): c10's exact
+// fp16_ieee_to_fp32_value, lane-parallel (normals rescaled by 2^-112, subnormals through a magic
+// bias, inf/nan kept by the exponent rescaling).
+template <typename u32v, typename f32v>
+MDC_INLINE u32v half_bits_to_float_bits(const u32v& h) {
+  const u32v w = h << 16;
+  const u32v sign = w & 0x80000000u;
+  const u32v two_w = w + w;
+  f32v normalized;
+  const u32v nbits = (two_w >> 4) + (0xE0u << 23);
+  __builtin_memcpy(&normalized, &nbits, sizeof(nbits));
+  normalized *= 0x1.0p-112f;
+  f32v denormalized;
+  const u32v dbits = (two_w >> 17) | (126u << 23);
+  __builtin_memcpy(&denormalized, &dbits, sizeof(dbits));
+  denormalized -= 0.5f;
+  u32v nb, db;
+  __builtin_memcpy(&nb, &normalized, sizeof(nb));
+  __builtin_memcpy(&db, &denormalized, sizeof(db));
+  const u32v is_denormal = two_w < (1u << 27);  // all ones where true
+  return sign | (db & is_denormal) | (nb & ~is_denormal);
+}
+
+// Loads sizeof(vec) / sizeof(acc_t) consecutive values of storage type in_t as a vec of acc_t
+// (vec may be acc_t itself: one value). fp16/bf16 are widened exactly (as c10 converts them).
+template <typename vec, typename acc_t, typename in_t>
+MDC_INLINE vec vload_in(const in_t* p) {
+  if constexpr (std::is_same<in_t, acc_t>::value) {
+    return vload<vec, acc_t>(p);
+  } else if constexpr (std::is_same<vec, acc_t>::value) {
+    return static_cast<acc_t>(*p);
+  } else {
+    static_assert(std::is_same<acc_t, float>::value && sizeof(in_t) == 2, "fp16/bf16 -> float only");
+    constexpr int L = lanes<vec, acc_t>();
+    using u16v = typename VecOf<uint16_t, 2 * L>::type;
+    using u32v = typename VecOf<uint32_t, 4 * L>::type;
+    u16v h;
+    __builtin_memcpy(&h, p, sizeof(h));
+    u32v bits = __builtin_convertvector(h, u32v);
+    if constexpr (std::is_same<in_t, c10::BFloat16>::value) {
+      bits <<= 16;
+    } else {
+      bits = half_bits_to_float_bits<u32v, vec>(bits);
+    }
+    vec r;
+    __builtin_memcpy(&r, &bits, sizeof(r));
+    return r;
+  }
+}
+
+// Where a task writes one output row: straight into the tensor when it holds the accumulation type,
+// else into a row buffer (per task, reused) that end() converts to the storage dtype. This keeps
+// the extra memory of fp16/bf16 at one row per thread instead of float copies of whole tensors.
+template <typename acc_t, typename in_t>
+struct RowOut {
+  std::vector<acc_t> buf;
+  in_t* dst = nullptr;
+  int64_t n = 0;
+
+  acc_t* begin(in_t* row, int64_t count) {
+    if constexpr (std::is_same<in_t, acc_t>::value) {
+      return row;
+    } else {
+      dst = row;
+      n = count;
+      if (static_cast<int64_t>(buf.size()) < count) buf.resize(count);
+      return buf.data();
+    }
+  }
+  void end() {
+    if constexpr (!std::is_same<in_t, acc_t>::value) {
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<in_t>(buf[i]);
+    }
+  }
+};
+
 // Calls f.template step<vec, V>(c) over the channels [c0, c1): blocks of VMax full vectors, then
 // single full vectors, at most one half vector (AVX2/AVX-512), then single channels.
 template <typename Isa, typename acc_t, int VMax, typename F>
@@ -114,17 +195,20 @@ MDC_INLINE Interior interior(int64_t n, int64_t n_out, int64_t s, int64_t p, int
   return Interior{a, std::max(a, b)};
 }
 
-template <typename acc_t>
+// in_t: the storage type of the tensors (src, dst, input); acc_t: the accumulation type. For
+// fp16/bf16 the kernels convert as they load (vload_in) and write each output row through a float
+// row buffer (RowOut): no whole-tensor float copies.
+template <typename acc_t, typename in_t>
 struct Problem {
   Geometry g;
   int64_t src_h, src_w, dst_h, dst_w;  // src [N, src_h, src_w, C] -> dst [N, dst_h, dst_w, C]
-  const acc_t* src;                    // forward: input; grad_input: grad_output
-  acc_t* dst;                          // forward: output; grad_input: grad_input
+  const in_t* src;                     // forward: input; grad_input: grad_output
+  in_t* dst;                           // forward: output; grad_input: grad_input
   const acc_t* bias;                   // [C] or nullptr
   const acc_t* w[kMaxGroups];          // packed [k*k, C_g] (flipped for grad_input at stride 1)
   // grad_weight: src is grad_output, `input` the input; partial sums [chunks, total] where group
   // g's [k*k, C_g] block starts at part_offset[g].
-  const acc_t* input;
+  const in_t* input;
   acc_t* partial;
   int64_t part_offset[kMaxGroups];
   int64_t part_total, chunks, rows_per_chunk;
@@ -138,10 +222,10 @@ struct Problem {
 // output, one border output.
 enum class Span { kSliding1, kSliding2, kBlock, kSingle, kBorder };
 
-template <int K, int U, typename acc_t>
+template <int K, int U, typename acc_t, typename in_t>
 struct ForwardRow {
-  const acc_t* src;
-  acc_t* out;  // dst at (n, h_out, 0, 0)
+  const in_t* src;
+  acc_t* out;  // the output row (n, h_out, 0, 0) in the accumulation type
   const acc_t* w;
   const acc_t* bias;
   int64_t row_off;  // src offset of the (virtual) row h_out * s_h - p_h, column 0
@@ -162,14 +246,14 @@ struct ForwardRow {
     const int64_t off = row_off + (wo * sw - pw) * C + c;
     const acc_t* wc = w + (c - c0);
     for (int i = i_lo; i < i_hi; ++i) {
-      const acc_t* row = src + (off + i * row_step);
+      const in_t* row = src + (off + i * row_step);
       const acc_t* wr = wc + static_cast<int64_t>(i) * k * Cg;
       for (int j = j_lo; j < j_hi; ++j) {
         vec wv[V];
         for (int v = 0; v < V; ++v) wv[v] = vload<vec>(wr + j * Cg + v * L);
-        const acc_t* s = row + j * col_step;
+        const in_t* s = row + j * col_step;
         for (int u = 0; u < UU; ++u) {
-          for (int v = 0; v < V; ++v) acc[u][v] += wv[v] * vload<vec>(s + u * sw * C + v * L);
+          for (int v = 0; v < V; ++v) acc[u][v] += wv[v] * vload_in<vec, acc_t>(s + u * sw * C + v * L);
         }
       }
     }
@@ -192,15 +276,15 @@ struct ForwardRow {
     const int64_t off = row_off + (wo * S - pw) * C + c;
     const acc_t* wc = w + (c - c0);
     for (int i = i_lo; i < i_hi; ++i) {
-      const acc_t* row = src + (off + i * row_step);
+      const in_t* row = src + (off + i * row_step);
       const acc_t* wr = wc + static_cast<int64_t>(i) * KK * Cg;
       vec wv[KK];
       MDC_UNROLL
       for (int j = 0; j < KK; ++j) wv[j] = vload<vec>(wr + j * Cg);
-      const acc_t* px = row;
+      const in_t* px = row;
       MDC_UNROLL
       for (int x = 0; x < X; ++x, px += C) {
-        vec in = vload<vec>(px);
+        vec in = vload_in<vec, acc_t>(px);
         in_register(in);
         MDC_UNROLL
         for (int j = 0; j < KK; ++j) {
@@ -241,9 +325,9 @@ struct RowGroup {
   Interior in;
 };
 
-template <typename Isa, typename acc_t>
-MDC_INLINE void forward_span(const Problem<acc_t>& p, const RowGroup& rg, int gi, int64_t n, int64_t ho, int64_t wo,
-                             Span span) {
+template <typename Isa, typename acc_t, typename in_t>
+MDC_INLINE void forward_span(const Problem<acc_t, in_t>& p, const RowGroup& rg, int gi, int64_t n, acc_t* out_row,
+                             int64_t wo, Span span) {
   constexpr int U = NhwcBlock<Isa>::U, V = NhwcBlock<Isa>::V;
   const Geometry& g = p.g;
   const int64_t C = g.channels;
@@ -255,7 +339,7 @@ MDC_INLINE void forward_span(const Problem<acc_t>& p, const RowGroup& rg, int gi
     if (span == Span::kBlock && K_ > 0 && g.dil_w == 1 && (g.stride_w == 1 || g.stride_w == 2)) {
       span = g.stride_w == 1 ? Span::kSliding1 : Span::kSliding2;
     }
-    const ForwardRow<K_, U, acc_t> f{p.src, p.dst + (n * p.dst_h + ho) * p.dst_w * C, p.w[gi], p.bias,
+    const ForwardRow<K_, U, acc_t, in_t> f{p.src, out_row, p.w[gi], p.bias,
                                      (n * p.src_h + rg.h0) * p.src_w * C, C, c1 - c0, c0, g.dil_h * p.src_w * C,
                                      g.dil_w * C, p.src_w, g.stride_w, g.pad_w(k), g.dil_w, rg.ir.lo, rg.ir.hi, k,
                                      wo, span};
@@ -276,13 +360,13 @@ constexpr int kPrefetchBlocks = 2;
 constexpr int64_t kPrefetchStride = 128;
 constexpr int64_t kPrefetchMinBytes = int64_t(2) << 20;
 
-template <typename acc_t>
-MDC_INLINE void prefetch_block(const Problem<acc_t>& p, const RowGroup& rg, int gi, int64_t n, int64_t wo, int U) {
+template <typename acc_t, typename in_t>
+MDC_INLINE void prefetch_block(const Problem<acc_t, in_t>& p, const RowGroup& rg, int gi, int64_t n, int64_t wo, int U) {
   const Geometry& g = p.g;
   const int64_t x0 = std::max<int64_t>(0, wo * g.stride_w - g.pad_w(g.kernel[gi]));
   const int64_t x1 = std::min<int64_t>(p.src_w, x0 + U * g.stride_w);
   if (x0 >= x1) return;
-  const int64_t bytes = (x1 - x0) * g.channels * static_cast<int64_t>(sizeof(acc_t));
+  const int64_t bytes = (x1 - x0) * g.channels * static_cast<int64_t>(sizeof(in_t));
   for (int i = rg.ir.lo; i < rg.ir.hi; ++i) {
     const char* base = reinterpret_cast<const char*>(
         p.src + ((n * p.src_h + rg.h0 + i * g.dil_h) * p.src_w + x0) * g.channels);
@@ -295,14 +379,16 @@ MDC_INLINE void prefetch_block(const Problem<acc_t>& p, const RowGroup& rg, int 
   }
 }
 
-template <typename Isa, typename acc_t>
-MDC_INLINE void forward_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end) {
+template <typename Isa, typename acc_t, typename in_t>
+MDC_INLINE void forward_tasks(const Problem<acc_t, in_t>& p, int64_t begin, int64_t end) {
   constexpr int U = NhwcBlock<Isa>::U;
   const Geometry& g = p.g;
   RowGroup rg[kMaxGroups];
-  const bool prefetch = p.src_h * p.src_w * g.channels * static_cast<int64_t>(sizeof(acc_t)) > kPrefetchMinBytes;
+  const bool prefetch = p.src_h * p.src_w * g.channels * static_cast<int64_t>(sizeof(in_t)) > kPrefetchMinBytes;
+  RowOut<acc_t, in_t> row_out;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / p.dst_h, ho = task % p.dst_h;
+    acc_t* out = row_out.begin(p.dst + task * p.dst_w * g.channels, p.dst_w * g.channels);
     // Outputs [a, b) are interior for every group; the rest take the clipped path.
     int64_t a = 0, b = p.dst_w;
     int gmax = 0;  // the group with the largest kernel (most input rows)
@@ -317,33 +403,34 @@ MDC_INLINE void forward_tasks(const Problem<acc_t>& p, int64_t begin, int64_t en
     }
     b = std::max(a, b);
     for (int64_t wo = 0; wo < a; ++wo) {
-      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kBorder);
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, out, wo, Span::kBorder);
     }
     int64_t wo = a;
     for (; wo + U <= b; wo += U) {
       if (prefetch) prefetch_block(p, rg[gmax], gmax, n, wo + kPrefetchBlocks * U, U);
-      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kBlock);
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, out, wo, Span::kBlock);
     }
     if (wo < b && b - a >= U) {
       // The remainder as one more block ending at b: it recomputes a few outputs of the previous
       // block (same arithmetic, same bits) instead of taking the slower one-output path.
-      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, b - U, Span::kBlock);
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, out, b - U, Span::kBlock);
       wo = b;
     }
     for (; wo < b; ++wo) {
-      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kSingle);
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, out, wo, Span::kSingle);
     }
     for (wo = b; wo < p.dst_w; ++wo) {
-      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, ho, wo, Span::kBorder);
+      for (int gi = 0; gi < g.num_groups; ++gi) forward_span<Isa>(p, rg[gi], gi, n, out, wo, Span::kBorder);
     }
+    row_out.end();
   }
 }
 
 // ---- grad_input at stride > 1: gather -------------------------------------------------------------
-template <typename acc_t>
+template <typename acc_t, typename in_t>
 struct GatherPixel {
-  const acc_t* grad_out;
-  acc_t* dst;  // grad_input at (n, h, x, 0)
+  const in_t* grad_out;
+  acc_t* dst;  // grad_input at (n, h, x, 0), in the accumulation type (a row buffer for fp16/bf16)
   const acc_t* w;
   int64_t c0;
   const int64_t* src_off;  // grad_output offsets of the contributing outputs
@@ -357,16 +444,16 @@ struct GatherPixel {
     for (int v = 0; v < V; ++v) acc[v] = vec{};
     const acc_t* wc = w + (c - c0);
     for (int t = 0; t < taps; ++t) {
-      const acc_t* s = grad_out + src_off[t] + c;
+      const in_t* s = grad_out + src_off[t] + c;
       const acc_t* wt = wc + w_off[t];
-      for (int v = 0; v < V; ++v) acc[v] += vload<vec>(wt + v * L) * vload<vec>(s + v * L);
+      for (int v = 0; v < V; ++v) acc[v] += vload<vec>(wt + v * L) * vload_in<vec, acc_t>(s + v * L);
     }
     for (int v = 0; v < V; ++v) vstore(dst + c + v * L, acc[v]);
   }
 };
 
-template <typename Isa, typename acc_t>
-MDC_INLINE void gather_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end) {
+template <typename Isa, typename acc_t, typename in_t>
+MDC_INLINE void gather_tasks(const Problem<acc_t, in_t>& p, int64_t begin, int64_t end) {
   const Geometry& g = p.g;
   const int64_t C = g.channels, H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
   const int kk_max = g.max_kernel * g.max_kernel;
@@ -377,8 +464,10 @@ MDC_INLINE void gather_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end
   int64_t* tj = cols + g.max_kernel;      // [k] those j
   int64_t* src_off = tj + g.max_kernel;   // [k*k]
   int64_t* w_off = src_off + kk_max;      // [k*k]
+  RowOut<acc_t, in_t> row_out;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / H, h = task % H;
+    acc_t* out = row_out.begin(p.dst + task * W * C, W * C);
     for (int gi = 0; gi < g.num_groups; ++gi) {
       const int k = g.kernel[gi];
       const int64_t c0 = g.group_begin[gi], c1 = g.group_begin[gi + 1], Cg = c1 - c0;
@@ -405,10 +494,11 @@ MDC_INLINE void gather_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end
             w_off[taps++] = (ti[a] * k + tj[b]) * Cg;
           }
         }
-        const GatherPixel<acc_t> f{p.src, p.dst + ((n * H + h) * W + x) * C, p.w[gi], c0, src_off, w_off, taps};
+        const GatherPixel<acc_t, in_t> f{p.src, out + x * C, p.w[gi], c0, src_off, w_off, taps};
         channel_steps<Isa, acc_t, 2>(c0, c1, f);
       }
     }
+    row_out.end();
   }
 }
 
@@ -416,10 +506,10 @@ MDC_INLINE void gather_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end
 //   gw[c, i, j] = sum_{n, ho, wo} grad_out[n, ho, wo, c] * input[n, ho*s_h - p_h + i*d_h, wo*s_w - p_w + j*d_w, c]
 // S: the horizontal stride when the sliding-window loop applies (K known, dilation 1, stride 1 or
 // 2), else 0 (one input load per FMA). U: outputs per sliding block.
-template <int K, int S, int U, typename acc_t>
+template <int K, int S, int U, typename acc_t, typename in_t>
 struct GradWeightRow {
-  const acc_t* go;  // grad_output at (n, ho, 0, 0)
-  const acc_t* input;
+  const in_t* go;  // grad_output at (n, ho, 0, 0)
+  const in_t* input;
   acc_t* part;      // this chunk's partial sums of the group, [k*k, C_g]
   int64_t row_off;  // input offset of the (virtual) row ho * s_h - p_h, column 0
   int64_t C, Cg, c0, row_step, col_step, src_w, sw, pw, dw, n_out;
@@ -453,13 +543,13 @@ struct GradWeightRow {
           vec gv[U];
           MDC_UNROLL
           for (int u = 0; u < U; ++u) {
-            gv[u] = vload<vec>(go + (wo + u) * C + c);
+            gv[u] = vload_in<vec, acc_t>(go + (wo + u) * C + c);
             in_register(gv[u]);
           }
-          const acc_t* px = input + (roff + (wo * S - pw) * C);
+          const in_t* px = input + (roff + (wo * S - pw) * C);
           MDC_UNROLL
           for (int x = 0; x < X; ++x, px += C) {
-            vec v = vload<vec>(px);
+            vec v = vload_in<vec, acc_t>(px);
             in_register(v);
             MDC_UNROLL
             for (int j = 0; j < K; ++j) {
@@ -469,9 +559,9 @@ struct GradWeightRow {
           }
         }
         for (; wo < b; ++wo) {
-          const vec gv1 = vload<vec>(go + wo * C + c);
-          const acc_t* src = input + (roff + (wo * S - pw) * C);
-          for (int j = 0; j < K; ++j) acc[0][j] += gv1 * vload<vec>(src + j * C);
+          const vec gv1 = vload_in<vec, acc_t>(go + wo * C + c);
+          const in_t* src = input + (roff + (wo * S - pw) * C);
+          for (int j = 0; j < K; ++j) acc[0][j] += gv1 * vload_in<vec, acc_t>(src + j * C);
         }
         for (int j = 0; j < K; ++j) {
           vec t = acc[0][j];
@@ -487,15 +577,15 @@ struct GradWeightRow {
         int64_t wo = a;
         for (; wo + WU <= b; wo += WU) {
           for (int u = 0; u < WU; ++u) {
-            const vec gv = vload<vec>(go + (wo + u) * C + c);
-            const acc_t* s = input + (roff + ((wo + u) * sw - pw) * C);
-            for (int j = 0; j < K; ++j) acc[u][j] += gv * vload<vec>(s + j * col_step);
+            const vec gv = vload_in<vec, acc_t>(go + (wo + u) * C + c);
+            const in_t* s = input + (roff + ((wo + u) * sw - pw) * C);
+            for (int j = 0; j < K; ++j) acc[u][j] += gv * vload_in<vec, acc_t>(s + j * col_step);
           }
         }
         for (; wo < b; ++wo) {
-          const vec gv = vload<vec>(go + wo * C + c);
-          const acc_t* s = input + (roff + (wo * sw - pw) * C);
-          for (int j = 0; j < K; ++j) acc[0][j] += gv * vload<vec>(s + j * col_step);
+          const vec gv = vload_in<vec, acc_t>(go + wo * C + c);
+          const in_t* s = input + (roff + (wo * sw - pw) * C);
+          for (int j = 0; j < K; ++j) acc[0][j] += gv * vload_in<vec, acc_t>(s + j * col_step);
         }
         for (int j = 0; j < K; ++j) {
           vec t = acc[0][j];
@@ -508,20 +598,20 @@ struct GradWeightRow {
       for (int64_t wo = 0; wo < n_out; ++wo) {
         if (wo == a) wo = b;
         if (wo >= n_out) break;
-        const vec gv = vload<vec>(go + wo * C + c);
+        const vec gv = vload_in<vec, acc_t>(go + wo * C + c);
         const int64_t x0 = wo * sw - pw;
         const TapRange jr = tap_range(x0, src_w, k, dw);
-        const acc_t* s = input + (roff + x0 * C);
+        const in_t* s = input + (roff + x0 * C);
         for (int j = jr.lo; j < jr.hi; ++j) {
-          vstore(pi + j * Cg, vload<vec>(pi + j * Cg) + gv * vload<vec>(s + j * col_step));
+          vstore(pi + j * Cg, vload<vec>(pi + j * Cg) + gv * vload_in<vec, acc_t>(s + j * col_step));
         }
       }
     }
   }
 };
 
-template <typename Isa, typename acc_t>
-MDC_INLINE void grad_weight_tasks(const Problem<acc_t>& p, int64_t begin, int64_t end) {
+template <typename Isa, typename acc_t, typename in_t>
+MDC_INLINE void grad_weight_tasks(const Problem<acc_t, in_t>& p, int64_t begin, int64_t end) {
   const Geometry& g = p.g;
   const int64_t C = g.channels, H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
   const int64_t total_rows = g.batch * Ho;
@@ -545,7 +635,7 @@ MDC_INLINE void grad_weight_tasks(const Problem<acc_t>& p, int64_t begin, int64_
       const int slide = g.dil_w == 1 && g.stride_w <= 2 ? static_cast<int>(g.stride_w) : 0;
 #define MDC_GW_ROW(S_)                                                                                          \
   do {                                                                                                          \
-    const GradWeightRow<K_, S_, NhwcBlock<Isa>::U, acc_t> f{                                                    \
+    const GradWeightRow<K_, S_, NhwcBlock<Isa>::U, acc_t, in_t> f{                                                    \
         p.src + (n * Ho + ho) * Wo * C, p.input, part, (n * H + h0) * W * C, C, Cg, c0, g.dil_h * W * C,       \
         g.dil_w * C, W, g.stride_w, g.pad_w(k), g.dil_w, Wo, ir.lo, ir.hi, k, in};                              \
     channel_steps<Isa, acc_t, 1>(cb0, cb1, f);                                                                  \
@@ -567,8 +657,8 @@ MDC_INLINE void grad_weight_tasks(const Problem<acc_t>& p, int64_t begin, int64_
 // ---- ISA entry points ---------------------------------------------------------------------------
 enum class NhwcPass { kForward, kGather, kGradWeight };
 
-template <typename Isa, typename acc_t>
-MDC_INLINE void nhwc_tasks(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+template <typename Isa, typename acc_t, typename in_t>
+MDC_INLINE void nhwc_tasks(NhwcPass pass, const Problem<acc_t, in_t>& p, int64_t begin, int64_t end) {
   switch (pass) {
     case NhwcPass::kForward: forward_tasks<Isa>(p, begin, end); break;
     case NhwcPass::kGather: gather_tasks<Isa>(p, begin, end); break;
@@ -576,30 +666,30 @@ MDC_INLINE void nhwc_tasks(NhwcPass pass, const Problem<acc_t>& p, int64_t begin
   }
 }
 
-template <typename acc_t>
-void nhwc_base(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+template <typename acc_t, typename in_t>
+void nhwc_base(NhwcPass pass, const Problem<acc_t, in_t>& p, int64_t begin, int64_t end) {
   nhwc_tasks<IsaBase>(pass, p, begin, end);
 }
 
 #if MDC_X86_DISPATCH
-template <typename acc_t>
-MDC_TARGET_AVX2 void nhwc_avx2(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+template <typename acc_t, typename in_t>
+MDC_TARGET_AVX2 void nhwc_avx2(NhwcPass pass, const Problem<acc_t, in_t>& p, int64_t begin, int64_t end) {
   nhwc_tasks<IsaAvx2>(pass, p, begin, end);
 }
 
-template <typename acc_t>
-MDC_TARGET_AVX512 void nhwc_avx512(NhwcPass pass, const Problem<acc_t>& p, int64_t begin, int64_t end) {
+template <typename acc_t, typename in_t>
+MDC_TARGET_AVX512 void nhwc_avx512(NhwcPass pass, const Problem<acc_t, in_t>& p, int64_t begin, int64_t end) {
   nhwc_tasks<IsaAvx512>(pass, p, begin, end);
 }
 #endif
 
-template <typename acc_t>
-void run_nhwc(NhwcPass pass, const Problem<acc_t>& p, int64_t tasks, int64_t work_per_task) {
-  void (*fn)(NhwcPass, const Problem<acc_t>&, int64_t, int64_t) = &nhwc_base<acc_t>;
+template <typename acc_t, typename in_t>
+void run_nhwc(NhwcPass pass, const Problem<acc_t, in_t>& p, int64_t tasks, int64_t work_per_task) {
+  void (*fn)(NhwcPass, const Problem<acc_t, in_t>&, int64_t, int64_t) = &nhwc_base<acc_t, in_t>;
 #if MDC_X86_DISPATCH
   switch (host_isa()) {
-    case HostIsa::kAvx512: fn = &nhwc_avx512<acc_t>; break;
-    case HostIsa::kAvx2: fn = &nhwc_avx2<acc_t>; break;
+    case HostIsa::kAvx512: fn = &nhwc_avx512<acc_t, in_t>; break;
+    case HostIsa::kAvx2: fn = &nhwc_avx2<acc_t, in_t>; break;
     default: break;
   }
 #endif
@@ -621,9 +711,9 @@ std::vector<at::Tensor> pack_weights(const std::vector<at::Tensor>& weights, at:
   return packed;
 }
 
-template <typename acc_t>
-Problem<acc_t> make_problem(const Geometry& g, const std::vector<at::Tensor>& packed) {
-  Problem<acc_t> p{};
+template <typename acc_t, typename in_t>
+Problem<acc_t, in_t> make_problem(const Geometry& g, const std::vector<at::Tensor>& packed) {
+  Problem<acc_t, in_t> p{};
   p.g = g;
   for (size_t i = 0; i < packed.size(); ++i) p.w[i] = packed[i].data_ptr<acc_t>();
   return p;
@@ -633,11 +723,11 @@ int64_t forward_work(const Geometry& g, int64_t out_w) {
   return out_w * g.channels * g.max_kernel * g.max_kernel;
 }
 
-// out = conv(src) over rows of dst, src/dst channels-last in the compute dtype.
-template <typename acc_t>
-void conv_rows(Problem<acc_t>& p, const at::Tensor& src, const at::Tensor& dst, int64_t src_h, int64_t src_w) {
-  p.src = src.data_ptr<acc_t>();
-  p.dst = dst.data_ptr<acc_t>();
+// out = conv(src) over rows of dst, src/dst channels-last in the storage dtype.
+template <typename acc_t, typename in_t>
+void conv_rows(Problem<acc_t, in_t>& p, const at::Tensor& src, const at::Tensor& dst, int64_t src_h, int64_t src_w) {
+  p.src = src.data_ptr<in_t>();
+  p.dst = dst.data_ptr<in_t>();
   p.src_h = src_h;
   p.src_w = src_w;
   p.dst_h = dst.size(2);
@@ -650,18 +740,20 @@ void conv_rows(Problem<acc_t>& p, const at::Tensor& src, const at::Tensor& dst, 
 at::Tensor forward_nhwc_cpu(const Geometry& g, const at::Tensor& input, const std::vector<at::Tensor>& weights,
                             const at::Tensor& bias) {
   const at::ScalarType type = compute_type(input.scalar_type());
-  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options().dtype(type).memory_format(kNhwc));
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options().memory_format(kNhwc));
   if (out.numel() > 0) {
-    const at::Tensor x = input.to(type).contiguous(kNhwc);
+    const at::Tensor x = input.contiguous(kNhwc);
     const at::Tensor b = bias.defined() ? bias.to(type).contiguous() : at::Tensor();
     const std::vector<at::Tensor> packed = pack_weights(weights, type, false);
-    AT_DISPATCH_FLOATING_TYPES(type, "mixed_depthwise_conv2d_cpu_nhwc", [&] {
-      Problem<scalar_t> p = make_problem<scalar_t>(g, packed);
-      p.bias = b.defined() ? b.data_ptr<scalar_t>() : nullptr;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mixed_depthwise_conv2d_cpu_nhwc",
+                                    [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      Problem<acc_t, scalar_t> p = make_problem<acc_t, scalar_t>(g, packed);
+      p.bias = b.defined() ? b.data_ptr<acc_t>() : nullptr;
       conv_rows(p, x, out, g.height, g.width);
     });
   }
-  return out.scalar_type() == input.scalar_type() ? out : out.to(input.scalar_type());
+  return out;
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> backward_nhwc_cpu(const Geometry& g, const at::Tensor& grad_output,
@@ -669,16 +761,18 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_nhwc_cpu(const Geometry
                                                                   const std::vector<at::Tensor>& weights,
                                                                   std::array<bool, 2> output_mask) {
   const at::ScalarType type = compute_type(input.scalar_type());
-  const at::Tensor go = grad_output.to(type).contiguous(kNhwc);
+  const at::Tensor go = grad_output.contiguous(kNhwc);  // a copy (storage dtype) only if not channels-last
   at::Tensor grad_input = at::empty({0}, input.options());
   std::vector<at::Tensor> grad_weights;
   if (output_mask[0]) {
-    grad_input = at::empty(input.sizes(), input.options().dtype(type).memory_format(kNhwc));
+    grad_input = at::empty(input.sizes(), input.options().memory_format(kNhwc));
     if (grad_input.numel() > 0) {
       const bool unit_stride = g.stride_h == 1 && g.stride_w == 1;
       const std::vector<at::Tensor> packed = pack_weights(weights, type, unit_stride);
-      AT_DISPATCH_FLOATING_TYPES(type, "mixed_depthwise_conv2d_backward_cpu_nhwc", [&] {
-        Problem<scalar_t> p = make_problem<scalar_t>(g, packed);
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                      "mixed_depthwise_conv2d_backward_cpu_nhwc", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        Problem<acc_t, scalar_t> p = make_problem<acc_t, scalar_t>(g, packed);
         if (unit_stride) {  // the forward on grad_output with the flipped kernel (H_out == H)
           conv_rows(p, go, grad_input, g.out_h, g.out_w);
         } else {
@@ -688,10 +782,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_nhwc_cpu(const Geometry
         }
       });
     }
-    if (grad_input.scalar_type() != input.scalar_type()) grad_input = grad_input.to(input.scalar_type());
   }
   if (output_mask[1]) {
-    const at::Tensor x = input.to(type).contiguous(kNhwc);
+    const at::Tensor x = input.contiguous(kNhwc);
     std::vector<std::array<int64_t, 3>> blocks;
     int64_t part_offset[kMaxGroups] = {};
     int64_t part_total = 0;
@@ -705,12 +798,14 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_nhwc_cpu(const Geometry
     const int64_t nblocks = static_cast<int64_t>(blocks.size());
     const int64_t chunks = std::max<int64_t>(1, std::min(rows, ceil_div(kGradWeightTasks, nblocks)));
     const int64_t rows_per_chunk = std::max<int64_t>(1, ceil_div(rows, chunks));
-    at::Tensor partial = at::empty({chunks, part_total}, x.options().memory_format(at::MemoryFormat::Contiguous));
-    AT_DISPATCH_FLOATING_TYPES(type, "mixed_depthwise_conv2d_backward_cpu_nhwc", [&] {
-      Problem<scalar_t> p = make_problem<scalar_t>(g, {});
+    at::Tensor partial = at::empty({chunks, part_total}, x.options().dtype(type).memory_format(at::MemoryFormat::Contiguous));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                    "mixed_depthwise_conv2d_backward_cpu_nhwc", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      Problem<acc_t, scalar_t> p = make_problem<acc_t, scalar_t>(g, {});
       p.src = go.data_ptr<scalar_t>();
       p.input = x.data_ptr<scalar_t>();
-      p.partial = partial.data_ptr<scalar_t>();
+      p.partial = partial.data_ptr<acc_t>();
       std::copy(part_offset, part_offset + kMaxGroups, p.part_offset);
       p.part_total = part_total;
       p.chunks = chunks;

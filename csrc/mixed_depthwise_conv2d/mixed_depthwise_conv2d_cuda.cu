@@ -1,18 +1,22 @@
 // CUDA implementation of mixed_depthwise_conv2d: the shared bodies (mixed_depthwise_conv2d_kernel.h)
 // over shared-memory tiles. One launch per pass whatever the number of groups: a block works on
 // one channel, so its kernel size is uniform, and a switch on it picks the body unrolled for
-// k in {3, 5, 7, 9} (a run-time loop otherwise).
+// k in {3, 5, 7, 9} (a run-time loop otherwise). Tile heights and grad_weight chunks come from the
+// pure host plans in mixed_depthwise_conv2d_plan.h (shared with the CPU emulation and the tests).
 //
-//   forward      one block per (image, channel, 32x32 output tile): the input tile with its halo
-//                (and the channel's taps) go to shared memory in float/double, padded and
-//                phase-split by the stride, then each thread computes 4 outputs of a column.
+//   forward      one block per (image, channel, tile of 32 x 32 down to 8 x 8 outputs: the largest
+//                whose shared memory fits the device): the input tile with its halo (and the
+//                channel's taps) go to shared memory in float/double, padded and phase-split by the
+//                stride, then each thread computes up to 4 outputs of a column.
 //   grad_input   stride 1: the forward kernel on grad_output with the flipped taps. Stride > 1: a
 //                gather, one thread per input pixel summing the grad_output pixels that read it,
 //                from a shared-memory tile of grad_output. No atomics.
-//   grad_weight  one block per (channel, chunk of (image, tile) items): input and grad_output tiles
-//                in shared memory, each warp owns some taps and reduces its dot products with
-//                shuffles in a fixed order, partial sums per block go to a buffer, and a second
-//                small kernel sums them per (channel, tap) in a fixed order. Deterministic, and the
+//   grad_weight  per channel, the (image, tile) items are dealt to a shape-determined number of
+//                chunks; blocks (chunk stride gridDim.x, channel) load input and grad_output tiles
+//                to shared memory, each warp owns some taps and reduces its dot products with
+//                shuffles in a fixed order, partial sums per chunk go to a buffer, and a second
+//                small kernel sums them per (channel, tap) in chunk order. Deterministic and the
+//                same bits on every GPU (tile and chunks never depend on the device), and the
 //                number of blocks does not depend on the batch size, so batch 1 fills the GPU.
 //
 // Portable to sm_61: no tensor cores, no half atomics (no atomics at all), warp shuffles with
@@ -30,32 +34,15 @@
 #include <vector>
 
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_driver.h"
+#include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_plan.h"
 
 namespace hybridops {
 namespace mdc {
 namespace {
 
-// Tiling constants (kTX, kTY, kTileH, kTileW, ...), the tile geometry and the per-thread bodies
-// live in mixed_depthwise_conv2d_kernel.h, shared with the CPU emulation used by the tests.
-
-// Shared memory (in accumulation-type elements) of one block for kernel size k.
-inline int64_t forward_smem_elems(const Geometry& g, int k) {
-  const SmemTile t = smem_tile(kTileH, kTileW, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
-                               static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k);
-  return int64_t(k) * k + int64_t(t.rows) * t.row_stride;
-}
-
-inline int64_t gather_smem_elems(const Geometry& g, int k) {
-  const GatherWindow gw = gather_window(0, 0, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
-                                        static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k);
-  return int64_t(k) * k + int64_t(gw.rows) * gw.cols;
-}
-
-inline int64_t grad_weight_smem_elems(const Geometry& g, int k) {
-  const SmemTile t = smem_tile(kTileH, kTileW, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
-                               static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), k);
-  return int64_t(t.rows) * t.row_stride + int64_t(kTileH) * kTileW + int64_t(k) * k;
-}
+// Tiling constants (kTX, kTY, kTileW, ...), the tile geometry and the per-thread bodies live in
+// mixed_depthwise_conv2d_kernel.h, the launch plans (tile height from the device's shared memory,
+// grad_weight chunks) in mixed_depthwise_conv2d_plan.h: both shared with the CPU emulation.
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t* smem_as() {
@@ -66,27 +53,29 @@ __device__ __forceinline__ acc_t* smem_as() {
 __device__ __forceinline__ int thread_rank() { return threadIdx.y * kTX + threadIdx.x; }
 
 // ---- forward (also grad_input at stride 1 with flipped taps) -----------------------------------
-// in: [N, C, H, W] -> out: [N, C, Ho, Wo] with "same" padding; `flip` reverses each channel's taps.
+// in: [N, C, H, W] -> out: [N, C, Ho, Wo] with timm's padding; `flip` reverses each channel's taps.
+// The block's tile is rpt * kTY x tile_w outputs (from the plan); threads tx >= tile_w only load.
 template <int K, int SW, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_block(const Geometry& g, int k, const scalar_t* __restrict__ plane,
                                               scalar_t* __restrict__ out_plane, acc_t bias, int64_t H, int64_t W,
-                                              int64_t Ho, int64_t Wo, int ho0, int wo0, const acc_t* __restrict__ w,
-                                              acc_t* __restrict__ tile) {
+                                              int64_t Ho, int64_t Wo, int ho0, int wo0, int rpt, int tile_w,
+                                              const acc_t* __restrict__ w, acc_t* __restrict__ tile) {
   const int sh = static_cast<int>(g.stride_h), sw = SW > 0 ? SW : static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
-  const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
-  const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+  const SmemTile t = smem_tile(rpt * kTY, tile_w, sh, sw, dh, dw, k);
+  const int64_t ph = g.pad_h(k), pw = g.pad_w(k);
   load_tile_part(plane, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, thread_rank(), kThreads);
   __syncthreads();
+  if (static_cast<int>(threadIdx.x) >= tile_w) return;  // no barrier follows
   acc_t acc[kRowsPerThread][1];
 #pragma unroll
   for (int u = 0; u < kRowsPerThread; ++u) acc[u][0] = bias;
-  forward_thread<K>(tile, t, sh, sw, dh, dw, k, w, threadIdx.x, threadIdx.y, acc);
+  forward_thread_rows<K>(tile, t, sh, sw, dh, dw, k, w, threadIdx.x, threadIdx.y, rpt, acc);
   const int wo = wo0 + threadIdx.x;
 #pragma unroll
   for (int u = 0; u < kRowsPerThread; ++u) {
     const int ho = ho0 + threadIdx.y + u * kTY;
-    if (ho < Ho && wo < Wo) out_plane[int64_t(ho) * Wo + wo] = static_cast<scalar_t>(acc[u][0]);
+    if (u < rpt && ho < Ho && wo < Wo) out_plane[int64_t(ho) * Wo + wo] = static_cast<scalar_t>(acc[u][0]);
   }
 }
 
@@ -95,11 +84,12 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Geometry g, GroupPoin
                                                            const scalar_t* __restrict__ in,
                                                            const scalar_t* __restrict__ bias,
                                                            scalar_t* __restrict__ out, int64_t H, int64_t W,
-                                                           int64_t Ho, int64_t Wo, int tiles_w, int tiles, bool flip) {
+                                                           int64_t Ho, int64_t Wo, int tiles_w, int tiles, int rpt,
+                                                           int tile_w, bool flip) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_idx = blockIdx.x / tiles;
   const int tile_idx = static_cast<int>(blockIdx.x - plane_idx * tiles);
-  const int ho0 = (tile_idx / tiles_w) * kTileH, wo0 = (tile_idx % tiles_w) * kTileW;
+  const int ho0 = (tile_idx / tiles_w) * rpt * kTY, wo0 = (tile_idx % tiles_w) * tile_w;
   const int64_t c = plane_idx % g.channels;
   const int gi = g.group_of(c);
   const int k = g.kernel[gi];
@@ -110,28 +100,29 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Geometry g, GroupPoin
   const scalar_t* plane = in + plane_idx * H * W;
   scalar_t* out_plane = out + plane_idx * Ho * Wo;
   switch (k) {  // uniform per block
-    case 3: forward_block<3, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
-    case 5: forward_block<5, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
-    case 7: forward_block<7, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
-    case 9: forward_block<9, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
-    default: forward_block<0, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, w, tile); break;
+    case 3: forward_block<3, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    case 5: forward_block<5, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    case 7: forward_block<7, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    case 9: forward_block<9, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
+    default: forward_block<0, SW>(g, k, plane, out_plane, b, H, W, Ho, Wo, ho0, wo0, rpt, tile_w, w, tile); break;
   }
 }
 
 // ---- grad_input for stride > 1: gather --------------------------------------------------------
 template <int K, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void grad_input_gather_block(const Geometry& g, int k, const scalar_t* __restrict__ gplane,
-                                                        scalar_t* __restrict__ gin_plane, int h0, int x0,
-                                                        const acc_t* __restrict__ w, acc_t* __restrict__ tile) {
+                                                        scalar_t* __restrict__ gin_plane, int h0, int x0, int rpt,
+                                                        int tile_w, const acc_t* __restrict__ w,
+                                                        acc_t* __restrict__ tile) {
   const int sh = static_cast<int>(g.stride_h), sw = static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
-  const int ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
-  const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k);
+  const int ph = static_cast<int>(g.pad_h(k)), pw = static_cast<int>(g.pad_w(k));
+  const GatherWindow gw = gather_window(h0, x0, sh, sw, dh, dw, k, rpt * kTY, tile_w);
   load_gather_part(gplane, g.out_h, g.out_w, gw, tile, thread_rank(), kThreads);
   __syncthreads();
+  if (static_cast<int>(threadIdx.x) >= tile_w) return;  // no barrier follows
   const int x = x0 + threadIdx.x;
-#pragma unroll
-  for (int u = 0; u < kRowsPerThread; ++u) {
+  for (int u = 0; u < rpt; ++u) {
     const int h = h0 + threadIdx.y + u * kTY;
     const acc_t v = grad_input_gather<K, acc_t>(tile, gw.cols, gw.ho_lo, gw.wo_lo, gw.rows, gw.cols, sh, sw, dh, dw,
                                                 ph, pw, k, w, h, x);
@@ -143,11 +134,11 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) grad_input_gather_kernel(Geometry g, GroupPointers<const scalar_t> weights,
                                                                      const scalar_t* __restrict__ grad_out,
                                                                      scalar_t* __restrict__ grad_in, int tiles_w,
-                                                                     int tiles) {
+                                                                     int tiles, int rpt, int tile_w) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_idx = blockIdx.x / tiles;
   const int tile_idx = static_cast<int>(blockIdx.x - plane_idx * tiles);
-  const int h0 = (tile_idx / tiles_w) * kTileH, x0 = (tile_idx % tiles_w) * kTileW;
+  const int h0 = (tile_idx / tiles_w) * rpt * kTY, x0 = (tile_idx % tiles_w) * tile_w;
   const int64_t c = plane_idx % g.channels;
   const int gi = g.group_of(c);
   const int k = g.kernel[gi];
@@ -157,61 +148,65 @@ __global__ void __launch_bounds__(kThreads) grad_input_gather_kernel(Geometry g,
   const scalar_t* gplane = grad_out + plane_idx * g.out_h * g.out_w;
   scalar_t* gin_plane = grad_in + plane_idx * g.height * g.width;
   switch (k) {
-    case 3: grad_input_gather_block<3>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
-    case 5: grad_input_gather_block<5>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
-    case 7: grad_input_gather_block<7>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
-    case 9: grad_input_gather_block<9>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
-    default: grad_input_gather_block<0>(g, k, gplane, gin_plane, h0, x0, w, tile); break;
+    case 3: grad_input_gather_block<3>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    case 5: grad_input_gather_block<5>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    case 7: grad_input_gather_block<7>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    case 9: grad_input_gather_block<9>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
+    default: grad_input_gather_block<0>(g, k, gplane, gin_plane, h0, x0, rpt, tile_w, w, tile); break;
   }
 }
 
-// ---- grad_weight: per-block partial sums, then a fixed-order reduction -------------------------
-// Block (chunk, c) walks items chunk, chunk + chunks, ... of the (image, tile) items of channel c and
-// writes its k*k partial sums to partials[c][chunk][0, k*k). Warp w owns taps w, w + kWarps, ...
+// ---- grad_weight: per-chunk partial sums, then a fixed-order reduction ------------------------
+// Chunk `chunk` of channel c sums items chunk, chunk + chunks, ... of the channel's (image, tile)
+// items and writes its k*k partial sums to partials[c][chunk][0, k*k). Block (bx, c) computes
+// chunks bx, bx + gridDim.x, ...: the grid size (from the SM count) never changes a chunk's sum.
+// Warp w owns taps w, w + kWarps, ...
 template <int SW, typename scalar_t>
 __global__ void __launch_bounds__(kThreads) grad_weight_partial_kernel(Geometry g, const scalar_t* __restrict__ in,
                                                                        const scalar_t* __restrict__ grad_out,
                                                                        at::opmath_type<scalar_t>* __restrict__ partials,
-                                                                       int tiles_w, int tiles, int chunks,
-                                                                       int max_taps) {
+                                                                       int tiles_w, int tiles, int tile_h, int tile_w,
+                                                                       int chunks, int max_taps) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int chunk = blockIdx.x;
   const int64_t c = blockIdx.y;
   const int gi = g.group_of(c);
   const int k = g.kernel[gi];
   const int kk = k * k;
   const int sh = static_cast<int>(g.stride_h), sw = SW > 0 ? SW : static_cast<int>(g.stride_w);
   const int dh = static_cast<int>(g.dil_h), dw = static_cast<int>(g.dil_w);
-  const int64_t ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
-  const SmemTile t = smem_tile(kTileH, kTileW, sh, sw, dh, dw, k);
+  const int64_t ph = g.pad_h(k), pw = g.pad_w(k);
+  const SmemTile t = smem_tile(tile_h, tile_w, sh, sw, dh, dw, k);
   acc_t* tile = smem_as<acc_t>();
   acc_t* gtile = tile + t.rows * t.row_stride;
-  acc_t* part = gtile + kTileH * kTileW;  // [kk]; entry t is updated only by lane 0 of warp t % kWarps
+  acc_t* part = gtile + tile_h * kTileW;  // [kk]; entry t is updated only by lane 0 of warp t % kWarps
   const int tid = thread_rank();
   const int warp = tid / 32, lane = tid % 32;
-  for (int i = tid; i < kk; i += kThreads) part[i] = 0;
   const int64_t H = g.height, W = g.width, Ho = g.out_h, Wo = g.out_w;
   const int64_t items = g.batch * tiles;
-  for (int64_t item = chunk; item < items; item += chunks) {
-    const int64_t n = item / tiles;
-    const int tile_idx = static_cast<int>(item - n * tiles);
-    const int ho0 = (tile_idx / tiles_w) * kTileH, wo0 = (tile_idx % tiles_w) * kTileW;
-    const int64_t plane_idx = n * g.channels + c;
-    __syncthreads();  // the previous item's tiles are fully consumed (and part[] is initialised)
-    load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, tid,
-                   kThreads);
-    load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, gtile, tid, kThreads);
-    __syncthreads();
-    for (int tap = warp; tap < kk; tap += kWarps) {
-      acc_t v = tap_lane_partial(tile, t, gtile, sh, sw, dh, dw, k, tap, lane);
+  for (int chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    __syncthreads();  // the previous chunk's partial sums are written out
+    for (int i = tid; i < kk; i += kThreads) part[i] = 0;
+    for (int64_t item = chunk; item < items; item += chunks) {
+      const int64_t n = item / tiles;
+      const int tile_idx = static_cast<int>(item - n * tiles);
+      const int ho0 = (tile_idx / tiles_w) * tile_h, wo0 = (tile_idx % tiles_w) * tile_w;
+      const int64_t plane_idx = n * g.channels + c;
+      __syncthreads();  // the previous item's tiles are fully consumed (and part[] is initialised)
+      load_tile_part(in + plane_idx * H * W, H, W, int64_t(ho0) * sh - ph, int64_t(wo0) * sw - pw, t, sw, tile, tid,
+                     kThreads);
+      load_gout_tile_part(grad_out + plane_idx * Ho * Wo, Ho, Wo, ho0, wo0, tile_h, tile_w, gtile, tid, kThreads);
+      __syncthreads();
+      for (int tap = warp; tap < kk; tap += kWarps) {
+        acc_t v = tap_lane_partial(tile, t, gtile, tile_h, tile_w, sh, sw, dh, dw, k, tap, lane);
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-      if (lane == 0) part[tap] += v;
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+        if (lane == 0) part[tap] += v;
+      }
     }
+    __syncthreads();
+    acc_t* dst = partials + (c * chunks + chunk) * max_taps;
+    for (int i = tid; i < kk; i += kThreads) dst[i] = part[i];
   }
-  __syncthreads();
-  acc_t* dst = partials + (c * chunks + chunk) * max_taps;
-  for (int i = tid; i < kk; i += kThreads) dst[i] = part[i];
 }
 
 template <typename scalar_t>
@@ -232,24 +227,33 @@ __global__ void grad_weight_reduce_kernel(Geometry g, const at::opmath_type<scal
 }
 
 // ---- launchers ---------------------------------------------------------------------------------
-// Dynamic shared memory for `bytes`; raises the per-kernel limit above 48 KiB where the device
-// allows it, and fails with a clear message where the tile cannot fit at all.
-template <typename Kernel>
-void prepare_smem(Kernel kernel, int64_t bytes, const char* what) {
+// Shared memory a block of this device may use: the opt-in limit where there is one (Volta and
+// newer: 96-227 KiB), else the default 48 KiB (Pascal cannot opt in to more).
+inline int64_t device_smem_limit() {
   const auto* prop = at::cuda::getCurrentDeviceProperties();
-  const int64_t optin = static_cast<int64_t>(prop->sharedMemPerBlockOptin);
-  TORCH_CHECK(bytes <= std::max<int64_t>(optin, 48 * 1024), MDC_OP ": the ", what, " tile needs ", bytes,
-              " bytes of shared memory (dilation * (kernel_size - 1) too large for this GPU, which allows ",
-              std::max<int64_t>(optin, 48 * 1024), ")");
-  if (bytes > 48 * 1024) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  }
+  return std::max<int64_t>(static_cast<int64_t>(prop->sharedMemPerBlockOptin),
+                           static_cast<int64_t>(prop->sharedMemPerBlock));
 }
 
-inline int max_kernel_by(const Geometry& g, int64_t (*elems)(const Geometry&, int)) {
-  int64_t best = 0;
-  for (int i = 0; i < g.num_groups; ++i) best = std::max(best, elems(g, g.kernel[i]));
-  return static_cast<int>(best);
+// The tile plan of `pass` on this device, or a clear error when not even the smallest tile fits.
+inline TilePlan device_plan(PlanPass pass, int64_t elem_size, const Geometry& g, const char* what) {
+  const int64_t limit = device_smem_limit();
+  const TilePlan plan = plan_pass(pass, elem_size, g, limit);
+  TORCH_CHECK(plan.rows_per_thread > 0, MDC_OP ": the ", what, " tile needs ",
+              smem_bytes(pass, elem_size, g.max_kernel, static_cast<int>(g.stride_h), static_cast<int>(g.stride_w),
+                         static_cast<int>(g.dil_h), static_cast<int>(g.dil_w), kTY, 8),
+              " bytes of shared memory even at its smallest (8 x 8 outputs), but this GPU allows ", limit,
+              " per block: dilation * (kernel_size - 1) is too large for the CUDA kernels (the CPU kernels "
+              "have no such limit)");
+  return plan;
+}
+
+// Dynamic shared memory for `bytes`: raises the per-kernel limit above 48 KiB when the plan needs it.
+template <typename Kernel>
+void prepare_smem(Kernel kernel, int64_t bytes) {
+  if (bytes > kPortableSmemBytes) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
 }
 
 template <typename scalar_t>
@@ -264,18 +268,18 @@ template <typename scalar_t>
 void launch_forward(const Geometry& g, const GroupPointers<const scalar_t>& wp, const scalar_t* in,
                     const scalar_t* bias, scalar_t* out, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool flip) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t tiles_w = ceil_div(Wo, kTileW), tiles_h = ceil_div(Ho, kTileH);
+  const TilePlan plan = device_plan(PlanPass::kForward, sizeof(acc_t), g, "forward");
+  const int64_t tiles_w = ceil_div(Wo, plan.tile_w), tiles_h = ceil_div(Ho, plan.tile_h);
   const int64_t tiles = tiles_w * tiles_h;
   const int64_t blocks = g.batch * g.channels * tiles;
   TORCH_CHECK(blocks < (int64_t(1) << 31) && tiles < (int64_t(1) << 30), MDC_OP ": problem too large for one launch");
-  const int64_t bytes = max_kernel_by(g, forward_smem_elems) * int64_t(sizeof(acc_t));
   auto stream = at::cuda::getCurrentCUDAStream();
   const dim3 block(kTX, kTY);
   auto go = [&](auto kernel) {
-    prepare_smem(kernel, bytes, "forward");
-    kernel<<<static_cast<unsigned>(blocks), block, bytes, stream>>>(g, wp, in, bias, out, H, W, Ho, Wo,
-                                                                    static_cast<int>(tiles_w),
-                                                                    static_cast<int>(tiles), flip);
+    prepare_smem(kernel, plan.smem_bytes);
+    kernel<<<static_cast<unsigned>(blocks), block, plan.smem_bytes, stream>>>(
+        g, wp, in, bias, out, H, W, Ho, Wo, static_cast<int>(tiles_w), static_cast<int>(tiles), plan.rows_per_thread,
+        plan.tile_w, flip);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
   if (g.stride_w == 1) {
@@ -332,14 +336,14 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
         launch_forward<scalar_t>(g, wp, grad_out.data_ptr<scalar_t>(), nullptr, grad_input.data_ptr<scalar_t>(),
                                  g.out_h, g.out_w, g.height, g.width, true);
       } else {
-        const int64_t tiles_w = ceil_div(g.width, kTileW), tiles = tiles_w * ceil_div(g.height, kTileH);
+        const TilePlan plan = device_plan(PlanPass::kGradInputGather, sizeof(acc_t), g, "grad_input");
+        const int64_t tiles_w = ceil_div(g.width, plan.tile_w), tiles = tiles_w * ceil_div(g.height, plan.tile_h);
         const int64_t blocks = g.batch * g.channels * tiles;
         TORCH_CHECK(blocks < (int64_t(1) << 31), MDC_OP ": problem too large for one launch");
-        const int64_t bytes = max_kernel_by(g, gather_smem_elems) * int64_t(sizeof(acc_t));
-        prepare_smem(grad_input_gather_kernel<scalar_t>, bytes, "grad_input");
-        grad_input_gather_kernel<scalar_t><<<static_cast<unsigned>(blocks), dim3(kTX, kTY), bytes, stream>>>(
+        prepare_smem(grad_input_gather_kernel<scalar_t>, plan.smem_bytes);
+        grad_input_gather_kernel<scalar_t><<<static_cast<unsigned>(blocks), dim3(kTX, kTY), plan.smem_bytes, stream>>>(
             g, wp, grad_out.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(), static_cast<int>(tiles_w),
-            static_cast<int>(tiles));
+            static_cast<int>(tiles), plan.rows_per_thread, plan.tile_w);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
     }
@@ -350,22 +354,25 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
         for (auto& gw : grad_weights) gw.zero_();
         return;
       }
-      const int64_t tiles_w = ceil_div(g.out_w, kTileW), tiles = tiles_w * ceil_div(g.out_h, kTileH);
-      const int64_t items = g.batch * tiles;
-      // Enough blocks to fill the GPU (about 4 waves of 8 blocks per SM), never more than items.
+      // Tile and chunks from the shapes only (see mixed_depthwise_conv2d_plan.h): the same summation
+      // order, hence the same bits, on every GPU. The SM count only sizes the grid.
+      const TilePlan plan = device_plan(PlanPass::kGradWeight, sizeof(acc_t), g, "grad_weight");
+      const int64_t tiles_w = ceil_div(g.out_w, plan.tile_w), tiles = tiles_w * ceil_div(g.out_h, plan.tile_h);
+      const int64_t chunks = grad_weight_chunks(g.batch, g.out_h, g.out_w, g.channels, plan.tile_h, plan.tile_w);
       const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-      const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(items, ceil_div(32 * sms, g.channels)));
+      const int64_t grid_x = grad_weight_grid_x(chunks, g.channels, sms);
       TORCH_CHECK(g.channels <= 65535, MDC_OP ": at most 65535 channels are supported on CUDA, got ", g.channels);
+      TORCH_CHECK(tiles < (int64_t(1) << 30), MDC_OP ": problem too large for one launch");
       const int max_taps = g.max_kernel * g.max_kernel;
       at::Tensor partials = at::empty({g.channels * chunks * max_taps}, input.options().dtype(
                                                                              c10::CppTypeToScalarType<acc_t>::value));
-      const int64_t bytes = max_kernel_by(g, grad_weight_smem_elems) * int64_t(sizeof(acc_t));
-      const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(g.channels));
+      const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(g.channels));
       auto go = [&](auto kernel) {
-        prepare_smem(kernel, bytes, "grad_weight");
-        kernel<<<grid, dim3(kTX, kTY), bytes, stream>>>(g, input.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-                                                        partials.data_ptr<acc_t>(), static_cast<int>(tiles_w),
-                                                        static_cast<int>(tiles), static_cast<int>(chunks), max_taps);
+        prepare_smem(kernel, plan.smem_bytes);
+        kernel<<<grid, dim3(kTX, kTY), plan.smem_bytes, stream>>>(
+            g, input.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), partials.data_ptr<acc_t>(),
+            static_cast<int>(tiles_w), static_cast<int>(tiles), plan.tile_h, plan.tile_w, static_cast<int>(chunks),
+            max_taps);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
       if (g.stride_w == 1) {

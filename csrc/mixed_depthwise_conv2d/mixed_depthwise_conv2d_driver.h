@@ -23,6 +23,13 @@ inline void check_like(const at::Tensor& t, const std::string& name, const at::T
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Limits that keep every index of the kernels in range: the group table holds int32 channel
+// offsets, per-channel tap counts k*k are ints, and tap offsets i * dilation, strides and paddings
+// are ints in the per-thread bodies. Far beyond any real layer; checked before any data is read.
+constexpr int64_t kMaxChannels = INT32_MAX;
+constexpr int64_t kMaxKernel = 32767;              // k * k < 2^30
+constexpr int64_t kMaxStrideOrReach = int64_t(1) << 30;  // stride, dilation * (k - 1)
+
 // Validates input [N, C, H, W], weights [C_g, 1, k_g, k_g] (odd k_g, sum C_g == C), stride and
 // dilation, and returns the geometry with the group table filled in.
 inline Geometry make_geometry(const at::Tensor& input, at::TensorList weights, at::IntArrayRef stride,
@@ -35,6 +42,12 @@ inline Geometry make_geometry(const at::Tensor& input, at::TensorList weights, a
               ")");
   TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0, MDC_OP ": dilation must be positive, got (", dilation[0], ", ",
               dilation[1], ")");
+  TORCH_CHECK(stride[0] < kMaxStrideOrReach && stride[1] < kMaxStrideOrReach, MDC_OP ": stride must be below 2^30, got (",
+              stride[0], ", ", stride[1], ")");
+  TORCH_CHECK(dilation[0] < kMaxStrideOrReach && dilation[1] < kMaxStrideOrReach, MDC_OP
+              ": dilation must be below 2^30, got (", dilation[0], ", ", dilation[1], ")");
+  TORCH_CHECK(input.size(1) <= kMaxChannels, MDC_OP ": input has ", input.size(1), " channels; at most ", kMaxChannels,
+              " are supported (int32 group table)");
   const int64_t num_groups = static_cast<int64_t>(weights.size());
   TORCH_CHECK(num_groups >= 1, MDC_OP ": weights must hold at least one tensor");
   TORCH_CHECK(num_groups <= kMaxGroups, MDC_OP ": at most ", kMaxGroups, " kernel groups are supported, got ",
@@ -48,8 +61,8 @@ inline Geometry make_geometry(const at::Tensor& input, at::TensorList weights, a
   g.stride_w = stride[1];
   g.dil_h = dilation[0];
   g.dil_w = dilation[1];
-  g.out_h = ceil_div(g.height, g.stride_h);
-  g.out_w = ceil_div(g.width, g.stride_w);
+  g.out_h = out_extent(g.height, g.stride_h);  // timm's padding rule (see the kernel header)
+  g.out_w = out_extent(g.width, g.stride_w);
   g.num_groups = static_cast<int32_t>(num_groups);
   g.max_kernel = 0;
   int64_t c = 0;
@@ -62,7 +75,14 @@ inline Geometry make_geometry(const at::Tensor& input, at::TensorList weights, a
     const int64_t k = w.size(2);
     TORCH_CHECK(k >= 1 && k % 2 == 1, MDC_OP ": ", name, " has kernel size ", k,
                 "; kernel sizes must be odd and positive");
+    TORCH_CHECK(k <= kMaxKernel, MDC_OP ": ", name, " has kernel size ", k, "; at most ", kMaxKernel,
+                " is supported");
+    TORCH_CHECK(dilation[0] * (k - 1) < kMaxStrideOrReach && dilation[1] * (k - 1) < kMaxStrideOrReach, MDC_OP
+                ": dilation * (kernel_size - 1) must be below 2^30, got dilation (", dilation[0], ", ", dilation[1],
+                ") with ", name, " of kernel size ", k);
     TORCH_CHECK(w.size(0) >= 1, MDC_OP ": ", name, " has no channels (shape ", w.sizes(), ")");
+    TORCH_CHECK(c + w.size(0) <= kMaxChannels, MDC_OP ": the weights' channels sum to more than ", kMaxChannels,
+                "; at most ", kMaxChannels, " channels are supported (int32 group table)");
     g.group_begin[i] = static_cast<int32_t>(c);
     g.kernel[i] = static_cast<int32_t>(k);
     g.max_kernel = std::max<int32_t>(g.max_kernel, static_cast<int32_t>(k));

@@ -2,8 +2,10 @@
 // CUDA kernels.
 //
 // The channels are split into groups [group_begin[g], group_begin[g+1]); group g uses a square odd
-// kernel of size k_g with "same" padding p = dilation * (k_g - 1) / 2, so every group has the same
-// output size  H_out = ceil(H / stride_h), W_out = ceil(W / stride_w).
+// kernel of size k_g with timm's padding p = ((stride - 1) + dilation * (k_g - 1)) / 2 per dimension
+// (= dilation * (k_g - 1) / 2 + (stride - 1) / 2, as dilation * (k_g - 1) is even), so every group
+// has the same output size  H_out = (H - 1 + 2 * ((stride_h - 1) / 2)) / stride_h + 1 (ceil(H / s)
+// at strides 1 and 2; 17 -> 7 at stride 3, 16 -> 5 at stride 4, as timm's MixedConv2d).
 //
 // All bodies below work on a *padded tile*: a float (double for double) copy of a region of one
 // channel plane with its zero halo already in place, so the inner loops have no bounds checks and
@@ -43,6 +45,12 @@ namespace mdc {
 // Groups per op call: the group table travels by value as a kernel argument.
 constexpr int kMaxGroups = 32;
 
+// timm's padding for a size-k kernel at stride s, dilation d: ((s - 1) + d * (k - 1)) / 2.
+HOST_DEVICE_INLINE int64_t same_pad(int64_t k, int64_t s, int64_t d) { return ((s - 1) + d * (k - 1)) / 2; }
+
+// Output extent of an n-long dimension under that padding (the same for every odd k); 0 for n == 0.
+HOST_DEVICE_INLINE int64_t out_extent(int64_t n, int64_t s) { return n > 0 ? (n - 1 + 2 * ((s - 1) / 2)) / s + 1 : 0; }
+
 struct Geometry {
   int64_t batch, channels, height, width;
   int64_t out_h, out_w;
@@ -59,8 +67,8 @@ struct Geometry {
     while (g + 1 < num_groups && c >= group_begin[g + 1]) ++g;
     return g;
   }
-  HOST_DEVICE_INLINE int64_t pad_h(int k) const { return dil_h * (k - 1) / 2; }
-  HOST_DEVICE_INLINE int64_t pad_w(int k) const { return dil_w * (k - 1) / 2; }
+  HOST_DEVICE_INLINE int64_t pad_h(int k) const { return same_pad(k, stride_h, dil_h); }
+  HOST_DEVICE_INLINE int64_t pad_w(int k) const { return same_pad(k, stride_w, dil_w); }
 };
 
 // Per-group pointers (weights or their gradients), by value into kernels.
@@ -102,20 +110,22 @@ MDC_INLINE void vstore(acc_t* p, const vec_t& v) {
 //              outputs starting at src + u * u_stride + v * VS (GPU: one output each, VS = threads
 //              apart; CPU: a SIMD vector of consecutive outputs, VS = its lane count).
 // Each tap's weight is loaded once for all U x V accumulators. K > 0 is the kernel size known at
-// compile time (fully unrolled); K == 0 reads it from k_runtime.
+// compile time (fully unrolled); K == 0 reads a kh x kw kernel (taps row-major) from kh_rt, kw_rt
+// (the CPU passes a sub-window of the taps when the others only ever read the zero padding).
 // ----------------------------------------------------------------------------------------------
 template <int K, int U, int V, int VS, typename acc_t, typename index_t, typename vec_t>
 MDC_INLINE void conv_run(const acc_t* __restrict__ src, index_t row_stride, index_t u_stride, index_t phase_len,
-                         int sw, int dh, int dw, int k_runtime, const acc_t* __restrict__ w, vec_t (&acc)[U][V]) {
-  const int k = K > 0 ? K : k_runtime;
+                         int sw, int dh, int dw, int kh_rt, int kw_rt, const acc_t* __restrict__ w,
+                         vec_t (&acc)[U][V]) {
+  const int kh = K > 0 ? K : kh_rt, kw = K > 0 ? K : kw_rt;
   MDC_PRAGMA_UNROLL
-  for (int i = 0; i < k; ++i) {
+  for (int i = 0; i < kh; ++i) {
     const acc_t* row = src + static_cast<index_t>(i * dh) * row_stride;
     MDC_PRAGMA_UNROLL
-    for (int j = 0; j < k; ++j) {
+    for (int j = 0; j < kw; ++j) {
       const int x = j * dw;
       const acc_t* s = row + static_cast<index_t>(x % sw) * phase_len + x / sw;
-      const vec_t wv = vec_t{} + w[i * k + j];
+      const vec_t wv = vec_t{} + w[i * kw + j];
       MDC_PRAGMA_UNROLL
       for (int u = 0; u < U; ++u) {
         MDC_PRAGMA_UNROLL
@@ -133,15 +143,16 @@ MDC_INLINE void conv_run(const acc_t* __restrict__ src, index_t row_stride, inde
 // tile (one plane per worker), so the scatter is race-free and its order fixed: deterministic.
 template <int K, typename acc_t, typename index_t, typename vec_t>
 MDC_INLINE void scatter_row(acc_t* __restrict__ dst, index_t row_stride, index_t phase_len, int sw, int dh, int dw,
-                            int k_runtime, const acc_t* __restrict__ w, const acc_t* __restrict__ g, index_t n) {
+                            int kh_rt, int kw_rt, const acc_t* __restrict__ w, const acc_t* __restrict__ g,
+                            index_t n) {
   constexpr int L = static_cast<int>(sizeof(vec_t) / sizeof(acc_t));
-  const int k = K > 0 ? K : k_runtime;
-  for (int i = 0; i < k; ++i) {
+  const int kh = K > 0 ? K : kh_rt, kw = K > 0 ? K : kw_rt;
+  for (int i = 0; i < kh; ++i) {
     acc_t* row = dst + static_cast<index_t>(i * dh) * row_stride;
-    for (int j = 0; j < k; ++j) {
+    for (int j = 0; j < kw; ++j) {
       const int x = j * dw;
       acc_t* d = row + static_cast<index_t>(x % sw) * phase_len + x / sw;
-      const vec_t wv = vec_t{} + w[i * k + j];
+      const vec_t wv = vec_t{} + w[i * kw + j];
       for (index_t t = 0; t < n; t += L) vstore(d + t, vload<vec_t>(d + t) + wv * vload<vec_t>(g + t));
     }
   }
@@ -189,14 +200,16 @@ MDC_INLINE void tap_dot_run(const acc_t* __restrict__ g, const acc_t* __restrict
 // GPU tiling. The CUDA kernels are thin loops around the per-thread bodies below; the CPU file can
 // run the very same bodies thread by thread (HYBRIDOPS_MDC_EMULATE_CUDA=1, used by the tests), so
 // the tile extents, halos, gathers and the grad_weight reduction order are checked without a GPU.
-// A block is kTX x kTY threads and owns a kTileH x kTileW tile of outputs (forward, grad_weight) or
-// of input pixels (grad_input gather); thread (tx, ty) handles column tx of rows ty + u * kTY.
+// A block is kTX x kTY threads and owns a tile_h x tile_w tile of outputs (forward, grad_weight) or
+// of input pixels (grad_input gather); thread (tx, ty) handles column tx (tx < tile_w) of rows
+// ty + u * kTY, u < rows_per_thread = tile_h / kTY. The tile (32 x 32 down to 8 x 8) is planned per
+// launch from the shared memory the device allows (mixed_depthwise_conv2d_plan.h).
 // ================================================================================================
 constexpr int kTX = 32;
 constexpr int kTY = 8;
 constexpr int kThreads = kTX * kTY;
 constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerThread = 4;
+constexpr int kRowsPerThread = 4;  // the most rows per thread (tile_h <= kTileH)
 constexpr int kTileW = kTX;
 constexpr int kTileH = kTY * kRowsPerThread;
 
@@ -238,12 +251,31 @@ MDC_INLINE void load_taps_part(const scalar_t* __restrict__ wc, int k, bool flip
   for (int t = first; t < kk; t += step) w[t] = static_cast<acc_t>(wc[flip ? kk - 1 - t : t]);
 }
 
-// Forward, one thread: acc[u][0] (pre-loaded with the bias) += the conv at tile output (ty + u*kTY, tx).
-template <int K, typename acc_t>
+// Forward, one thread: acc[u][0] (pre-loaded with the bias) += the conv at tile output (ty + u*kTY, tx),
+// u < U (the same taps in the same order for every U: the tile height never changes an output's bits).
+template <int K, int U, typename acc_t>
 MDC_INLINE void forward_thread(const acc_t* __restrict__ tile, const SmemTile& t, int sh, int sw, int dh, int dw,
-                               int k, const acc_t* __restrict__ w, int tx, int ty, acc_t (&acc)[kRowsPerThread][1]) {
-  conv_run<K, kRowsPerThread, 1, kTX, acc_t, int, acc_t>(tile + ty * sh * t.row_stride + tx, t.row_stride,
-                                                         kTY * sh * t.row_stride, t.phase_len, sw, dh, dw, k, w, acc);
+                               int k, const acc_t* __restrict__ w, int tx, int ty, acc_t (&acc)[U][1]) {
+  conv_run<K, U, 1, kTX, acc_t, int, acc_t>(tile + ty * sh * t.row_stride + tx, t.row_stride,
+                                            kTY * sh * t.row_stride, t.phase_len, sw, dh, dw, k, k, w, acc);
+}
+
+// Forward outputs of thread (tx, ty) in a tile of rows_per_thread * kTY rows: acc[u] for u < rpt.
+// The full 4-row tile runs the 4-row body (each tap's weight read once for 4 outputs); smaller tiles
+// run the 1-row body per row.
+template <int K, typename acc_t>
+MDC_INLINE void forward_thread_rows(const acc_t* __restrict__ tile, const SmemTile& t, int sh, int sw, int dh,
+                                    int dw, int k, const acc_t* __restrict__ w, int tx, int ty, int rpt,
+                                    acc_t (&acc)[kRowsPerThread][1]) {
+  if (rpt == kRowsPerThread) {
+    forward_thread<K, kRowsPerThread>(tile, t, sh, sw, dh, dw, k, w, tx, ty, acc);
+    return;
+  }
+  for (int u = 0; u < rpt; ++u) {
+    acc_t one[1][1] = {{acc[u][0]}};
+    forward_thread<K, 1>(tile, t, sh, sw, dh, dw, k, w, tx, ty + u * kTY, one);
+    acc[u][0] = one[0][0];
+  }
 }
 
 // grad_input gather: the window of grad_output read by input pixels [h0, h0 + kTileH) x [x0, x0 + kTileW).
@@ -255,15 +287,16 @@ HOST_DEVICE_INLINE int floor_div_int(int a, int b) { return a >= 0 ? a / b : -((
 
 HOST_DEVICE_INLINE int gather_span(int pixels, int s, int d, int k) { return (pixels - 1 + (k - 1) * d) / s + 2; }
 
-HOST_DEVICE_INLINE GatherWindow gather_window(int h0, int x0, int sh, int sw, int dh, int dw, int k) {
+HOST_DEVICE_INLINE GatherWindow gather_window(int h0, int x0, int sh, int sw, int dh, int dw, int k, int tile_h,
+                                              int tile_w) {
   // Input row h reads grad_output rows (h + p - i*d) / s, i in [0, k): the lowest is
   // floor((h0 + p - (k-1) d) / s), and the window spans at most gather_span rows.
-  const int ph = dh * (k - 1) / 2, pw = dw * (k - 1) / 2;
+  const int ph = static_cast<int>(same_pad(k, sh, dh)), pw = static_cast<int>(same_pad(k, sw, dw));
   GatherWindow g;
   g.ho_lo = floor_div_int(h0 + ph - (k - 1) * dh, sh);
   g.wo_lo = floor_div_int(x0 + pw - (k - 1) * dw, sw);
-  g.rows = gather_span(kTileH, sh, dh, k);
-  g.cols = gather_span(kTileW, sw, dw, k);
+  g.rows = gather_span(tile_h, sh, dh, k);
+  g.cols = gather_span(tile_w, sw, dw, k);
   return g;
 }
 
@@ -278,28 +311,31 @@ MDC_INLINE void load_gather_part(const scalar_t* __restrict__ gplane, int64_t Ho
   }
 }
 
-// grad_weight: part of loading the kTileH x kTileW grad_output tile at (ho0, wo0), zero outside.
+// grad_weight: part of loading the tile_h x tile_w grad_output tile at (ho0, wo0) into a
+// tile_h x kTileW buffer, zero outside the plane and in columns >= tile_w.
 template <typename scalar_t, typename acc_t>
 MDC_INLINE void load_gout_tile_part(const scalar_t* __restrict__ gplane, int64_t Ho, int64_t Wo, int ho0, int wo0,
-                                    acc_t* __restrict__ gtile, int first, int step) {
-  for (int idx = first; idx < kTileH * kTileW; idx += step) {
+                                    int tile_h, int tile_w, acc_t* __restrict__ gtile, int first, int step) {
+  for (int idx = first; idx < tile_h * kTileW; idx += step) {
     const int r = idx / kTileW, q = idx - r * kTileW;
     const int64_t ho = ho0 + r, wo = wo0 + q;
-    gtile[idx] = (ho < Ho && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
+    gtile[idx] = (q < tile_w && ho < Ho && wo < Wo) ? static_cast<acc_t>(gplane[ho * Wo + wo]) : acc_t(0);
   }
 }
 
 // grad_weight: lane `lane`'s share of tap `tap` over one tile pair: sum over tile rows r of
 // gtile[r, lane] * tile[r*s_h + i*d_h, lane*s_w + j*d_w]. A warp's 32 lanes are then reduced with
 // shuffles (warp_reduce_order below gives the order).
+// Lanes >= tile_w (narrow tiles) contribute 0.
 template <typename acc_t>
 MDC_INLINE acc_t tap_lane_partial(const acc_t* __restrict__ tile, const SmemTile& t, const acc_t* __restrict__ gtile,
-                                  int sh, int sw, int dh, int dw, int k, int tap, int lane) {
+                                  int tile_h, int tile_w, int sh, int sw, int dh, int dw, int k, int tap, int lane) {
+  if (lane >= tile_w) return acc_t(0);
   const int i = tap / k, j = tap - i * k;
   const int x = j * dw;
   const acc_t* s0 = tile + i * dh * t.row_stride + (x % sw) * t.phase_len + x / sw + lane;
   acc_t acc[1] = {0};
-  for (int r = 0; r < kTileH; ++r) tap_dot_run<1, 1, acc_t, acc_t>(gtile + r * kTileW + lane, s0 + r * sh * t.row_stride, acc);
+  for (int r = 0; r < tile_h; ++r) tap_dot_run<1, 1, acc_t, acc_t>(gtile + r * kTileW + lane, s0 + r * sh * t.row_stride, acc);
   return acc[0];
 }
 

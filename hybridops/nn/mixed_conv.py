@@ -25,8 +25,8 @@ class MixedDepthwiseConv2d(nn.Module):
     r"""Mixed-kernel depthwise convolution (MixConv): channel groups with different kernel sizes.
 
     The ``channels`` are split as timm's ``MixedConv2d`` splits them (equal groups, the remainder to
-    the first); group ``i`` is convolved depthwise with a ``k_i x k_i`` kernel and "same" padding
-    ``dilation * (k_i - 1) // 2``, all groups in one fused kernel
+    the first); group ``i`` is convolved depthwise with a ``k_i x k_i`` kernel and timm's padding
+    ``((stride - 1) + dilation * (k_i - 1)) // 2``, all groups in one fused kernel
     (:func:`hybridops.mixed_depthwise_conv2d`). Same numbers as
     ``timm.layers.MixedConv2d(channels, channels, kernel_sizes, stride, dilation=dilation,
     depthwise=True)``.
@@ -44,7 +44,9 @@ class MixedDepthwiseConv2d(nn.Module):
         bias (nn.Parameter or None): ``[channels]``.
 
     Shapes:
-        ``[N, channels, H, W]`` -> ``[N, channels, ceil(H / stride_h), ceil(W / stride_w)]``.
+        ``[N, channels, H, W]`` -> ``[N, channels, H_out, W_out]``,
+        ``H_out = (H - 1 + 2 * ((stride_h - 1) // 2)) // stride_h + 1`` (``ceil(H / stride_h)`` at
+        strides 1 and 2), as timm.
 
     Loading timm weights: :meth:`load_timm_state_dict` (keys ``0.weight``, ``1.weight``, ... as a
     timm ``MixedConv2d`` saves them, optionally under a prefix such as ``conv_dw.``),

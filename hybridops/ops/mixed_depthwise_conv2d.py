@@ -32,6 +32,11 @@ _OP = "hybridops.mixed_depthwise_conv2d"
 
 #: Most channel groups one call supports (the group table is passed to the kernels by value).
 MAX_GROUPS = 32
+#: Most channels (the kernels' group table holds int32 channel offsets).
+MAX_CHANNELS = 2**31 - 1
+#: Largest kernel size, and the bound on stride, dilation and ``dilation * (k - 1)`` (int indices).
+MAX_KERNEL = 32767
+MAX_REACH = 2**30
 
 
 def mixed_depthwise_conv2d(
@@ -45,10 +50,12 @@ def mixed_depthwise_conv2d(
 
     The channels of ``input`` are split into consecutive groups, one per tensor in ``weights``;
     group ``i`` (``C_i`` channels) is convolved depthwise with its own ``k_i x k_i`` kernel and
-    "same" padding ``dilation * (k_i - 1) // 2``. The result equals the split/conv/cat composition
-    (:func:`hybridops.reference.mixed_depthwise_conv2d`)::
+    timm's padding ``((stride - 1) + dilation * (k_i - 1)) // 2`` per dimension ("same" padding
+    ``dilation * (k_i - 1) // 2`` at strides 1 and 2). The result equals the split/conv/cat
+    composition (:func:`hybridops.reference.mixed_depthwise_conv2d`), i.e. timm's ``MixedConv2d``::
 
-        torch.cat([F.conv2d(x_i, w_i, stride=stride, padding=dilation * (k_i - 1) // 2,
+        torch.cat([F.conv2d(x_i, w_i, stride=stride,
+                            padding=((stride - 1) + dilation * (k_i - 1)) // 2,
                             dilation=dilation, groups=C_i)
                    for x_i, w_i in zip(input.split([C_0, C_1, ...], 1), weights)], 1) + bias
 
@@ -68,16 +75,22 @@ def mixed_depthwise_conv2d(
         dilation: int or (h, w) pair, >= 1.
 
     Returns:
-        ``[N, C, ceil(H / stride_h), ceil(W / stride_w)]`` in the dtype of ``input``; channels-last
+        ``[N, C, H_out, W_out]`` with ``H_out = (H - 1 + 2 * ((stride_h - 1) // 2)) // stride_h + 1``
+        (``ceil(H / stride_h)`` at strides 1 and 2; 17 -> 7 at stride 3, as timm), likewise
+        ``W_out``, in the dtype of ``input``; channels-last
         when ``input`` is channels-last (like ``F.conv2d``), else contiguous NCHW. The input
         gradient has the same layout as ``input`` under the same rule.
 
     Gradients flow to input, every weight and bias; the backward is deterministic on CPU and CUDA
     (no atomics). Double backward is not supported (use the reference). Under ``torch.autocast``
     the op runs in the autocast dtype. The output size does not depend on the kernel sizes, since
-    every group uses "same" padding. On CUDA, a group's input tile with its halo must fit in shared
-    memory (about ``(31 * stride + dilation * (k - 1) + 1)^2`` elements): far beyond HybridNetSeg's
-    shapes, but very large ``dilation * (k - 1)`` raises an error there.
+    every group pads by the same rule. On CUDA, each block stages an input tile with its halo in
+    shared memory: 32 x 32 outputs, else 16 x 32, 8 x 32, 8 x 16 or 8 x 8, the largest that fits
+    the GPU's real per-block limit (48 KiB on Pascal, up to 227 KiB on Hopper), so every dtype runs
+    on every GPU; only a ``dilation * (k - 1)`` so large that even the 8 x 8 tile does not fit
+    (above about 100 at stride 1 in fp32 on Pascal, 230 on Hopper) raises an error there. The CPU
+    kernels have no such limit: their tiles only span the taps that reach the image, whatever the
+    dilation.
 
     Example:
         >>> x = torch.randn(2, 12, 32, 32)
@@ -107,6 +120,11 @@ def check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation):
         raise ValueError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
     stride_ = pair(stride, "stride", _OP, 1)
     dilation_ = pair(dilation, "dilation", _OP, 1)
+    for name, value in (("stride", stride_), ("dilation", dilation_)):
+        if max(value) >= MAX_REACH:
+            raise ValueError(f"{_OP}: {name} must be below 2^30, got {tuple(value)}")
+    if input.shape[1] > MAX_CHANNELS:
+        raise ValueError(f"{_OP}: input has {input.shape[1]} channels; at most {MAX_CHANNELS} are supported")
     if len(weights) == 0:
         raise ValueError(f"{_OP}: weights must hold at least one [C_i, 1, k_i, k_i] tensor, got none")
     if len(weights) > MAX_GROUPS:
@@ -122,6 +140,11 @@ def check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation):
         if kh <= 0 or kh % 2 == 0:
             raise ValueError(f"{_OP}: {name} has kernel size {kh}; kernel sizes must be odd and positive "
                              f"(\"same\" padding needs an odd kernel)")
+        if kh > MAX_KERNEL:
+            raise ValueError(f"{_OP}: {name} has kernel size {kh}; at most {MAX_KERNEL} is supported")
+        if max(dilation_) * (kh - 1) >= MAX_REACH:
+            raise ValueError(f"{_OP}: dilation * (kernel_size - 1) must be below 2^30, got dilation "
+                             f"{tuple(dilation_)} with {name} of kernel size {kh}")
         if c_i == 0:
             raise ValueError(f"{_OP}: {name} has no channels (shape {tuple(w.shape)})")
         total += c_i
@@ -134,9 +157,22 @@ def check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation):
     return stride_, dilation_
 
 
+def same_padding(k: int, stride: int, dilation: int) -> int:
+    """timm's padding of a size-``k`` kernel (``timm.layers.get_padding``):
+    ``((stride - 1) + dilation * (k - 1)) // 2``; equals ``dilation * (k - 1) // 2`` at strides 1, 2."""
+    return ((stride - 1) + dilation * (k - 1)) // 2
+
+
+def out_extent(n: int, stride: int) -> int:
+    """Output length of an ``n``-long dimension under :func:`same_padding` (the same for every odd
+    ``k``): ``(n - 1 + 2 * ((stride - 1) // 2)) // stride + 1``, i.e. ``ceil(n / stride)`` at strides
+    1 and 2; 0 when ``n == 0``."""
+    return (n - 1 + 2 * ((stride - 1) // 2)) // stride + 1 if n > 0 else 0
+
+
 def out_size(h, w, stride) -> tuple:
-    """Output height and width: ``ceil(H / stride_h)``, ``ceil(W / stride_w)`` for every group."""
-    return (h + stride[0] - 1) // stride[0], (w + stride[1] - 1) // stride[1]
+    """Output height and width for every group (:func:`out_extent` per dimension)."""
+    return out_extent(h, stride[0]), out_extent(w, stride[1])
 
 
 def result_memory_format(input: Tensor) -> torch.memory_format:
@@ -148,8 +184,12 @@ def result_memory_format(input: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+# The fake kernels check the arguments as the real ones do: beside shape propagation under
+# torch.compile, the dispatcher also picks them for a direct torch.ops call that mixes a meta tensor
+# with real ones, which must raise (naming the argument), not return uninitialised memory.
 @torch.library.register_fake("hybridops::mixed_depthwise_conv2d")
 def _mixed_depthwise_conv2d_fake(input, weights, bias, stride, dilation):
+    stride = check_mixed_depthwise_conv2d_args(input, list(weights), bias, stride, dilation)[0]
     h_out, w_out = out_size(input.shape[2], input.shape[3], stride)
     return input.new_empty((input.shape[0], input.shape[1], h_out, w_out)).contiguous(
         memory_format=result_memory_format(input))
@@ -157,6 +197,11 @@ def _mixed_depthwise_conv2d_fake(input, weights, bias, stride, dilation):
 
 @torch.library.register_fake("hybridops::mixed_depthwise_conv2d_backward")
 def _mixed_depthwise_conv2d_backward_fake(grad_output, input, weights, stride, dilation, output_mask):
+    stride = check_mixed_depthwise_conv2d_args(input, list(weights), None, stride, dilation)[0]
+    check_tensor(grad_output, "grad_output", _OP + "_backward", 4, like=input)
+    expected = (input.shape[0], input.shape[1], *out_size(input.shape[2], input.shape[3], stride))
+    if tuple(grad_output.shape) != expected:
+        raise ValueError(f"{_OP}_backward: grad_output must have shape {expected}, got {tuple(grad_output.shape)}")
     if output_mask[0]:
         grad_input = input.new_empty(input.shape).contiguous(memory_format=result_memory_format(input))
     else:
