@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    if device.type == "cuda" and not (torch.cuda.is_available() and hybridops.build_info()["cuda"]):
+    if device.type == "cuda" and not (torch.cuda.is_available() and hybridops.build_info()["built_with_cuda"]):
         print("CUDA requested but no GPU or hybridops was built without CUDA", file=sys.stderr)
         return 2
     names = args.shapes or (QUICK if args.quick else [s[0] for s in SHAPES])

@@ -7,7 +7,7 @@ import torch
 import hybridops
 from hybridops import reference
 
-CUDA = torch.cuda.is_available() and hybridops.build_info()["cuda"]
+CUDA = torch.cuda.is_available() and hybridops.build_info()["built_with_cuda"]
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a GPU and hybridops built with CUDA")
 DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
 

@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from hybridops.ops._args import IntPair, pair
+from hybridops.ops._args import IntPair, InvalidArgumentError, pair
 from hybridops.ops.mixed_depthwise_conv2d import MAX_GROUPS, mixed_depthwise_conv2d
 
 _NAME = "MixedDepthwiseConv2d"
@@ -68,15 +68,15 @@ class MixedDepthwiseConv2d(nn.Module):
             raise TypeError(f"{_NAME}: kernel_sizes must be an int or a sequence of ints, got {kernel_sizes!r}")
         kernel_sizes = (kernel_sizes,) if isinstance(kernel_sizes, int) else tuple(kernel_sizes)
         if not kernel_sizes:
-            raise ValueError(f"{_NAME}: kernel_sizes must not be empty")
+            raise InvalidArgumentError(f"{_NAME}: kernel_sizes must not be empty")
         for k in kernel_sizes:
             if isinstance(k, bool) or not isinstance(k, int) or k <= 0 or k % 2 == 0:
-                raise ValueError(f"{_NAME}: kernel sizes must be odd positive ints (\"same\" padding), got "
+                raise InvalidArgumentError(f"{_NAME}: kernel sizes must be odd positive ints (\"same\" padding), got "
                                  f"{kernel_sizes}")
         if len(kernel_sizes) > MAX_GROUPS:
-            raise ValueError(f"{_NAME}: at most {MAX_GROUPS} kernel sizes are supported, got {len(kernel_sizes)}")
+            raise InvalidArgumentError(f"{_NAME}: at most {MAX_GROUPS} kernel sizes are supported, got {len(kernel_sizes)}")
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < len(kernel_sizes):
-            raise ValueError(f"{_NAME}: channels must be an int >= the number of kernel sizes "
+            raise InvalidArgumentError(f"{_NAME}: channels must be an int >= the number of kernel sizes "
                              f"({len(kernel_sizes)}) so every group gets a channel, got {channels!r}")
         self.channels = channels
         self.in_channels = channels
@@ -138,15 +138,15 @@ class MixedDepthwiseConv2d(nn.Module):
                 raise KeyError(f"{_NAME}.load_timm_state_dict: no '{prefix}{i}.weight' in the state dict "
                                f"(expected {len(self.kernel_sizes)} groups)")
             if tuple(ours[key].shape) != (c, 1, k, k):
-                raise ValueError(f"{_NAME}.load_timm_state_dict: '{prefix}{i}.weight' has shape "
+                raise InvalidArgumentError(f"{_NAME}.load_timm_state_dict: '{prefix}{i}.weight' has shape "
                                  f"{tuple(ours[key].shape)}, expected {(c, 1, k, k)} (split "
                                  f"{self.split_channels}, kernel sizes {self.kernel_sizes})")
         extra = len([key for key in ours if key.startswith("weights.")]) - len(self.kernel_sizes)
         if extra > 0:
-            raise ValueError(f"{_NAME}.load_timm_state_dict: the state dict has {len(self.kernel_sizes) + extra} "
+            raise InvalidArgumentError(f"{_NAME}.load_timm_state_dict: the state dict has {len(self.kernel_sizes) + extra} "
                              f"groups, this module {len(self.kernel_sizes)}")
         if "bias" in ours and self.bias is None:
-            raise ValueError(f"{_NAME}.load_timm_state_dict: the state dict has biases but this module was built "
+            raise InvalidArgumentError(f"{_NAME}.load_timm_state_dict: the state dict has biases but this module was built "
                              "with bias=False")
         return self.load_state_dict(ours, strict=strict)
 
@@ -191,7 +191,7 @@ def convert_timm_mixed_conv2d_state_dict(state_dict: Mapping[str, Tensor], prefi
                        f"0..{n - 1}, got {sorted(weights)}")
     for i, w in weights.items():
         if w.dim() != 4 or w.shape[1] != 1 or w.shape[2] != w.shape[3]:
-            raise ValueError(f"convert_timm_mixed_conv2d_state_dict: '{prefix}{i}.weight' has shape "
+            raise InvalidArgumentError(f"convert_timm_mixed_conv2d_state_dict: '{prefix}{i}.weight' has shape "
                              f"{tuple(w.shape)}; a depthwise MixedConv2d has [C_i, 1, k, k] weights")
     out = {f"weights.{i}": weights[i] for i in range(n)}
     if biases:

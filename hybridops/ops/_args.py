@@ -76,20 +76,13 @@ def autocast_active(input: torch.Tensor) -> bool:
         return False
 
 
-def check_tensor(t: object, name: str, op: str, ndim: int, like: torch.Tensor | None = None) -> None:
-    """``t`` is a tensor of rank ``ndim`` with the device and dtype of ``like`` (under autocast:
-    any float dtype, since autocast casts it)."""
+def check_tensor(t: object, name: str, op: str, ndim: int) -> None:
+    """``t`` is a tensor of rank ``ndim`` (devices and dtypes: :func:`check_same_device_and_dtype`,
+    after the shapes)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != ndim:
         raise InvalidArgumentError(f"{op}: {name} must be {ndim}-D, got {t.dim()}-D with shape {tuple(t.shape)}")
-    if like is not None:
-        if t.device != like.device:
-            raise InvalidArgumentError(f"{op}: {name} is on {t.device} but input is on {like.device}")
-        if autocast_active(like) and t.is_floating_point() and like.is_floating_point():
-            return
-        if t.dtype != like.dtype:
-            raise InvalidArgumentError(f"{op}: {name} has dtype {t.dtype} but input has dtype {like.dtype}")
 
 
 def check_same_device_and_dtype(op: str, input: torch.Tensor, **tensors: object) -> None:
@@ -104,12 +97,3 @@ def check_same_device_and_dtype(op: str, input: torch.Tensor, **tensors: object)
     for name, t in present.items():
         if not (t.is_floating_point() if any_float else t.dtype == input.dtype):
             raise InvalidArgumentError(f"{op}: {name} has dtype {t.dtype} but input has dtype {input.dtype}")
-
-
-def check_bias(bias: object, op: str, like: torch.Tensor, channels: int) -> None:
-    """``bias`` is None or a ``[channels]`` tensor with the device and dtype of ``like``."""
-    if bias is None:
-        return
-    check_tensor(bias, "bias", op, 1, like=like)
-    if bias.shape[0] != channels:
-        raise InvalidArgumentError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")

@@ -26,7 +26,9 @@ import torch
 from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
-from hybridops.ops._args import IntPair, check_bias, check_tensor, pair
+from hybridops.ops._args import (IntPair, InvalidArgumentError, check_same_device_and_dtype, check_tensor,
+                                 pair)
+from hybridops.ops._fx import fx_leaf
 
 _OP = "hybridops.mixed_depthwise_conv2d"
 
@@ -98,6 +100,9 @@ def mixed_depthwise_conv2d(
         >>> hybridops.mixed_depthwise_conv2d(x, ws, stride=2).shape
         torch.Size([2, 12, 16, 16])
     """
+    traced = fx_leaf(mixed_depthwise_conv2d, input, weights, bias, stride, dilation)
+    if traced is not None:  # torch.fx symbolic tracing: one leaf node, checked when the graph runs
+        return traced
     weights = _as_weight_list(weights)
     stride_, dilation_ = check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation)
     return torch.ops.hybridops.mixed_depthwise_conv2d(input, weights, bias, stride_, dilation_)
@@ -117,43 +122,48 @@ def check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation):
     """Validates the arguments with messages that name them; returns (stride, dilation)."""
     check_tensor(input, "input", _OP, 4)
     if not input.is_floating_point():
-        raise ValueError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
+        raise InvalidArgumentError(f"{_OP}: input must be a floating point tensor, got {input.dtype}")
     stride_ = pair(stride, "stride", _OP, 1)
     dilation_ = pair(dilation, "dilation", _OP, 1)
     for name, value in (("stride", stride_), ("dilation", dilation_)):
         if max(value) >= MAX_REACH:
-            raise ValueError(f"{_OP}: {name} must be below 2^30, got {tuple(value)}")
+            raise InvalidArgumentError(f"{_OP}: {name} must be below 2^30, got {tuple(value)}")
     if input.shape[1] > MAX_CHANNELS:
-        raise ValueError(f"{_OP}: input has {input.shape[1]} channels; at most {MAX_CHANNELS} are supported")
+        raise InvalidArgumentError(f"{_OP}: input has {input.shape[1]} channels; at most {MAX_CHANNELS} are supported")
     if len(weights) == 0:
-        raise ValueError(f"{_OP}: weights must hold at least one [C_i, 1, k_i, k_i] tensor, got none")
+        raise InvalidArgumentError(f"{_OP}: weights must hold at least one [C_i, 1, k_i, k_i] tensor, got none")
     if len(weights) > MAX_GROUPS:
-        raise ValueError(f"{_OP}: at most {MAX_GROUPS} kernel groups are supported, got {len(weights)}")
+        raise InvalidArgumentError(f"{_OP}: at most {MAX_GROUPS} kernel groups are supported, got {len(weights)}")
     total = 0
     for i, w in enumerate(weights):
         name = f"weights[{i}]"
-        check_tensor(w, name, _OP, 4, like=input)
+        check_tensor(w, name, _OP, 4)
         c_i, one, kh, kw = w.shape
         if one != 1 or kh != kw:
-            raise ValueError(f"{_OP}: {name} must have shape [C_i, 1, k, k] (depthwise, square kernel), "
+            raise InvalidArgumentError(f"{_OP}: {name} must have shape [C_i, 1, k, k] (depthwise, square kernel), "
                              f"got {tuple(w.shape)}")
         if kh <= 0 or kh % 2 == 0:
-            raise ValueError(f"{_OP}: {name} has kernel size {kh}; kernel sizes must be odd and positive "
+            raise InvalidArgumentError(f"{_OP}: {name} has kernel size {kh}; kernel sizes must be odd and positive "
                              f"(\"same\" padding needs an odd kernel)")
         if kh > MAX_KERNEL:
-            raise ValueError(f"{_OP}: {name} has kernel size {kh}; at most {MAX_KERNEL} is supported")
+            raise InvalidArgumentError(f"{_OP}: {name} has kernel size {kh}; at most {MAX_KERNEL} is supported")
         if max(dilation_) * (kh - 1) >= MAX_REACH:
-            raise ValueError(f"{_OP}: dilation * (kernel_size - 1) must be below 2^30, got dilation "
+            raise InvalidArgumentError(f"{_OP}: dilation * (kernel_size - 1) must be below 2^30, got dilation "
                              f"{tuple(dilation_)} with {name} of kernel size {kh}")
         if c_i == 0:
-            raise ValueError(f"{_OP}: {name} has no channels (shape {tuple(w.shape)})")
+            raise InvalidArgumentError(f"{_OP}: {name} has no channels (shape {tuple(w.shape)})")
         total += c_i
     channels = input.shape[1]
     if total != channels:
         splits = [int(w.shape[0]) for w in weights]
-        raise ValueError(f"{_OP}: the channel split {splits} of weights sums to {total}, but input has "
+        raise InvalidArgumentError(f"{_OP}: the channel split {splits} of weights sums to {total}, but input has "
                          f"{channels} channels")
-    check_bias(bias, _OP, input, channels)
+    if bias is not None:
+        check_tensor(bias, "bias", _OP, 1)
+        if tuple(bias.shape) != (channels,):
+            raise InvalidArgumentError(f"{_OP}: bias must have shape ({channels},), got {tuple(bias.shape)}")
+    # Shapes first, then devices and dtypes (torchvision's order, as in deform_conv2d).
+    check_same_device_and_dtype(_OP, input, bias=bias, **{f"weights[{i}]": w for i, w in enumerate(weights)})
     return stride_, dilation_
 
 
@@ -198,10 +208,12 @@ def _mixed_depthwise_conv2d_fake(input, weights, bias, stride, dilation):
 @torch.library.register_fake("hybridops::mixed_depthwise_conv2d_backward")
 def _mixed_depthwise_conv2d_backward_fake(grad_output, input, weights, stride, dilation, output_mask):
     stride = check_mixed_depthwise_conv2d_args(input, list(weights), None, stride, dilation)[0]
-    check_tensor(grad_output, "grad_output", _OP + "_backward", 4, like=input)
+    check_tensor(grad_output, "grad_output", _OP + "_backward", 4)
     expected = (input.shape[0], input.shape[1], *out_size(input.shape[2], input.shape[3], stride))
     if tuple(grad_output.shape) != expected:
-        raise ValueError(f"{_OP}_backward: grad_output must have shape {expected}, got {tuple(grad_output.shape)}")
+        raise InvalidArgumentError(f"{_OP}_backward: grad_output must have shape {expected}, "
+                                   f"got {tuple(grad_output.shape)}")
+    check_same_device_and_dtype(_OP + "_backward", input, grad_output=grad_output)
     if output_mask[0]:
         grad_input = input.new_empty(input.shape).contiguous(memory_format=result_memory_format(input))
     else:
