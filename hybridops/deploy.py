@@ -24,6 +24,8 @@ from typing import Callable, Literal, Optional
 import torch
 from torch import nn
 
+from hybridops.ops.mixed_depthwise_conv2d import same_padding
+
 MixConvStyle = Literal["per_group", "padded"]
 # ONNX Runtime (CPU) ran the padded form 1.1-2.5x faster than per-group Convs on every HybridNetSeg
 # MixConv shape: benchmarks/results/onnx_mixconv-cpu-20261123T165801.json (benchmarks/onnx_mixconv.py).
@@ -53,9 +55,9 @@ def _translations(mixconv: MixConvStyle) -> dict:
                              pads=[padding[0], padding[1], padding[0], padding[1]], strides=list(stride))
 
     def same_pads(k: int, stride, dilation) -> list[int]:
-        # timm's rule ((s - 1) + d * (k - 1)) // 2, as the op (zero-padding the kernels to kmax
-        # keeps every group's taps where its own padding puts them: d * (k - 1) is even).
-        ph, pw = (((s - 1) + d * (k - 1)) // 2 for s, d in zip(stride, dilation))
+        # timm's rule, as the op (zero-padding the kernels to kmax keeps every group's taps where
+        # its own padding puts them: d * (k - 1) is even).
+        ph, pw = (same_padding(k, s, d) for s, d in zip(stride, dilation))
         return [ph, pw, ph, pw]
 
     def mixed_per_group(input, weights, bias, stride, dilation):

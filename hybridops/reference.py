@@ -14,6 +14,7 @@ from torch import Tensor
 
 from hybridops.ops._args import IntPair, pair
 from hybridops.ops.deform_conv2d import out_size
+from hybridops.ops.mixed_depthwise_conv2d import same_padding
 
 __all__ = ["deform_conv2d", "bilinear_sample_zero_padded", "mixed_depthwise_conv2d"]
 
@@ -120,7 +121,7 @@ def mixed_depthwise_conv2d(
     outs = []
     for x_i, w in zip(torch.split(input, splits, dim=1), weights):
         k = w.shape[-1]
-        padding = tuple(((s - 1) + d * (k - 1)) // 2 for s, d in zip(stride, dilation))
+        padding = tuple(same_padding(k, s, d) for s, d in zip(stride, dilation))
         outs.append(F.conv2d(x_i, w, None, stride, padding, dilation, groups=w.shape[0]))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     if bias is not None:

@@ -143,14 +143,25 @@ inline double fixed_point_scale(double max_abs_contribution, int64_t samples_per
   return std::ldexp(1.0, std::min(61 - e, 1000));
 }
 
-// max |t| over the finite values of t (0 for an empty tensor); allocates only when t holds a
-// NaN or an infinity.
-inline double finite_max_abs(const at::Tensor& t) {
-  if (t.numel() == 0) return 0.0;
-  auto [lo, hi] = at::aminmax(t);
-  double m = std::max(std::abs(lo.item<double>()), std::abs(hi.item<double>()));
-  if (!std::isfinite(m)) m = t.nan_to_num(0.0, 0.0, 0.0).abs().max().item<double>();
-  return m;
+// max |t| as a 0-d double tensor on t's device, without a host sync; `finite_only` leaves NaN and
+// infinities out (it allocates a cleaned copy, so it is kept for the rare non-finite case).
+inline at::Tensor max_abs(const at::Tensor& t, bool finite_only = false) {
+  if (t.numel() == 0) return at::zeros({}, t.options().dtype(at::kDouble));
+  const at::Tensor u = finite_only ? t.nan_to_num(0.0, 0.0, 0.0) : t;
+  auto [lo, hi] = at::aminmax(u);
+  return at::maximum(lo.abs(), hi.abs()).to(at::kDouble);
+}
+
+// The largest |grad_columns * mask| (finite values), read with one host sync in the usual case.
+inline double max_abs_contribution(const at::Tensor& grad_columns, const c10::optional<at::Tensor>& mask,
+                                   bool use_mask) {
+  auto bound = [&](bool finite_only) {
+    at::Tensor m = max_abs(grad_columns, finite_only);
+    if (use_mask) m = m * max_abs(*mask, finite_only);
+    return m.item<double>();
+  };
+  const double b = bound(false);
+  return std::isfinite(b) ? b : bound(true);
 }
 
 // grad_input += the scatter of grad_columns (col2im) in 64-bit fixed point: deterministic with
@@ -161,8 +172,8 @@ inline double finite_max_abs(const at::Tensor& t) {
 template <typename Launch>
 void col2im_fixed_point(const Geometry& g, const c10::optional<at::Tensor>& mask, const at::Tensor& grad_columns,
                         at::Tensor& grad_input, Launch launch) {
-  const double mask_max = g.use_mask ? finite_max_abs(*mask) : 1.0;
-  const double scale = fixed_point_scale(finite_max_abs(grad_columns) * mask_max, g.taps() * g.out_pixels());
+  const double scale = fixed_point_scale(max_abs_contribution(grad_columns, mask, g.use_mask),
+                                         g.taps() * g.out_pixels());
   at::Tensor sums = at::zeros(grad_input.sizes(), grad_input.options().dtype(at::kLong));
   at::Tensor poison = at::zeros(grad_input.sizes(), grad_input.options().dtype(at::kByte));
   FixedPointAdd add{reinterpret_cast<unsigned long long*>(sums.data_ptr<int64_t>()), poison.data_ptr<uint8_t>(),

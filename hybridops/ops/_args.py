@@ -56,11 +56,12 @@ def pair(value: IntPair, name: str, op: str, minimum: int, maximum: int = MAX_IN
     return out
 
 
-def check_fake_devices(op: str, input: torch.Tensor, **tensors: object) -> None:
-    """In a fake (meta) kernel: every tensor argument is on ``input``'s device.
+def check_same_device(op: str, input: torch.Tensor, **tensors: object) -> None:
+    """Every tensor in ``tensors`` (None skipped) is on ``input``'s device.
 
-    A meta tensor among CPU or CUDA tensors sends the whole call to the fake kernel (Meta outranks
-    CPU and CUDA in the dispatcher), which would return uninitialised memory: refuse instead.
+    Fake (meta) kernels call it too: a meta tensor among CPU or CUDA tensors sends the whole call
+    to the fake kernel (Meta outranks CPU and CUDA in the dispatcher), which would otherwise return
+    uninitialised memory.
     """
     for name, t in tensors.items():
         if isinstance(t, torch.Tensor) and t.device != input.device:
@@ -89,10 +90,8 @@ def check_same_device_and_dtype(op: str, input: torch.Tensor, **tensors: object)
     """Every tensor in ``tensors`` (None skipped) is on ``input``'s device, then has its dtype (any
     float dtype under autocast). Called after the shape checks: like torchvision, a call with a
     wrong shape and a wrong dtype reports the shape."""
+    check_same_device(op, input, **tensors)
     present = {name: t for name, t in tensors.items() if t is not None}
-    for name, t in present.items():
-        if t.device != input.device:
-            raise InvalidArgumentError(f"{op}: {name} is on {t.device} but input is on {input.device}")
     any_float = autocast_active(input) and input.is_floating_point()  # autocast casts every float
     for name, t in present.items():
         if not (t.is_floating_point() if any_float else t.dtype == input.dtype):

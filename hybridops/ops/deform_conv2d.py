@@ -12,7 +12,7 @@ from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
 from hybridops.ops._fx import fx_leaf
-from hybridops.ops._args import (IntPair, InvalidArgumentError, check_fake_devices, check_same_device_and_dtype,
+from hybridops.ops._args import (IntPair, InvalidArgumentError, check_same_device, check_same_device_and_dtype,
                                  check_tensor, pair)
 
 _OP = "hybridops.deform_conv2d"
@@ -132,7 +132,7 @@ def out_size(h: int, w: int, kh: int, kw: int, stride, padding, dilation) -> tup
 
 @torch.library.register_fake("hybridops::deform_conv2d")
 def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dilation):
-    check_fake_devices(_OP, input, offset=offset, weight=weight, mask=mask, bias=bias)
+    check_same_device(_OP, input, offset=offset, weight=weight, mask=mask, bias=bias)
     h_out, w_out = out_size(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3], stride, padding,
                             dilation)
     return input.new_empty((input.shape[0], weight.shape[0], h_out, w_out))
@@ -140,7 +140,7 @@ def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dila
 
 @torch.library.register_fake("hybridops::deform_conv2d_backward")
 def _deform_conv2d_backward_fake(grad_output, input, offset, weight, mask, stride, padding, dilation):
-    check_fake_devices(_OP + "_backward", input, grad_output=grad_output, offset=offset, weight=weight, mask=mask)
+    check_same_device(_OP + "_backward", input, grad_output=grad_output, offset=offset, weight=weight, mask=mask)
     grad_mask = mask.new_empty(mask.shape) if mask is not None else offset.new_empty((0,))
     return input.new_empty(input.shape), offset.new_empty(offset.shape), weight.new_empty(weight.shape), grad_mask
 
