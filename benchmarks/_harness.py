@@ -14,18 +14,18 @@ peer p50 / ours p50 (> 1 means we are faster), ``summarize`` gives its geomean/m
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from cli.provenance import git_sha, utc_timestamp
 
 MODES = ("forward", "backward", "full")  # see op_step
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -254,21 +254,6 @@ def copy_bandwidth(device: torch.device) -> Optional[float]:
     return nbytes / (t.p50_ms * 1e-3)
 
 
-def git_sha() -> Optional[str]:
-    """Short sha of HEAD, with "-dirty" when csrc/ or hybridops/ have uncommitted changes."""
-    root = os.path.dirname(os.path.dirname(RESULTS_DIR))
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root,
-                             timeout=10).stdout.strip()
-        if not sha:
-            return None
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc", "hybridops"], cwd=root,
-                               timeout=10).returncode != 0
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU model from /proc/cpuinfo."""
     device = torch.device(device)
@@ -297,7 +282,7 @@ def environment(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "hybridops": hybridops.build_info(),
         "git_sha": git_sha(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_timestamp(),
         "python": platform.python_version(),
     }
 

@@ -9,7 +9,8 @@ initialisation (useful for latency tests only). The exported graph takes ``image
 and returns the eval-mode logits ``output``; batch and spatial size are dynamic unless
 ``--static``. Loading uses ``torch.load(..., weights_only=True)``; an unreadable, empty or malformed
 checkpoint, one with NaN/inf weights, or one that does not fit the model is one ``error: ...`` line and
-exit status 2 (``train.errors``).
+exit status 2 (``cli.errors``). The checkpoint is read by :mod:`models.checkpoint`, as ``python -m train``
+reads it, so that this command needs nothing of ``train``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import sys
 import torch
 
 import models
-from train.errors import UserError, run_cli
+from cli.args import check_input_size
+from cli.errors import UserError, run_cli
+from models import checkpoint as ckpt_io
 
 
 class ExportError(UserError):
@@ -29,17 +32,15 @@ class ExportError(UserError):
 def load_model(name: str | None, checkpoint: str | None) -> tuple[str, torch.nn.Module]:
     """(model name, eval-mode model) from a training checkpoint, a plain state dict, or a name.
 
-    The checkpoint is checked as ``train.checkpoint`` checks it (entries and types, weights that fit the
-    model and hold no NaN/inf); every problem is a :class:`train.errors.UserError`.
+    The checkpoint's model entries are checked as ``python -m train`` checks them (entries and types,
+    weights that fit the model and hold no NaN/inf); every problem is a :class:`cli.errors.UserError`.
     """
-    from train import checkpoint as ckpt_io
-
     kwargs: dict = {}
     state = None
     if checkpoint:
         ckpt = ckpt_io.read(checkpoint)
         if isinstance(ckpt, dict) and "state_dict" in ckpt and "model" in ckpt:
-            ckpt_io.check_structure(ckpt, checkpoint, purpose="weights")
+            ckpt_io.check_model_entries(ckpt, checkpoint)
             if name is not None and name != ckpt["model"]:
                 raise ExportError(f"checkpoint {checkpoint!r} holds a {ckpt['model']!r} model, not {name!r}")
             name, kwargs, state = ckpt["model"], dict(ckpt.get("model_kwargs") or {}), ckpt["state_dict"]
@@ -57,8 +58,6 @@ def load_model(name: str | None, checkpoint: str | None) -> tuple[str, torch.nn.
 
 
 def main(argv=None) -> int:
-    from train.data.base import check_input_size
-
     parser = argparse.ArgumentParser(prog="python -m models.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help=f"one of {', '.join(models.list_models())}")

@@ -15,10 +15,10 @@ from typing import Iterator
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-OWN = ("hybridops", "models", "train", "benchmarks", "plotting")      # the project's own top-level packages
+OWN = ("hybridops", "models", "train", "benchmarks", "plotting", "cli")      # the project's own top-level packages
 # Whose imports requirements.txt must cover. hybridops declares its own in setup.py (its ONNX helpers need
 # the optional [deploy] extra and say so when it is missing).
-CODE = ("models", "train", "benchmarks", "plotting")
+CODE = ("models", "train", "benchmarks", "plotting", "cli")
 DOCUMENTED = {"train", "train.evaluate", "train.predict", "train.augment", "models.export", "benchmarks.latency",
               "benchmarks.deform_conv2d", "benchmarks.losses", "benchmarks.mixconv", "benchmarks.onnx_mixconv",
               "benchmarks.plots", "benchmarks.report"}
@@ -43,6 +43,21 @@ def _run(args: list[str], timeout: float, cwd: Path = REPO) -> subprocess.Comple
     env.pop("PYTHONPATH", None)                    # as a user runs it: from the checkout's root
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def test_only_the_library_is_installed():
+    """``pip install .`` installs ``hybridops`` alone: the commands' packages (``models``, ``train``,
+    ``benchmarks``) and their helpers (``plotting``, ``cli``) run from the checkout and must not land in
+    site-packages under such generic names."""
+    from setuptools import find_packages
+
+    call = next(node for node in ast.walk(ast.parse((REPO / "setup.py").read_text()))
+                if isinstance(node, ast.keyword) and node.arg == "packages").value
+    assert isinstance(call, ast.Call) and call.func.id == "find_packages", ast.dump(call)
+    include = ast.literal_eval(next(kw.value for kw in call.keywords if kw.arg == "include"))
+    installed = {name.split(".")[0] for name in find_packages(str(REPO), include=include)}
+    assert installed == {"hybridops"}, installed
+    assert set(OWN) - {"hybridops"} == {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()} - {"hybridops"}
 
 
 def test_every_documented_command_is_found():

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from cli.errors import DatasetError
 from train.augment import Augment
 from train.data import build_dataset, derive_fov, get_spec, list_datasets
-from train.errors import DatasetError
 from train.metrics import BinaryEvaluator, MulticlassEvaluator, counts, roc_auc, scores_from_counts
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """The shape of the code base, checked from the source text (``ast``; nothing is imported or run):
 no import circle among the project's own modules, no function over 100 lines outside ``tests/``, and
-the layering (``hybridops`` <- ``models`` <- ``train``; ``benchmarks`` on top; the shared plotting
-helper below both of its users)."""
+the layering (``hybridops`` <- ``models`` <- ``train``; ``benchmarks`` on top; the shared helpers
+``plotting`` and ``cli`` below their users)."""
 from __future__ import annotations
 
 import ast
@@ -9,7 +9,18 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("hybridops", "models", "train", "benchmarks", "plotting")
+PACKAGES = ("hybridops", "models", "train", "benchmarks", "plotting", "cli")
+# Layers, bottom to top: which of the project's other packages each one may import. ``hybridops`` is the
+# library (it alone is installed); ``plotting`` (PNG line charts) and ``cli`` (user errors, argument checks
+# and provenance shared by every command) are helpers that stand below all of their users.
+MAY_IMPORT = {
+    "hybridops": set(),
+    "plotting": set(),
+    "cli": {"hybridops"},
+    "models": {"hybridops", "cli"},
+    "train": {"hybridops", "cli", "models", "plotting"},
+    "benchmarks": {"hybridops", "cli", "models", "plotting", "train"},
+}
 COMPILED = ("hybridops._C",)          # built from csrc/ (setup.py): imports no Python module of ours
 MAX_FUNCTION_LINES = 100
 
@@ -116,15 +127,34 @@ def test_no_import_cycles():
     assert cycle is None, "modules import each other in a circle: " + _describe(cycle, graph)
 
 
+def _upward_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    """``"a.b (line n) imports c.d"`` for every import of a package that ``MAY_IMPORT`` does not allow."""
+    found = []
+    for mod, targets in sorted(graph.items()):
+        pkg = mod.split(".")[0]
+        for target, line in sorted(targets.items()):
+            other = target.split(".")[0]
+            if other != pkg and other not in MAY_IMPORT[pkg]:
+                found.append(f"{mod} (line {line}) imports {target}")
+    return found
+
+
+def test_upward_import_finder_sees_one():
+    """The checker itself: a model importing train, or the library importing a model, is found."""
+    graph = {"models.export": {"train.errors": 3, "hybridops": 1}, "hybridops.ops": {"models.blocks": 7},
+             "train.loop": {"models": 2, "plotting": 4}}
+    assert _upward_imports(graph) == ["hybridops.ops (line 7) imports models.blocks",
+                                      "models.export (line 3) imports train.errors"]
+
+
 def test_layers_import_downwards():
-    """``benchmarks`` does not reach into ``train`` for plotting, and the shared plotting helper
-    depends on none of the project's packages."""
+    """``hybridops`` imports none of the rest, ``models`` neither ``train`` nor ``benchmarks``, ``train``
+    not ``benchmarks``, and the shared helpers stand below their users (e.g. ``benchmarks`` does not
+    reach into ``train`` for plotting or provenance)."""
     graph = _graph()
-    assert "train.plots" not in graph["benchmarks.plots"]
-    for mod, targets in graph.items():
-        if mod.startswith("plotting"):
-            outside = [t for t in targets if not t.startswith("plotting")]
-            assert not outside, f"{mod} imports {outside}: the shared plotting helper must stand below its users"
+    assert set(MAY_IMPORT) == set(PACKAGES), "every package needs its place in MAY_IMPORT"
+    upward = _upward_imports(graph)
+    assert not upward, "imports against the layering (see MAY_IMPORT): " + "; ".join(upward)
 
 
 def _long_functions() -> list[str]:
@@ -145,3 +175,19 @@ def _long_functions() -> list[str]:
 def test_no_function_over_100_lines():
     long = _long_functions()
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them by concern): " + ", ".join(long)
+
+
+PROVENANCE = ("git_sha", "versions", "command_line", "utc_timestamp")     # what a results file records
+
+
+def test_provenance_has_one_home():
+    """Every command records where its numbers came from with the same functions, defined once in
+    ``cli.provenance`` (a second copy drifts: the benchmarks' sha once marked a dirty tree, train's did not)."""
+    homes: dict[str, list[str]] = {}
+    for mod, path in _modules().items():
+        if path is None:
+            continue
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.FunctionDef) and node.name in PROVENANCE:
+                homes.setdefault(node.name, []).append(mod)
+    assert homes == {name: ["cli.provenance"] for name in PROVENANCE}, homes

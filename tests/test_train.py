@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageChops
 
 import models
+from models.checkpoint import PIP_HINTS
 from train import checkpoint as ckpt_io
 from train.__main__ import main as train_main
 from train.__main__ import run as train_run
@@ -427,11 +428,11 @@ def test_missing_torchvision(tmp_path, capsys, monkeypatch):
 def test_torchvision_pin_matches_requirements():
     pins = [ln.strip() for ln in (REPO / "requirements-test.txt").read_text().splitlines()
             if ln.startswith("torchvision")]
-    assert pins == [ckpt_io.PIP_HINTS["torchvision"]]
+    assert pins == [PIP_HINTS["torchvision"]]
 
 
 def test_one_error_line_for_a_multiline_message(capsys):
-    from train.errors import UserError, run_cli
+    from cli.errors import UserError, run_cli
 
     def body():
         raise UserError("first\n  second\n")

@@ -24,14 +24,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from train.errors import UserError, run_cli
+from cli.errors import UserError, run_cli
 
 _RESUMABLE = ("epochs", "patience", "device", "workers", "threads", "val_every", "amp")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from train.data import DATASETS
-    from train.data.base import MAX_SIDE
+    from cli.args import MAX_SIDE
     from train.config import VAL_MODES
     from train.recipes import LOSSES, OPTIMIZERS
 

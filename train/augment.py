@@ -246,7 +246,6 @@ def benchmark(sizes=((2, 512, 512), (1, 960, 960)), device: str = "cpu", reps: i
 
 def _main(argv=None) -> int:
     import argparse
-    import datetime as _dt
     import json
     import platform
 
@@ -272,11 +271,11 @@ def _main(argv=None) -> int:
         print(f"{r['batch']:>5} {r['height']:>5} x {r['width']:<5} {r['ms_per_batch']:>9.2f} {r['images_per_s']:>8.2f}"
               + extra)
     if args.json:
-        from train.provenance import git_sha, versions
+        from cli.provenance import git_sha, utc_timestamp, versions
         rec = {"benchmark": "train.augment", "recipe": args.recipe, "augment": Augment.from_dict(
             __import__("train.recipes", fromlist=["RECIPES"]).RECIPES[args.recipe]["augment"]).to_dict(),
                "device": name, "versions": versions(), "git_sha": git_sha(),
-               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "reps": args.reps,
+               "date": utc_timestamp(), "reps": args.reps,
                "rows": rows}
         with open(args.json, "w") as f:
             json.dump(rec, f, indent=2)

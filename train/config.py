@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
+from cli.args import check_input_size
+from cli.errors import UserError
 from train.data import get_spec
-from train.data.base import check_input_size
-from train.errors import UserError
 from train.metrics import BINARY_METRICS
 from train.recipes import LOSSES, OPTIMIZERS, default_in_chans, recipe_for
 

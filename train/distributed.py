@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from train.errors import UserError
+from cli.errors import UserError
 
 __all__ = ["DistInfo", "setup", "cleanup", "all_reduce_mean", "all_gather_objects", "barrier", "shard"]
 

@@ -27,7 +27,6 @@ folder instead of writing a second one with the same metrics. Any other dataset 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
 import sys
@@ -40,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cli.args import check_input_size
+from cli.errors import UserError, run_cli
 from train import checkpoint as ckpt_io
 from train.data import build_dataset
-from train.data.base import check_input_size, resize_image
+from train.data.base import resize_image
 from train.distributed import resolve_device
-from train.errors import UserError, run_cli
 from train.metrics import BINARY_METRICS, METRIC_LABELS, BinaryEvaluator, MulticlassEvaluator, nan_to_none
 
 __all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "run_inference_cli", "main"]
@@ -63,7 +63,7 @@ def enlarge(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 def load_for_inference(path, device: torch.device, expect_model: Optional[str] = None):
     """(model in eval mode on ``device``, checkpoint dict); the checkpoint's structure and the finiteness
-    of its weights are checked (:class:`train.errors.CheckpointError`)."""
+    of its weights are checked (:class:`cli.errors.CheckpointError`)."""
     ckpt = ckpt_io.load(path, purpose="inference")
     model = ckpt_io.build_model(ckpt, path, expect_model).to(device).eval()
     return model, ckpt
@@ -247,9 +247,9 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
             "epoch": ckpt.get("epoch"), "dataset": ds.name, "data_root": root, "split": split, "size": list(size),
             "at_input_size": at_input_size, "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
             "seconds": round(time.perf_counter() - t0, 2)}
-    from train.provenance import command_line, git_sha, versions
+    from cli.provenance import command_line, git_sha, utc_timestamp, versions
     meta.update({"versions": versions(), "git_sha": git_sha(),
-                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": command_line()})
+                 "date": utc_timestamp(), "command": command_line()})
     table = markdown_table(res, meta)
     (out / "metrics.json").write_text(json.dumps(nan_to_none({"meta": meta, "results": res}), indent=2) + "\n")
     (out / "metrics.md").write_text(table)
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_inference_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
                       body: Callable[[argparse.Namespace], None]) -> int:
     """The ``main`` of ``train.evaluate`` and ``train.predict``: parses ``argv``, checks ``--threshold``,
-    then runs ``body(args)`` through :func:`train.errors.run_cli` (0, or 2 after one ``error:`` line)."""
+    then runs ``body(args)`` through :func:`cli.errors.run_cli` (0, or 2 after one ``error:`` line)."""
     args = parser.parse_args(argv)
 
     def checked() -> None:

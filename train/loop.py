@@ -4,7 +4,7 @@ checkpoints, resume, DDP, and the final evaluation of the best checkpoint on the
 Its parts live by concern: ``train.config`` (the run's settings: recipe + dataset defaults + flags),
 ``train.step`` (loss, optimiser, schedule, one epoch of training steps, validation), ``train.report``
 (what the user sees: console lines, ``config.json``, ``metrics.jsonl``, ``curves.png``) and
-``train.provenance`` (versions, git sha, command line); this module runs them in order.
+``cli.provenance`` (versions, git sha, command line); this module runs them in order.
 
 Outputs of a run (``--out DIR``)::
 
@@ -31,17 +31,18 @@ from typing import Optional
 import torch
 from torch import nn
 
+from cli.args import check_input_size
+from cli.errors import CheckpointError, UserError
+from cli.provenance import versions
+from models.checkpoint import create_model, first_nonfinite, load_state
 from train import checkpoint as ckpt_io
 from train import distributed as D
 from train import report
 from train.augment import Augment
 from train.config import RESUMABLE_OVERRIDES, check_config
 from train.data import available_splits, build_dataset
-from train.data.base import check_input_size
-from train.errors import UserError
 from train.memory import check_training_memory
 from train.metrics import nan_to_none
-from train.provenance import versions
 from train.step import (MEAN, STD, epoch_seed, lr_at, make_loss, make_optimizer, train_epoch, unwrap,
                         validate)
 
@@ -112,7 +113,7 @@ def _build_model(cfg: dict) -> nn.Module:
             raise UserError(f"--model-kwargs sets {key}={cfg['model_kwargs'][key]!r}, but the data has {cfg[key]} "
                             f"(set by {flag}); leave {key} out of --model-kwargs")
     kwargs = {"in_chans": cfg["in_chans"], "num_classes": cfg["num_classes"], **cfg["model_kwargs"]}
-    model = ckpt_io.create_model(cfg["model"], kwargs, source="--model-kwargs", shown=cfg["model_kwargs"])
+    model = create_model(cfg["model"], kwargs, source="--model-kwargs", shown=cfg["model_kwargs"])
     cfg["model_kwargs_resolved"] = kwargs
     check_input_size(cfg["size"], int(getattr(model, "input_divisor", 16)), cfg["model"])
     return model
@@ -149,7 +150,7 @@ def train(cfg: dict, *, resume: Optional[str] = None, overwrite: bool = False) -
         try:
             check_config(cfg, multiclass=(cfg.get("num_classes") or 1) > 1)
         except KeyError as e:
-            raise ckpt_io.CheckpointError(f"checkpoint {str(resume)!r} is damaged or incomplete: its 'config' has "
+            raise CheckpointError(f"checkpoint {str(resume)!r} is damaged or incomplete: its 'config' has "
                                           f"no {e.args[0]!r} entry") from None
     info = D.setup(cfg["device"])
     try:
@@ -251,7 +252,7 @@ def _prepare(cfg: dict, info: D.DistInfo, out: Path, resume: Optional[str], over
 
 def _restore(run: _Run, state: dict, resume: str) -> None:
     """Weights, optimiser, scaler, epoch and early-stopping state from a ``--resume`` checkpoint."""
-    ckpt_io.load_state(unwrap(run.model), state["state_dict"], resume, "--resume checkpoint")
+    load_state(unwrap(run.model), state["state_dict"], resume, "--resume checkpoint")
     run.opt.load_state_dict(state["optimizer"])
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
@@ -330,7 +331,7 @@ def _check_finite(run: _Run, epoch: int, train_loss: float) -> None:
     """Stops the run when the loss or the weights became non-finite. Checked after the reduction (and on
     weights identical on every rank): every rank stops together, and no checkpoint of a diverged model
     is written."""
-    nonfinite = None if not math.isfinite(train_loss) else ckpt_io.first_nonfinite(unwrap(run.model).state_dict())
+    nonfinite = None if not math.isfinite(train_loss) else first_nonfinite(unwrap(run.model).state_dict())
     if not math.isfinite(train_loss) or nonfinite:
         what = f"the training loss became {train_loss}" if nonfinite is None else \
             f"the weights became non-finite ({nonfinite})"

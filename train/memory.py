@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from train.errors import UserError, one_line
+from cli.errors import UserError, one_line
 
 __all__ = ["activation_bytes_per_pixel", "device_memory", "check_training_memory", "fmt_bytes"]
 

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.data.base import IMAGE_EXTS, check_input_size, derive_fov, read_image, resize_image, resize_mask
+from cli.args import check_input_size
+from cli.errors import UserError
+from train.data.base import IMAGE_EXTS, derive_fov, read_image, resize_image, resize_mask
 from train.distributed import resolve_device
-from train.errors import UserError
 from train.evaluate import _save_png, class_palette, infer, load_for_inference, run_inference_cli
 
 __all__ = ["predict", "main", "collect_inputs"]

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from cli.provenance import command_line
 from train import distributed as D
 from train.metrics import BINARY_METRICS, nan_to_none
-from train.provenance import command_line
 
 __all__ = ["log", "read_jsonl", "start_files", "banner", "progress_bar", "append_record", "epoch_line",
            "list_outputs", "OUTPUTS"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from cli.errors import DatasetError
 from train.data import chase_db1, drive, folder, hrf, synthetic
 from train.data.base import Raw, Record, SegmentationDataset, derive_fov, read_image
-from train.errors import DatasetError
 
 __all__ = ["DatasetSpec", "DATASETS", "list_datasets", "get_spec", "build_dataset", "available_splits",
            "SegmentationDataset", "Raw", "Record", "derive_fov", "read_image"]
@@ -76,7 +76,7 @@ def build_dataset(name: str, root: Optional[str], split: str, *, size: Optional[
     ``size`` (H, W) defaults to the dataset's paper size; ``in_chans`` (1 grey, 3 RGB) to the dataset's
     native channels; ``num_classes`` (folder only) is inferred from the labels when None; ``limit``
     keeps the first N images; ``seed`` picks the synthetic images; ``observer`` the CHASE_DB1 labels.
-    Raises :class:`train.errors.DatasetError` (a user error) for bad names, paths and files.
+    Raises :class:`cli.errors.DatasetError` (a user error) for bad names, paths and files.
     """
     spec = get_spec(name)
     if split not in ("train", "val", "test"):

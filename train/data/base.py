@@ -23,16 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from train.errors import DatasetError, UserError
+from cli.errors import DatasetError
 
 __all__ = ["IMAGE_EXTS", "Raw", "Record", "SegmentationDataset", "FileDataset", "index_dir", "require_dir",
            "read_image", "read_label", "read_mask", "derive_fov", "resize_image", "resize_label", "resize_mask",
-           "check_size", "check_input_size", "MAX_SIDE"]
-
-# The largest input side (H or W) the CLIs accept: 16384 covers full-resolution fundus photos (HRF is
-# 3504x2336) many times over; beyond it one uint8 RGB image alone takes over 800 MB. Training also
-# checks that a batch fits in the device's memory (``train.memory``).
-MAX_SIDE = 16384
+           "check_size"]
 
 # Extensions matched case-insensitively (DRIVE ships .tif/.gif, CHASE .jpg/.png, HRF .JPG/.jpg/.tif).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".ppm", ".pgm", ".webp")
@@ -211,24 +206,6 @@ def check_size(size: Sequence[int]) -> tuple[int, int]:
     if len(size) != 2 or any(int(s) != s or int(s) <= 0 for s in size):
         raise DatasetError(f"size must be two positive integers (H W), got {tuple(size)}")
     return int(size[0]), int(size[1])
-
-
-def check_input_size(size: Sequence[int], divisor: int = 1, model: Optional[str] = None,
-                     what: str = "--size") -> tuple[int, int]:
-    """``(H, W)`` if ``size`` is two integers in ``1..MAX_SIDE`` divisible by ``divisor`` (the model's
-    ``input_divisor``), else a :class:`UserError` that names ``what`` (the flag) and, with ``model``, the
-    model and a size that works."""
-    vals = list(size) if isinstance(size, (list, tuple)) else [size]
-    if len(vals) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in vals):
-        raise UserError(f"{what} takes two integers H W, got {' '.join(map(str, vals))}")
-    h, w = vals
-    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-        raise UserError(f"{what} {h} {w}: H and W must be in 1..{MAX_SIDE}")
-    if h % divisor or w % divisor:
-        near = lambda s: min(MAX_SIDE // divisor, max(1, (s + divisor // 2) // divisor)) * divisor  # noqa: E731
-        raise UserError(f"{what} {h} {w}: {model or 'the model'} needs H and W divisible by {divisor} "
-                        f"(e.g. {near(h)} {near(w)})")
-    return h, w
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from cli.errors import DatasetError
 from train.data.base import FileDataset, Record, index_dir
-from train.errors import DatasetError
 
 DEFAULT_SIZE = (960, 960)
 N_TRAIN = 8

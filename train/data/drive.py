@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from cli.errors import DatasetError
 from train.data.base import FileDataset, Record, index_dir, require_dir
-from train.errors import DatasetError
 
 DEFAULT_SIZE = (512, 512)
 _FOLDERS = {"train": "training", "test": "test"}

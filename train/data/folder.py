@@ -21,9 +21,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from cli.errors import DatasetError
 from train.data.base import FileDataset, Record, _open, index_dir
 from train.data.drive import subdir
-from train.errors import DatasetError
 
 DEFAULT_SIZE = (512, 512)
 _LABEL_DIRS = ("masks", "labels")

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from cli.errors import DatasetError
 from train.data.base import FileDataset, Record, index_dir
 from train.data.drive import subdir
-from train.errors import DatasetError
 
 DEFAULT_SIZE = (784, 1168)
 N_TRAIN_PER_CATEGORY = 5

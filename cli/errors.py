@@ -2,7 +2,8 @@
 line and exit with status 2 (no traceback); anything else is a bug and keeps its traceback.
 
 Every CLI of the repository (``python -m train``, ``train.evaluate``, ``train.predict``,
-``models.export``) runs its body through :func:`run_cli`, so the rule holds in one place.
+``models.export``) runs its body through :func:`run_cli`, so the rule holds in one place; the module
+stands below ``models`` and ``train`` so that both may raise these errors.
 """
 from __future__ import annotations
 
