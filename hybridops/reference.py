@@ -51,6 +51,7 @@ def bilinear_sample_zero_padded(planes: Tensor, y: Tensor, x: Tensor) -> Tensor:
     return out + torch.where(nan_point, float("nan"), 0.0).to(out.dtype).unsqueeze(1)
 
 
+# hybridops.deform_conv2d's signature, repeated on purpose for a drop-in (test_reference_takes_the_ops_arguments).
 def deform_conv2d(
     input: Tensor,
     offset: Tensor,

@@ -27,7 +27,7 @@ from hybridops import reference as _reference
 __all__ = [
     "OPS", "OP_NAMES", "check_ops", "resolve_ops", "ops_repr", "split_channels", "ConvBNAct", "GroupedConv1x1",
     "ReferenceMixedDepthwiseConv2d", "ReferenceDeformConv2dV2", "TorchvisionDeformConv2dV2", "mixed_depthwise_conv", "deform_conv",
-    "SqueezeExcite", "MNBlock", "InvertedResidual", "Resize", "DecoderBlock", "check_spatial",
+    "SqueezeExcite", "MNBlock", "InvertedResidual", "Resize", "DecoderBlock", "check_spatial", "stage_features",
 ]
 
 OPS = ("hybridops", "reference", "torchvision")
@@ -91,6 +91,15 @@ def split_channels(channels: int, groups: int) -> list[int]:
     split = [channels // groups] * groups
     split[0] += channels - sum(split)
     return split
+
+
+def stage_features(x: Tensor, stem: nn.Module, stages: Sequence[nn.Module]) -> list[Tensor]:
+    """An encoder's skips: ``[stem(x), stages[0](stem(x)), stages[1](...), ...]``, each stage fed the
+    output of the one before (U-Net's ``inc`` and ``downs``, HybridNetSeg's stem and stages)."""
+    feats = [stem(x)]
+    for stage in stages:
+        feats.append(stage(feats[-1]))
+    return feats
 
 
 class ConvBNAct(nn.Sequential):

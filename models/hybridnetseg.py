@@ -19,7 +19,8 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-from models.blocks import ConvBNAct, DecoderBlock, MNBlock, OpsArg, check_spatial, deform_conv, ops_repr, resolve_ops
+from models.blocks import (ConvBNAct, DecoderBlock, MNBlock, OpsArg, check_spatial, deform_conv, ops_repr, resolve_ops,
+                           stage_features)
 from models.registry import register_model
 
 __all__ = ["HybridNetSegEncoder", "HybridNetSegDecoder", "HybridNetSeg", "hybridnetseg"]
@@ -64,10 +65,7 @@ class HybridNetSegEncoder(nn.Module):
             self.stages.append(nn.Sequential(*layers))
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        feats = [self.stem(x)]
-        for stage in self.stages:
-            feats.append(stage(feats[-1]))
-        return feats
+        return stage_features(x, self.stem, self.stages)
 
 
 class HybridNetSegDecoder(nn.Module):

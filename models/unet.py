@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from models.blocks import ConvBNAct, check_spatial
+from models.blocks import ConvBNAct, check_spatial, stage_features
 from models.registry import register_model
 
 __all__ = ["DoubleConv", "UNetEncoder", "UNetDecoder", "UNet", "unet"]
@@ -32,13 +32,8 @@ class UNetEncoder(nn.Module):
         self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), DoubleConv(i, o))
                                    for i, o in zip(widths[:-1], widths[1:]))
 
-    # The same shape as HybridNetSegEncoder.forward on purpose: each model file reads on its own, and a
-    # shared base class for a four-line loop would hide more than it saves.
     def forward(self, x: Tensor) -> list[Tensor]:
-        feats = [self.inc(x)]
-        for down in self.downs:
-            feats.append(down(feats[-1]))
-        return feats
+        return stage_features(x, self.inc, self.downs)
 
 
 class UNetUp(nn.Module):

@@ -46,6 +46,21 @@ def assert_close_all(actual, expected, **tol):
         torch.testing.assert_close(a.double().cpu(), e.double().cpu(), **tol)
 
 
+def check_low_precision(x, ws, b, stride):
+    """flash-attention's rule for a low dtype: our error against the float64 reference is at most 2x
+    PyTorch's own error in that dtype (plus 1e-3 of the largest value), for the output and every
+    gradient. Returns our (output, gradients) for the caller's dtype and layout checks."""
+    out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, stride, 1)
+    out_t, grads_t = run(reference.mixed_depthwise_conv2d, x, ws, b, stride, 1)
+    out_64, grads_64 = run(ref64, x, ws, b, stride, 1)
+    for ours, torchs, exact in zip([out] + grads, [out_t] + grads_t, [out_64] + grads_64):
+        scale = exact.abs().max().item()
+        err = (ours.double() - exact).abs().max().item()
+        err_torch = (torchs.double() - exact).abs().max().item()
+        assert err <= 2 * err_torch + 1e-3 * scale, (err, err_torch, scale)
+    return out, grads
+
+
 # (batch, splits, kernel sizes, H, W, stride, dilation)
 AWKWARD = [
     pytest.param(2, [1, 1, 1], (3, 5, 7), 9, 7, 1, 1, id="one-channel-per-group"),

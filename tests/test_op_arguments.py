@@ -168,3 +168,16 @@ def test_meta_tensors_work_through_the_wrapper():
     x, offset, weight, bias, mask = (t.to("meta") for t in make_dcn_inputs(n=1, c_in=2, c_out=3, h=5, w=5))
     out = hybridops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
     assert out.device.type == "meta" and out.shape == (1, 3, 5, 5)
+
+
+@pytest.mark.parametrize("name", ["deform_conv2d", "mixed_depthwise_conv2d"])
+def test_reference_takes_the_ops_arguments(name):
+    """``hybridops.reference.<op>`` is called exactly as ``hybridops.<op>`` (same names, order, kinds and
+    defaults), so tests and benchmarks swap one for the other; the two signatures are written twice on
+    purpose and this keeps them from drifting."""
+    import inspect
+
+    def shape(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert shape(getattr(hybridops.reference, name)) == shape(getattr(hybridops, name))

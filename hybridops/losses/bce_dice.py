@@ -12,8 +12,6 @@ over the batch), so ``[N, 1]`` inputs form one long row. Small rows are packed s
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +19,7 @@ from hybridops.losses import _reference
 from hybridops.losses._common import (Tiling, check_binary_target, check_float_input, check_reduction,
                                       check_scalar, empty, empty_like, label_view, launch, next_pow2,
                                       num_warps_for, program_tile, tile, tl, triton, use_triton)
+from hybridops.nn._repr import settings_repr
 
 _OP = "hybridops.losses.bce_dice_loss"
 # Largest number of elements one program reduces (a power of 2). Tests lower it to cover several
@@ -300,11 +299,5 @@ class BCEDiceLoss(nn.Module):
                              from_logits=self.from_logits, per_image=self.per_image, reduction=self.reduction)
 
     def extra_repr(self) -> str:
-        return _extra_repr(self, dict(bce_weight=0.5, smooth=1.0, from_logits=True, per_image=False,
-                                      reduction="mean"))
-
-
-def _extra_repr(module: nn.Module, defaults: dict, extra: Optional[dict] = None) -> str:
-    parts = [f"{k}={getattr(module, k)!r}" for k, d in defaults.items() if getattr(module, k) != d]
-    parts += [f"{k}={v}" for k, v in (extra or {}).items()]
-    return ", ".join(parts)
+        return settings_repr(self, dict(bce_weight=0.5, smooth=1.0, from_logits=True, per_image=False,
+                                        reduction="mean"))

@@ -29,8 +29,8 @@ from hybridops.losses import _reference
 from hybridops.losses._common import (Tiling, check_float_input, check_same_device, check_scalar, empty,
                                       empty_like, label_view, launch, needs_int64, program_tile, tile, tile_ids,
                                       tl, triton, use_triton)
-from hybridops.losses.bce_dice import (_extra_repr, _prob_and_bce, _term_grad, check_bce_dice_options,
-                                       finalize)
+from hybridops.losses.bce_dice import _prob_and_bce, _term_grad, check_bce_dice_options, finalize
+from hybridops.nn._repr import settings_repr
 
 _OP = "hybridops.losses.mixed_loss"
 _MAX_BLOCK = 512       # label pixels per program (power of 2; 4 per thread at 4 warps); tests lower it
@@ -404,5 +404,5 @@ class MixedLoss(nn.Module):
                           from_logits=self.from_logits, per_image=self.per_image, reduction=self.reduction)
 
     def extra_repr(self) -> str:
-        return _extra_repr(self, dict(weights=None, mean_weight=1.0, paper_scaling=False, bce_weight=0.5,
-                                      smooth=1.0, from_logits=True, per_image=False, reduction="mean"))
+        return settings_repr(self, dict(weights=None, mean_weight=1.0, paper_scaling=False, bce_weight=0.5,
+                                        smooth=1.0, from_logits=True, per_image=False, reduction="mean"))

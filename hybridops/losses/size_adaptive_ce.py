@@ -33,7 +33,7 @@ from hybridops.losses import _reference
 from hybridops.losses._common import (Tiling, check_float_input, check_reduction, check_same_device,
                                       check_scalar, empty, empty_like, launch, needs_int64, next_pow2,
                                       prev_pow2, tile, tile_ids, tl, triton, use_triton)
-from hybridops.losses.bce_dice import _extra_repr
+from hybridops.nn._repr import settings_repr
 
 _OP = "hybridops.losses.size_adaptive_cross_entropy"
 NORMALIZE = ("pixels", "weights")
@@ -439,5 +439,5 @@ class SizeAdaptiveCELoss(nn.Module):
 
     def extra_repr(self) -> str:
         extra = {"weight": f"<{tuple(self.weight.shape)}>"} if self.weight is not None else {}
-        return _extra_repr(self, dict(alpha=1.0, ignore_index=-100, reduction="mean", per_image=True,
-                                      normalize="pixels", check_labels=False), extra)
+        return settings_repr(self, dict(alpha=1.0, ignore_index=-100, reduction="mean", per_image=True,
+                                        normalize="pixels", check_labels=False), extra=extra)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from hybridops.nn._repr import settings_repr
 from hybridops.ops._args import IntPair, InvalidArgumentError, pair
 
 
@@ -46,15 +47,8 @@ class DeformConvBase(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if getattr(self, "offset_groups", 1) != 1:
-            s += f", offset_groups={self.offset_groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        """torchvision's ``DeformConv2d`` repr: channels, kernel size and stride, then what is not default."""
+        first = [str(self.in_channels), str(self.out_channels), f"kernel_size={self.kernel_size}",
+                 f"stride={self.stride}"]
+        return settings_repr(self, {"padding": (0, 0), "dilation": (1, 1), "groups": 1, "offset_groups": 1},
+                             first, extra={"bias": "False"} if self.bias is None else None)

@@ -8,6 +8,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from hybridops.nn._repr import settings_repr
 from hybridops.ops._args import IntPair, InvalidArgumentError, pair
 from hybridops.ops.mixed_depthwise_conv2d import MAX_GROUPS, mixed_depthwise_conv2d
 
@@ -108,14 +109,9 @@ class MixedDepthwiseConv2d(nn.Module):
         return mixed_depthwise_conv2d(x, list(self.weights), self.bias, self.stride, self.dilation)
 
     def extra_repr(self) -> str:
-        s = f"{self.channels}, kernel_sizes={self.kernel_sizes}, split_channels={self.split_channels}"
-        if self.stride != (1, 1):
-            s += f", stride={self.stride}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.bias is not None:
-            s += ", bias=True"
-        return s
+        first = [str(self.channels), f"kernel_sizes={self.kernel_sizes}", f"split_channels={self.split_channels}"]
+        return settings_repr(self, {"stride": (1, 1), "dilation": (1, 1)}, first,
+                             extra={"bias": "True"} if self.bias is not None else None)
 
     # ---- timm interop -------------------------------------------------------------------------
     def load_timm_state_dict(self, state_dict: Mapping[str, Tensor], prefix: str = "", strict: bool = True):
