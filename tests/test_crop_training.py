@@ -185,8 +185,8 @@ def test_cosine_schedule():
 
 def test_crop_recipe_end_to_end(fundus, tmp_path):
     out = tmp_path / "run"
-    rc = train_main(["--recipe", "chase_db1_cpu", "--dataset", "folder", "--data-root", str(fundus), "--crop", "32", "32",
-                     "--crops-per-image", "2", "--epochs", "2", "--warmup-steps", "2", "--out", str(out)] + TINY)
+    rc = train_main(["--recipe", "chase_db1_cpu", "--dataset", "folder", "--data-root", str(fundus),
+                     "--crop", "32", "32", "--crops-per-image", "2", "--epochs", "2", "--warmup-steps", "2", "--out", str(out)] + TINY)
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["recipe"] == "chase_db1_cpu" and cfg["crop"] == [32, 32] and cfg["schedule"] == "cosine"
@@ -199,16 +199,28 @@ def test_crop_recipe_end_to_end(fundus, tmp_path):
     assert Image.open(out / "eval" / "probs" / "im0.png").size == (W, H)     # scored at the native size
 
 
-def test_crop_training_resumes_exactly(fundus, tmp_path):
+def test_crop_training_resumes_exactly(fundus, tmp_path, monkeypatch):
+    import train.loop as loop
+
     common = ["--recipe", "chase_db1_cpu", "--dataset", "folder", "--data-root", str(fundus), "--crop", "16", "16",
-              "--crops-per-image", "3", "--warmup-steps", "2", "--val", "holdout", "--no-eval"] + TINY
+              "--crops-per-image", "3", "--warmup-steps", "2", "--val", "holdout", "--no-eval", "--epochs", "2"] + TINY
     a, b = tmp_path / "a", tmp_path / "b"
-    train_run(common + ["--epochs", "2", "--out", str(a)])
-    train_run(common + ["--epochs", "2", "--out", str(b), "--max-minutes", "1e-9"])     # stops after epoch 1
-    assert json.loads((b / "config.json").read_text())["stopped"]["after_epoch"] == 1
+    train_run(common + ["--out", str(a)])
+    real = loop._epoch
+
+    def interrupted(run, epoch):          # the run is killed before its second epoch
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(run, epoch)
+
+    monkeypatch.setattr(loop, "_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(common + ["--out", str(b)])
+    monkeypatch.setattr(loop, "_epoch", real)
     train_run(["--out", str(b), "--resume", "--no-eval", "--no-progress"])
     sa, sb = (torch.load(p / "last.pt", weights_only=True) for p in (a, b))
-    assert sb["epoch"] == 2 and "stopped" not in sb["config"]
+    assert sb["epoch"] == 2
+    assert [r["lr"] for r in _lines(a / "metrics.jsonl")] == [r["lr"] for r in _lines(b / "metrics.jsonl")]
     for k, v in sa["state_dict"].items():
         assert torch.equal(v, sb["state_dict"][k]), k
 
@@ -220,10 +232,13 @@ def test_max_minutes_stops_and_records(fundus, tmp_path, capsys):
     assert summary["stopped_early"] and summary["stopped"]["reason"] == "max_minutes"
     assert summary["epochs_done"] == 1 and summary["stopped"]["epochs_planned"] == 50
     part = summary["stopped"]["partial_epoch"]                   # the clock ran out inside epoch 1
-    assert part["images"] == 1 and part["of"] == 12
+    assert part["images"] == 2 and part["of"] == 12           # one batch of 2, at least one step
     assert json.loads((out / "config.json").read_text())["stopped"] == summary["stopped"]
     recs = _lines(out / "metrics.jsonl")
     assert len(recs) == 1 and recs[0]["stopped"] == "max_minutes" and recs[0]["partial"] == part
     assert torch.load(out / "best.pt", weights_only=True)["config"]["stopped"] == summary["stopped"]
     assert (out / "eval" / "metrics.json").exists()
     assert "--max-minutes 1e-09: stopping after epoch 1 of 50" in capsys.readouterr().out
+    train_run(["--out", str(out), "--resume", "--epochs", "2", "--max-minutes", "60", "--no-eval", "--no-progress"])
+    assert "stopped" not in json.loads((out / "config.json").read_text())      # the resumed run ran to its end
+    assert [r.get("stopped") for r in _lines(out / "metrics.jsonl")] == ["max_minutes", None]
