@@ -132,7 +132,7 @@ def test_padded_whole_image_inference():
 def test_recipe_resolution_and_precedence():
     cpu = make_config({"recipe": "chase_db1_cpu", "dataset": "chase_db1", "data_root": "/x"})
     assert (cpu["crop"], cpu["size"], cpu["crops_per_image"], cpu["epochs"], cpu["batch_size"]) == \
-        ([384, 384], [384, 384], 20, 20, 1)
+        ([320, 320], [320, 320], 20, 20, 1)
     assert (cpu["optimizer"], cpu["lr"], cpu["weight_decay"], cpu["loss"]) == ("adamw", 1e-3, 5e-4, "mixed")
     assert (cpu["schedule"], cpu["warmup_steps"], cpu["min_lr"], cpu["val"], cpu["patience"]) == \
         ("cosine", 100, 1e-5, "none", 0)
