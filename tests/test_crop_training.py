@@ -23,20 +23,10 @@ from train.infer import forward_whole, pad_to_multiple
 from train.schedule import lr_for
 from train.step import normalize, to_input
 
+from tests.test_train import _lines, _one_thread  # noqa: F401  (_one_thread: autouse, one torch thread)
+
 H, W = 45, 58                       # native size of the generated images: not multiples of 16
 TINY = ["--model", "unet", "--model-kwargs", '{"widths": [4, 8]}', "--no-progress", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture
