@@ -13,6 +13,7 @@ Examples::
     python -m train --model hybridnetseg --dataset chase_db1 --data-root data/CHASE_DB1 --out runs/chase
     python -m train --model hybridnetseg --dataset chase_db1 --data-root data/CHASE_DB1 --init-from runs/drive/best.pt
     python -m train --model msffnet --dataset folder --data-root my_mri --num-classes 8 --size 512 512
+    python -m train --recipe chase_db1_cpu --dataset chase_db1 --data-root data/CHASE_DB1 --out runs/chase-cpu
     python -m train --out runs/chase --resume                 # continue an interrupted run
     torchrun --nproc_per_node=2 -m train --dataset drive --data-root data/DRIVE --out runs/drive-ddp
 """
@@ -26,14 +27,14 @@ from typing import Optional, Sequence
 
 from cli.errors import UserError, run_cli
 
-_RESUMABLE = ("epochs", "patience", "device", "workers", "threads", "val_every", "amp")
+_RESUMABLE = ("epochs", "patience", "device", "workers", "threads", "val_every", "amp", "max_minutes")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from train.data import DATASETS
     from cli.args import MAX_SIDE
     from train.config import VAL_MODES
-    from train.recipes import LOSSES, OPTIMIZERS
+    from train.recipes import LOSSES, OPTIMIZERS, RUN_RECIPES, SCHEDULES
 
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0],
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
@@ -55,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--observer", type=int, choices=(1, 2), help="CHASE_DB1 labels: 1st (default) or 2nd observer")
     g.add_argument("--limit", type=int, help="use the first N images of each split (quick runs; synthetic: N images)")
     g = p.add_argument_group("recipe overrides (default: the model's paper recipe)")
+    g.add_argument("--recipe", help="a named run recipe on top of the model's (flags still win): " + ", ".join(RUN_RECIPES)
+                   + " (paper: the paper's protocol; chase_db1_cpu: native-resolution crops within a CPU budget)")
+    g.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"),
+                   help="train on random H x W crops of the native image (centres inside the FOV; no resizing); "
+                   "validation and evaluation then run on the whole native image")
+    g.add_argument("--crops-per-image", type=int, metavar="N", help="crops of each training image per epoch (with --crop)")
+    g.add_argument("--schedule", choices=SCHEDULES, help="step (--lr-steps, per epoch) or cosine (per step, after "
+                   "--warmup-steps of linear warm-up, down to --min-lr at the last step)")
+    g.add_argument("--warmup-steps", type=int, metavar="N", help="cosine schedule: linear warm-up steps")
+    g.add_argument("--min-lr", type=float, help="cosine schedule: the final learning rate")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="per process")
     g.add_argument("--loss", choices=LOSSES, help="mixed (HybridNetSeg deep supervision), bce_dice, bce, ce, "
@@ -91,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     g.add_argument("--no-eval", action="store_true", help="skip the evaluation of best.pt on the test split")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--max-minutes", type=float, metavar="M",
+                   help="stop training cleanly after M minutes (last.pt/best.pt saved, the stop recorded in "
+                   "config.json and metrics.jsonl), then evaluate as usual")
     return p
 
 

@@ -72,6 +72,7 @@ _DATA: dict[str, tuple[Callable, str]] = {
 _DATA_OPTIONAL: dict[str, tuple[Callable, str]] = {
     "mean": (_is_number, "a finite number"),
     "std": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "native": (lambda v: isinstance(v, bool), "true or false (crop training: infer on the whole native image)"),
     "class_names": (lambda v: v is None or (isinstance(v, list) and all(isinstance(c, str) for c in v)),
                     "a list of names"),
 }

@@ -14,20 +14,22 @@ from cli.args import check_input_size
 from cli.errors import UserError
 from train.data import get_spec
 from train.metrics import BINARY_METRICS
-from train.recipes import LOSSES, OPTIMIZERS, default_in_chans, recipe_for
+from train.recipes import LOSSES, OPTIMIZERS, RUN_DEFAULTS, SCHEDULES, default_in_chans, recipe_for
 
 __all__ = ["make_config", "parse_model_kwargs", "check_config", "VAL_MODES", "RESUMABLE_OVERRIDES"]
 
 VAL_MODES = ("auto", "holdout", "test", "none")
 
 # Flags that may change when a run is resumed (the rest come from the checkpoint).
-RESUMABLE_OVERRIDES = ("epochs", "patience", "device", "workers", "threads", "progress", "evaluate", "val_every", "amp")
+RESUMABLE_OVERRIDES = ("epochs", "patience", "device", "workers", "threads", "progress", "evaluate", "val_every", "amp",
+                       "max_minutes")
 
 
 def make_config(args: dict) -> dict:
     """The run's full settings from the command-line values (``None`` = not given).
 
-    Precedence: flags > dataset overrides (synthetic: a short run) > the model's recipe > defaults.
+    Precedence: flags > ``--recipe`` (:data:`train.recipes.RUN_RECIPES`) > dataset overrides (synthetic: a
+    short run; not under ``--recipe``) > the model's recipe > defaults.
     """
     import models
 
@@ -45,14 +47,14 @@ def make_config(args: dict) -> dict:
         print(f"note: folder labels look {kind} (pass --num-classes to say otherwise)", file=sys.stderr)
     in_chans = args.get("in_chans") or model_kwargs.get("in_chans") or default_in_chans(model)
     multiclass = (spec.binary is False) or (args.get("num_classes") or 1) > 1
-    r = recipe_for(model, spec.name, multiclass)
+    r = recipe_for(model, spec.name, multiclass, args.get("recipe"))
     cfg = {
         "model": model, "model_kwargs": model_kwargs, "dataset": spec.name,
         "data_root": str(Path(args["data_root"]).resolve()) if args.get("data_root") else None,
         "size": list(args["size"]) if args.get("size") else list(spec.default_size),
         "in_chans": int(in_chans), "num_classes": args.get("num_classes"), "limit": args.get("limit"),
         "observer": args.get("observer") or 1, "seed": 0 if args.get("seed") is None else int(args["seed"]),
-        "val": args.get("val") or "auto", "val_fraction": 0.2 if args.get("val_fraction") is None else args["val_fraction"],
+        "recipe": args.get("recipe"), "val": args.get("val") or r.get("val", "auto"), "val_fraction": 0.2 if args.get("val_fraction") is None else args["val_fraction"],
         "val_every": 1 if args.get("val_every") is None else args["val_every"], "threshold": 0.5,
         "device": args.get("device") or "auto", "workers": args.get("workers") or 0,
         "threads": args["threads"] if args.get("threads") is not None else r.get("threads"),
@@ -64,10 +66,24 @@ def make_config(args: dict) -> dict:
                 "lr_gamma", "patience", "monitor"):
         cfg[key] = args[key] if args.get(key) is not None else r[key]
     cfg["augment"] = None if args.get("no_augment") else r["augment"]
+    _crop_settings(cfg, args, r)
     if not spec.needs_root and cfg["data_root"] is not None:
         cfg["data_root"] = None
     check_config(cfg, multiclass)
     return cfg
+
+
+def _crop_settings(cfg: dict, args: dict, r: dict) -> None:
+    """Crop training, the per-step schedule and ``--max-minutes`` (flags > recipe). With a crop, ``size``
+    (the training input) is the crop; validation and evaluation then run on the whole native image."""
+    for key in RUN_DEFAULTS:
+        cfg[key] = args[key] if args.get(key) is not None else r[key]
+    if cfg["crop"] is not None:
+        cfg["crop"] = [int(v) for v in cfg["crop"]]
+        if args.get("size") and list(args["size"]) != cfg["crop"]:
+            raise UserError(f"--size {' '.join(map(str, args['size']))} and --crop {' '.join(map(str, cfg['crop']))} "
+                            "disagree: with --crop the model trains on crops of the native image (give only --crop)")
+        cfg["size"] = list(cfg["crop"])
 
 
 def parse_model_kwargs(value) -> dict:
@@ -113,6 +129,7 @@ def check_config(cfg: dict, multiclass: bool) -> None:
     need(cfg["val_every"] >= 1, f"--val-every must be >= 1 (validate every N epochs), got {cfg['val_every']}")
     need(cfg["in_chans"] in (1, 3), f"--in-chans must be 1 or 3, got {cfg['in_chans']}")
     need(cfg["limit"] is None or cfg["limit"] >= 1, "--limit must be >= 1")
+    _check_run_settings(cfg, need)
     if multiclass:
         need(cfg["loss"] in ("ce", "sace"), f"--loss {cfg['loss']} is a binary loss; multi-class data needs ce or sace")
     else:
@@ -122,3 +139,20 @@ def check_config(cfg: dict, multiclass: bool) -> None:
     keys = set(BINARY_METRICS) if not multiclass else {"acc", "mdice", "miou"}
     need(cfg["monitor"] in keys or (multiclass and cfg["monitor"].startswith("dice_")),
          f"--monitor {cfg['monitor']!r} is not a validation metric here; use one of {', '.join(sorted(keys))}")
+
+
+def _check_run_settings(cfg: dict, need) -> None:
+    """The crop, schedule and time-limit settings (absent in checkpoints from before them: defaults)."""
+    s = {**RUN_DEFAULTS, **{k: cfg[k] for k in RUN_DEFAULTS if k in cfg}}
+    if s["crop"] is not None:
+        check_input_size(list(s["crop"]), what="--crop")
+    need(isinstance(s["crops_per_image"], int) and s["crops_per_image"] >= 1,
+         f"--crops-per-image must be >= 1, got {s['crops_per_image']}")
+    need(s["crops_per_image"] == 1 or s["crop"] is not None,
+         f"--crops-per-image {s['crops_per_image']} needs --crop H W (crops of the native image)")
+    need(s["schedule"] in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {s['schedule']!r}")
+    need(s["warmup_steps"] >= 0, f"--warmup-steps must be >= 0, got {s['warmup_steps']}")
+    need(math.isfinite(s["min_lr"]) and 0 <= s["min_lr"] <= cfg["lr"],
+         f"--min-lr must be in [0, --lr {cfg['lr']:g}], got {s['min_lr']}")
+    need(s["max_minutes"] is None or (math.isfinite(s["max_minutes"]) and s["max_minutes"] > 0),
+         f"--max-minutes must be > 0, got {s['max_minutes']}")

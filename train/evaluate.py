@@ -45,6 +45,7 @@ from train import checkpoint as ckpt_io
 from train.data import build_dataset
 from train.data.base import resize_image
 from train.distributed import resolve_device
+from train.infer import pad_to_multiple
 from train.metrics import BINARY_METRICS, METRIC_LABELS, BinaryEvaluator, MulticlassEvaluator, nan_to_none
 
 __all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "run_inference_cli", "main"]
@@ -118,7 +119,9 @@ def markdown_table(res: dict, meta: dict) -> str:
     """The paper-style markdown table of a result from :func:`evaluate_checkpoint`."""
     name = f"{meta['model']} (this run)"
     lines = [f"# {meta['model']} on {meta['dataset']} ({meta['split']}, {res['n_images']} images)", "",
-             f"Checkpoint `{meta['checkpoint']}` (epoch {meta['epoch']}), input {meta['size'][0]}x{meta['size'][1]}, "
+             f"Checkpoint `{meta['checkpoint']}` (epoch {meta['epoch']}), input "
+             + ("the whole native image (zero-padded to the model's multiple), " if meta.get("native") else
+                f"{meta['size'][0]}x{meta['size'][1]}, ") +
              f"metrics at the {'input' if meta['at_input_size'] else 'original image'} size"
              + (f", threshold {res['threshold']}" if "threshold" in res else "") + f", device {meta['device']}.", ""]
     if "pooled_fov" in res:
@@ -185,8 +188,9 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
     same = dataset is None or dataset == data["dataset"]
     name = data["dataset"] if dataset is None else dataset
     root = data_root if data_root is not None else (data.get("data_root") if same else None)
-    size = check_input_size(list(size) if size is not None else data["size"],
-                            int(getattr(model, "input_divisor", 16)), ckpt["model"],
+    native = size is None and bool(data.get("native"))     # crop-trained: the whole native image
+    divisor = int(getattr(model, "input_divisor", 16))
+    size = check_input_size(list(size) if size is not None else data["size"], divisor, ckpt["model"],
                             what="--size" if size is not None else f"the size stored in {str(checkpoint)!r}")
     ds = build_dataset(name, root, split, size=size, in_chans=data["in_chans"], num_classes=data["num_classes"],
                        limit=limit, seed=data.get("seed", 0), observer=data.get("observer", 1))
@@ -208,9 +212,12 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
         it = tqdm(it, desc=f"evaluate {ds.name}/{split}", unit="img", leave=False, file=sys.stderr)
     for i in it:
         raw = ds.original(i)
-        image = resize_image(raw.image, size)[None]
-        prob = infer(model, image, ckpt, dev, amp)                          # [1, K, H, W]
-        if at_input_size:
+        if native:
+            image, (h, w) = pad_to_multiple(torch.from_numpy(raw.image).permute(2, 0, 1)[None], divisor)
+            prob = infer(model, image, ckpt, dev, amp)[..., :h, :w]         # [1, K, h, w]
+        else:
+            prob = infer(model, resize_image(raw.image, size)[None], ckpt, dev, amp)   # [1, K, H, W]
+        if at_input_size and not native:
             item = ds[i]
             label, fov = item["label"].to(dev), item["fov"].to(dev)
         else:
@@ -245,7 +252,7 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
     res = ev.result()
     meta = {"checkpoint": str(checkpoint), "model": ckpt["model"], "model_kwargs": ckpt.get("model_kwargs"),
             "epoch": ckpt.get("epoch"), "dataset": ds.name, "data_root": root, "split": split, "size": list(size),
-            "at_input_size": at_input_size, "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
+            "at_input_size": at_input_size and not native, "native": native, "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
             "seconds": round(time.perf_counter() - t0, 2)}
     from cli.provenance import command_line, git_sha, utc_timestamp, versions
     meta.update({"versions": versions(), "git_sha": git_sha(),

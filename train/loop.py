@@ -43,8 +43,9 @@ from train.config import RESUMABLE_OVERRIDES, check_config
 from train.data import available_splits, build_dataset
 from train.memory import check_training_memory
 from train.metrics import nan_to_none
-from train.step import (MEAN, STD, epoch_seed, lr_at, make_loss, make_optimizer, train_epoch, unwrap,
-                        validate)
+from train.data.crops import CropDataset, EpochSampler, native_item
+from train.schedule import lr_for
+from train.step import MEAN, STD, epoch_seed, make_loss, make_optimizer, train_epoch, unwrap, validate
 
 __all__ = ["train"]
 
@@ -126,7 +127,8 @@ def _payload(cfg, model, opt, scaler, epoch, best, bad_epochs, metrics) -> dict:
         "state_dict": unwrap(model).state_dict(),
         "data": {"dataset": cfg["dataset"], "data_root": cfg["data_root"], "size": list(cfg["size"]),
                  "in_chans": cfg["in_chans"], "num_classes": cfg["num_classes"], "class_names": cfg["class_names"],
-                 "observer": cfg["observer"], "seed": cfg["seed"], "mean": MEAN, "std": STD},
+                 "observer": cfg["observer"], "seed": cfg["seed"], "mean": MEAN, "std": STD,
+                 "native": cfg.get("crop") is not None},
         "config": {k: v for k, v in cfg.items() if k not in ("model_kwargs_resolved",)},
         "epoch": epoch, "best": best, "bad_epochs": bad_epochs,
         "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
@@ -145,6 +147,7 @@ def train(cfg: dict, *, resume: Optional[str] = None, overwrite: bool = False) -
     if resume:
         state = ckpt_io.load(resume, purpose="resume")
         saved = dict(state["config"])
+        saved.pop("stopped", None)                 # a --max-minutes stop belongs to the run that made it
         saved.update({k: v for k, v in cfg.items() if k in RESUMABLE_OVERRIDES or k == "out"})
         cfg = saved
         try:
@@ -181,6 +184,8 @@ class _Run:
     records: list = field(default_factory=list)
     sampler: object = None
     loader: object = None
+    crops: Optional[CropDataset] = None        # crop training (--crop): the crops of train_idx
+    stop_at: Optional[float] = None            # --max-minutes: time.perf_counter() deadline
 
 
 def _train(cfg: dict, info: D.DistInfo, resume: Optional[str], state: Optional[dict], overwrite: bool) -> dict:
@@ -196,7 +201,7 @@ def _train(cfg: dict, info: D.DistInfo, resume: Optional[str], state: Optional[d
     _make_loader(run)
     done, stopped_early = _run_epochs(run)
     summary = {"out": str(out), "epochs_done": done,
-               "best": run.best, "stopped_early": stopped_early, "eval": None}
+               "best": run.best, "stopped_early": stopped_early, "stopped": cfg.get("stopped"), "eval": None}
     if cfg["evaluate"] and info.is_main:
         summary["eval"] = _final_evaluation(run)
     if info.is_main:
@@ -227,10 +232,14 @@ def _prepare(cfg: dict, info: D.DistInfo, out: Path, resume: Optional[str], over
                           processes_per_host=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     # Load (and cache) every image now: a bad file fails before training starts, on every rank alike.
     t_load = time.perf_counter()
-    for i in train_idx:
+    crops = None
+    if cfg.get("crop") is not None:
+        crops = CropDataset(train_ds, train_idx, cfg["crop"], cfg["crops_per_image"], cfg["seed"])
+        crops.preload()
+    for i in train_idx if crops is None else ():
         train_ds[i]
     for i in val_idx:
-        val_ds[i]
+        native_item(val_ds, i) if crops is not None else val_ds[i]
     report.log(info, f"loaded    {len(train_idx) + len(val_idx)} images in {time.perf_counter() - t_load:.1f} s")
     if cfg["init_from"] and not resume:
         ckpt_io.load_weights(model, cfg["model"], cfg["init_from"])
@@ -247,7 +256,7 @@ def _prepare(cfg: dict, info: D.DistInfo, out: Path, resume: Optional[str], over
     scaler = torch.amp.GradScaler("cuda") if (cfg["amp"] and device.type == "cuda") else None
     augment = Augment.from_dict(cfg["augment"]) if cfg["augment"] else None
     return _Run(cfg, info, out, train_ds, train_idx, val_ds, val_idx, model, loss_fn, opt, scaler, augment, multiclass,
-                best={"epoch": None, "value": None, "monitor": cfg["monitor"]})
+                best={"epoch": None, "value": None, "monitor": cfg["monitor"]}, crops=crops)
 
 
 def _restore(run: _Run, state: dict, resume: str) -> None:
@@ -260,10 +269,13 @@ def _restore(run: _Run, state: dict, resume: str) -> None:
 
 
 def _make_loader(run: _Run) -> None:
-    """This rank's shard of the training images, reshuffled each epoch (``sampler.set_epoch``)."""
-    cfg, info, subset = run.cfg, run.info, torch.utils.data.Subset(run.train_ds, run.train_idx)
+    """This rank's shard of the training images (or their crops), reshuffled each epoch (``sampler.set_epoch``)."""
+    cfg, info = run.cfg, run.info
+    subset = run.crops if run.crops is not None else torch.utils.data.Subset(run.train_ds, run.train_idx)
     run.sampler = torch.utils.data.distributed.DistributedSampler(
         subset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg["seed"], drop_last=False)
+    if run.crops is not None:
+        run.sampler = EpochSampler(run.sampler)       # the crops of an epoch depend on (seed, epoch, index)
     run.loader = torch.utils.data.DataLoader(
         subset, batch_size=cfg["batch_size"], sampler=run.sampler, num_workers=cfg["workers"],
         persistent_workers=cfg["workers"] > 0, pin_memory=info.device.type == "cuda", drop_last=False)
@@ -274,6 +286,8 @@ def _run_epochs(run: _Run) -> tuple[int, bool]:
     stopped early)."""
     cfg, info = run.cfg, run.info
     done = run.start_epoch
+    if cfg.get("max_minutes"):
+        run.stop_at = time.perf_counter() + 60.0 * cfg["max_minutes"]
     stopped_early = bool(cfg["patience"]) and run.bad_epochs >= cfg["patience"]
     if stopped_early:
         report.log(info, f"the run had stopped early (no {cfg['monitor']} improvement in {run.bad_epochs} "
@@ -282,12 +296,32 @@ def _run_epochs(run: _Run) -> tuple[int, bool]:
         val = _epoch(run, epoch)
         done = epoch + 1
         D.barrier(info)
+        if _time_is_up(run, epoch):
+            stopped_early = True
+            break
         if cfg["patience"] and val is not None and run.bad_epochs >= cfg["patience"]:
             report.log(info, f"early stopping: no {cfg['monitor']} improvement in {run.bad_epochs} validations "
                              f"(best {run.best['value']:.4f} at epoch {run.best['epoch']})")
             stopped_early = True
             break
     return done, stopped_early
+
+
+def _time_is_up(run: _Run, epoch: int) -> bool:
+    """After an epoch: True when ``--max-minutes`` has run out and the run stops here (with epochs left),
+    recorded in ``config.json`` (``stopped``) and, by the epoch, in ``metrics.jsonl``."""
+    cfg, info = run.cfg, run.info
+    up = "stopped" in cfg or (run.stop_at is not None and epoch + 1 < cfg["epochs"]
+                              and time.perf_counter() >= run.stop_at)
+    if not D.broadcast_object(up, info):          # every rank stops after the same epoch
+        return False
+    cfg.setdefault("stopped", {"reason": "max_minutes", "max_minutes": cfg["max_minutes"], "after_epoch": epoch + 1,
+                               "epochs_planned": cfg["epochs"]})
+    report.log(info, f"--max-minutes {cfg['max_minutes']:g}: stopping after epoch {epoch + 1} of {cfg['epochs']} "
+                     f"(last.pt and best.pt hold it)")
+    if info.is_main:
+        report.write_config(run.out, cfg)
+    return True
 
 
 def _epoch(run: _Run, epoch: int) -> Optional[dict]:
@@ -298,14 +332,18 @@ def _epoch(run: _Run, epoch: int) -> Optional[dict]:
     seed = epoch_seed(cfg["seed"], epoch, info.rank)
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    lr = lr_at(cfg, epoch)
+    n_steps = len(run.loader)
+    lr = lr_for(cfg, epoch, 0, n_steps)
     for group in run.opt.param_groups:
         group["lr"] = lr
     run.model.train()
     t0 = time.perf_counter()
-    bar = report.progress_bar(info, cfg, epoch, len(run.loader))
+    bar = report.progress_bar(info, cfg, epoch, n_steps)
+    per_step = (lambda b: lr_for(cfg, epoch, b, n_steps)) if cfg.get("schedule") == "cosine" else None
+    # Within an epoch the clock is checked per batch only in a single process (DDP ranks must agree).
     total, seen = train_epoch(run.model, run.loader, run.loss_fn, run.opt, device, amp=cfg["amp"], scaler=run.scaler,
-                              augment=run.augment, gen=gen, bar=bar, world_size=info.world_size)
+                              augment=run.augment, gen=gen, bar=bar, world_size=info.world_size, lr_fn=per_step,
+                              stop_at=None if info.enabled else run.stop_at)
     if bar is not None:
         bar.close()
     sums = D.all_reduce_sum([total.item(), float(seen)], info)
@@ -320,6 +358,11 @@ def _epoch(run: _Run, epoch: int) -> Optional[dict]:
     improved = _track_best(run, epoch, val)
     rec = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "time_s": round(time.perf_counter() - t0, 3),
            "images_per_s": round(speed, 3), "val": nan_to_none(val), "best": improved}
+    if seen < len(run.sampler) and not info.enabled:       # --max-minutes ran out inside this epoch
+        cfg["stopped"] = {"reason": "max_minutes", "max_minutes": cfg["max_minutes"], "after_epoch": epoch + 1,
+                          "epochs_planned": cfg["epochs"], "partial_epoch": {"images": seen, "of": len(run.sampler)}}
+        rec["stopped"] = "max_minutes"
+        rec["partial"] = {"images": seen, "of": len(run.sampler)}
     if info.is_main:
         _save(run, epoch, rec, improved)
         report.append_record(run.out, run.records, rec, cfg["monitor"])

@@ -1,8 +1,9 @@
 """Predict: ``python -m train.predict --checkpoint CKPT INPUT... --out DIR``.
 
 ``INPUT`` is any number of image files or folders (their image files, not recursive). For each image
-``NAME`` the model runs at its training size (stored in the checkpoint; ``--size`` overrides) and
-writes to ``--out``:
+``NAME`` the model runs at its training size (stored in the checkpoint; ``--size`` overrides) -- a model
+trained on crops of the native image (``--crop``) runs on the whole image instead, zero-padded to its
+multiple, so its ``_full`` files equal the others -- and writes to ``--out``:
 
 * binary models: ``NAME_prob.png`` (probability x 255) and ``NAME_mask.png`` (0/255 at ``--threshold``)
   at the input size, and ``NAME_prob_full.png`` / ``NAME_mask_full.png`` resized back to the image's
@@ -28,6 +29,7 @@ from cli.errors import UserError
 from train.data.base import IMAGE_EXTS, derive_fov, read_image, resize_image, resize_mask
 from train.distributed import resolve_device
 from train.evaluate import _save_png, class_palette, infer, load_for_inference, run_inference_cli
+from train.infer import pad_to_multiple
 
 __all__ = ["predict", "main", "collect_inputs"]
 
@@ -62,8 +64,9 @@ def predict(checkpoint, inputs: Sequence[str], out, *, size: Optional[Sequence[i
     files = collect_inputs(inputs)
     model, ckpt = load_for_inference(checkpoint, dev, expect_model)
     data = ckpt["data"]
-    size = check_input_size(list(size) if size is not None else data["size"],
-                            int(getattr(model, "input_divisor", 16)), ckpt["model"],
+    native = size is None and bool(data.get("native"))     # crop-trained: the whole native image
+    divisor = int(getattr(model, "input_divisor", 16))
+    size = check_input_size(list(size) if size is not None else data["size"], divisor, ckpt["model"],
                             what="--size" if size is not None else f"the size stored in {str(checkpoint)!r}")
     images = [read_image(f, data["in_chans"]) for f in files]       # fail on an unreadable file before any work
     out = Path(out)
@@ -76,12 +79,16 @@ def predict(checkpoint, inputs: Sequence[str], out, *, size: Optional[Sequence[i
         it = tqdm(list(it), desc="predict", unit="img", leave=False, file=sys.stderr)
     for f, img in it:
         h, w = img.shape[:2]
-        prob = infer(model, resize_image(img, size)[None], ckpt, dev, amp)
-        full = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != size else prob
+        if native:
+            x, _ = pad_to_multiple(torch.from_numpy(img).permute(2, 0, 1)[None], divisor)
+            prob = full = infer(model, x, ckpt, dev, amp)[..., :h, :w]
+        else:
+            prob = infer(model, resize_image(img, size)[None], ckpt, dev, amp)
+            full = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != size else prob
         if fov:
             mask = torch.from_numpy(derive_fov(img)).to(dev)
             full = full * mask
-            prob = prob * resize_mask(mask.cpu().numpy(), size).to(dev)
+            prob = full if native else prob * resize_mask(mask.cpu().numpy(), size).to(dev)
         outs = {}
         for tag, p in (("", prob[0]), ("_full", full[0])):
             if p.shape[0] == 1:

@@ -13,7 +13,7 @@ from cli.provenance import command_line
 from train import distributed as D
 from train.metrics import BINARY_METRICS, nan_to_none
 
-__all__ = ["log", "read_jsonl", "start_files", "banner", "progress_bar", "append_record", "epoch_line",
+__all__ = ["log", "read_jsonl", "start_files", "write_config", "banner", "progress_bar", "append_record", "epoch_line",
            "list_outputs", "OUTPUTS"]
 
 # The files of a run's --out, in the order the closing summary lists them.
@@ -49,8 +49,13 @@ def start_files(out: Path, cfg: dict, start_epoch: int) -> list[dict]:
     records = read_jsonl(out / "metrics.jsonl", start_epoch)
     with open(out / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
-    (out / "config.json").write_text(json.dumps(nan_to_none({**cfg, "command": command_line()}), indent=2) + "\n")
+    write_config(out, cfg)
     return records
+
+
+def write_config(out: Path, cfg: dict) -> None:
+    """``config.json``: every setting of the run and its command line."""
+    (out / "config.json").write_text(json.dumps(nan_to_none({**cfg, "command": command_line()}), indent=2) + "\n")
 
 
 def banner(info: D.DistInfo, cfg: dict, *, n_params: int, data: str, n_train: int, n_val: int, augment,
@@ -62,6 +67,14 @@ def banner(info: D.DistInfo, cfg: dict, *, n_params: int, data: str, n_train: in
     log(info, f"recipe    {cfg['optimizer']} lr {cfg['lr']:g} wd {cfg['weight_decay']:g}, loss {cfg['loss']}, batch "
               f"{cfg['batch_size']}{ddp}, epochs {cfg['epochs']}, patience {cfg['patience'] or 'off'}, monitor "
               f"{cfg['monitor']}, augment {augment}")
+    if cfg.get("crop"):
+        log(info, f"crops     {cfg['crop'][0]}x{cfg['crop'][1]} of the native image, {cfg['crops_per_image']} per image "
+                  f"per epoch; validation/evaluation on the whole native image")
+    if cfg.get("schedule") == "cosine":
+        log(info, f"schedule  {cfg['warmup_steps']} warm-up steps, then cosine to {cfg['min_lr']:g} per step"
+                  + (f"; stops after {cfg['max_minutes']:g} min" if cfg.get("max_minutes") else ""))
+    elif cfg.get("max_minutes"):
+        log(info, f"time      stops after {cfg['max_minutes']:g} min of training")
     log(info, f"device    {info.device}{' (DDP, ' + str(info.world_size) + ' processes)' if info.enabled else ''}"
               f"{', AMP' if cfg['amp'] else ''}; outputs in {out}")
     if resume:

@@ -4,13 +4,16 @@ schedule, the per-epoch seeds, input normalisation, one pass over the training d
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from train import distributed as D
+from train.data.crops import native_item
+from train.infer import forward_whole
+from train.schedule import lr_at
 from train.metrics import BinaryEvaluator, MulticlassEvaluator
 
 __all__ = ["MEAN", "STD", "make_loss", "make_optimizer", "lr_at", "epoch_seed", "to_input", "normalize", "unwrap",
@@ -56,11 +59,6 @@ def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
 
 
-def lr_at(cfg: dict, epoch: int) -> float:
-    """Step schedule: ``lr * gamma ** (number of lr_steps <= epoch)`` (epoch counted from 0)."""
-    return cfg["lr"] * cfg["lr_gamma"] ** sum(epoch >= s for s in cfg["lr_steps"])
-
-
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2 ** 63)
 
@@ -85,14 +83,24 @@ def autocast(device: torch.device, enabled: bool):
 
 def train_epoch(model: nn.Module, loader, loss_fn: nn.Module, opt: torch.optim.Optimizer, device: torch.device, *,
                 amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None, augment=None,
-                gen: Optional[torch.Generator] = None, bar=None, world_size: int = 1) -> tuple[Tensor, int]:
+                gen: Optional[torch.Generator] = None, bar=None, world_size: int = 1,
+                lr_fn: Optional[Callable[[int], float]] = None, stop_at: Optional[float] = None) -> tuple[Tensor, int]:
     """One pass over ``loader`` (batches of uint8 ``image [N, C, H, W]``, ``label`` and ``fov [N, H, W]``):
     augment, forward, loss, backward, optimiser step. Returns (the sum of the batch losses times the
     batch sizes as a float64 tensor on ``device``, the number of images seen); no host sync per step
-    unless ``bar`` (a tqdm bar) shows the running loss every 10 batches."""
+    unless ``bar`` (a tqdm bar) shows the running loss every 10 batches.
+
+    ``lr_fn(b)``: the learning rate of batch ``b`` (a per-step schedule); ``stop_at``: a
+    ``time.perf_counter()`` deadline checked before each batch after the first (the pass ends early once
+    it is past)."""
     t0 = time.perf_counter()
     total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
-    for batch in loader:
+    for b, batch in enumerate(loader):
+        if stop_at is not None and b > 0 and time.perf_counter() >= stop_at:     # at least one step
+            break
+        if lr_fn is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr_fn(b)
         x = to_input(batch["image"], device)
         y = batch["label"].to(device, non_blocking=True)
         fov = batch["fov"].to(device, non_blocking=True)
@@ -122,18 +130,21 @@ def train_epoch(model: nn.Module, loader, loss_fn: nn.Module, opt: torch.optim.O
 
 @torch.no_grad()
 def validate(model: nn.Module, ds, indices, device, cfg, multiclass: bool, info: D.DistInfo, batch_size: int = 4):
-    """Scores ``ds[indices]`` at the training size (this rank's shard), gathers all ranks' evaluators."""
+    """Scores ``ds[indices]`` at the training size, or with crop training (``cfg["crop"]``) on the whole
+    native image (this rank's shard); gathers all ranks' evaluators."""
     net = unwrap(model)
     was_training = net.training
     net.eval()
     ev = MulticlassEvaluator(ds.num_classes, ds.class_names) if multiclass else BinaryEvaluator(cfg["threshold"])
     mine = [indices[i] for i in D.shard(len(indices), info)]
+    native = cfg.get("crop") is not None           # crop training: score the whole native image
+    batch_size = 1 if native else batch_size
     for start in range(0, len(mine), batch_size):
-        items = [ds[i] for i in mine[start:start + batch_size]]
-        x = normalize(to_input(torch.stack([it["image"] for it in items]), device))
+        items = [native_item(ds, i) if native else ds[i] for i in mine[start:start + batch_size]]
+        images = torch.stack([it["image"] for it in items])
         with autocast(device, cfg["amp"]):
-            out = net(x)
-        logits = (out[0] if isinstance(out, (list, tuple)) else out).float()
+            logits = forward_whole(net, images, int(getattr(net, "input_divisor", 16)),
+                                   lambda t: normalize(to_input(t, device))).float()
         for it, lg in zip(items, logits):
             lab, fov = it["label"].to(device), it["fov"].to(device)
             if multiclass:
