@@ -125,6 +125,21 @@ inline int64_t block_images(const Geometry& g, int64_t element_size) {
   return std::max<int64_t>(1, std::min({g.batch, by_budget, by_gemm}));
 }
 
+// Runs body(n0, nb, gb, columns) over the blocks of images the columns buffer holds at a time:
+// images [n0, n0 + nb), gb their geometry, columns their [G, C / G * K, nb * P] buffer (one
+// allocation, reused by every block).
+template <typename F>
+void for_each_image_block(const Geometry& g, const at::Tensor& input, int64_t groups, const F& body) {
+  const int64_t K = g.taps(), P = g.out_pixels(), B = block_images(g, input.element_size());
+  at::Tensor storage = at::empty({g.channels * K * B * P}, input.options());
+  for (int64_t n0 = 0; n0 < g.batch; n0 += B) {
+    const int64_t nb = std::min(B, g.batch - n0);
+    Geometry gb = g;
+    gb.batch = nb;
+    body(n0, nb, gb, storage.narrow(0, 0, g.channels * K * nb * P).view({groups, g.channels / groups * K, nb * P}));
+  }
+}
+
 inline at::Tensor block_of(const at::Tensor& t, int64_t n0, int64_t nb) { return t.narrow(0, n0, nb); }
 
 inline c10::optional<at::Tensor> block_of(const c10::optional<at::Tensor>& t, bool use, int64_t n0, int64_t nb) {
@@ -202,21 +217,15 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& offset_, const at
                 "], got ", bias_->sizes());
   }
   const int64_t G = g.channels / weight.size(1);
-  const int64_t K = g.taps(), P = g.out_pixels();
-  const int64_t rows_g = weight.size(1) * K;  // GEMM inner dimension per group
+  const int64_t P = g.out_pixels();
+  const int64_t rows_g = weight.size(1) * g.taps();  // GEMM inner dimension per group
   at::Tensor out = at::empty({N, Cout, g.out_h, g.out_w}, input.options());
   if (N == 0) return out;
 
   const at::Tensor w_g = weight.view({G, Cout / G, rows_g});
   const c10::optional<at::Tensor> bias_g =
       use_bias ? c10::optional<at::Tensor>(bias_->view({G, Cout / G, 1})) : c10::nullopt;
-  const int64_t B = block_images(g, input.element_size());
-  at::Tensor columns_storage = at::empty({g.channels * K * B * P}, input.options());
-  for (int64_t n0 = 0; n0 < N; n0 += B) {
-    const int64_t nb = std::min(B, N - n0);
-    Geometry gb = g;
-    gb.batch = nb;
-    at::Tensor columns = columns_storage.narrow(0, 0, g.channels * K * nb * P).view({G, rows_g, nb * P});
+  for_each_image_block(g, input, G, [&](int64_t n0, int64_t nb, const Geometry& gb, at::Tensor columns) {
     Backend::im2col(gb, block_of(input, n0, nb), block_of(offset, n0, nb), block_of(mask, use_mask, n0, nb), columns);
     if (nb == 1) {
       at::Tensor out_g = out.select(0, n0).view({G, Cout / G, P});
@@ -231,7 +240,7 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& offset_, const at
       // [G, Cout/G, nb, P] -> [nb, G, Cout/G, P]
       out.narrow(0, n0, nb).view({nb, G, Cout / G, P}).copy_(res.view({G, Cout / G, nb, P}).permute({2, 0, 1, 3}));
     }
-  }
+  });
   return out;
 }
 
@@ -269,12 +278,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
   }
 
   const at::Tensor w_g_t = weight.view({G, Cout / G, rows_g}).transpose(1, 2);
-  const int64_t B = block_images(g, input.element_size());
-  at::Tensor columns_storage = at::empty({g.channels * K * B * P}, input.options());
-  for (int64_t n0 = 0; n0 < N; n0 += B) {
-    const int64_t nb = std::min(B, N - n0);
-    Geometry gb = g;
-    gb.batch = nb;
+  for_each_image_block(g, input, G, [&](int64_t n0, int64_t nb, const Geometry& gb, at::Tensor columns) {
     const at::Tensor in_b = block_of(input, n0, nb), off_b = block_of(offset, n0, nb);
     const c10::optional<at::Tensor> mask_b = block_of(mask, use_mask, n0, nb);
     // grad_out of the block as [G, Cout/G, nb * P]
@@ -288,14 +292,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     at::Tensor grad_input_b = block_of(grad_input_acc, n0, nb);
     Backend::col2im(gb, off_b, mask_b, grad_columns, grad_input_b);
 
-    at::Tensor columns = columns_storage.narrow(0, 0, g.channels * K * nb * P).view({G, rows_g, nb * P});
     Backend::im2col(gb, in_b, off_b, mask_b, columns);
     if (acc_dtype == input.scalar_type()) {
       grad_weight_acc.baddbmm_(go_g, columns.transpose(1, 2));
     } else {
       grad_weight_acc.add_(at::bmm(go_g, columns.transpose(1, 2)));
     }
-  }
+  });
   at::Tensor grad_input = acc_dtype == input.scalar_type() ? grad_input_acc : grad_input_acc.to(input.scalar_type());
   at::Tensor grad_weight = grad_weight_acc.view(weight.sizes()).to(weight.scalar_type());
   return {grad_input, grad_offset, grad_weight, grad_mask};

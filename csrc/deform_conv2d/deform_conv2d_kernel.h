@@ -54,6 +54,26 @@ HOST_DEVICE_INLINE SampleItem<index_t> decode_sample_item(const Geometry& g, ind
   return it;
 }
 
+// Where an item's channel loop walks: the first channel c0 of its offset group in the image planes
+// (input or grad_input, [B, C, H, W]) and in the columns ([C * K, B * P]), and the steps from one
+// channel to the next (HW in the planes, K * B * P in the columns); cpg channels in all.
+template <typename index_t>
+struct ChannelWalk {
+  index_t plane, col, plane_step, col_step, cpg;
+};
+
+template <typename index_t>
+HOST_DEVICE_INLINE ChannelWalk<index_t> channel_walk(const Geometry& g, const SampleItem<index_t>& it) {
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t HW = static_cast<index_t>(g.height * g.width);
+  const index_t cpg = static_cast<index_t>(g.channels_per_offset_group());
+  const index_t ncols = static_cast<index_t>(g.batch) * P;
+  const index_t c0 = it.og * cpg;
+  return ChannelWalk<index_t>{(it.b * static_cast<index_t>(g.channels) + c0) * HW, (c0 * K + it.k) * ncols + it.b * P + it.p,
+                              HW, K * ncols, cpg};
+}
+
 // The sampling point of tap k at output pixel p (offset added), its four neighbours, and the
 // modulation scalar.
 template <typename scalar_t, typename acc_t, typename index_t>
@@ -83,18 +103,13 @@ HOST_DEVICE_INLINE void im2col_item(const Geometry& g, const scalar_t* input, co
   const SampleItem<index_t> it = decode_sample_item<index_t>(g, i);
   acc_t m;
   const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
-  const index_t P = static_cast<index_t>(g.out_pixels());
-  const index_t K = static_cast<index_t>(g.taps());
-  const index_t HW = static_cast<index_t>(g.height * g.width);
-  const index_t cpg = static_cast<index_t>(g.channels_per_offset_group());
-  const index_t ncols = static_cast<index_t>(g.batch) * P;
-  const index_t c0 = it.og * cpg;
-  const scalar_t* plane = input + (it.b * static_cast<index_t>(g.channels) + c0) * HW;
-  scalar_t* col = columns + (c0 * K + it.k) * ncols + it.b * P + it.p;
-  for (index_t c = 0; c < cpg; ++c) {
+  const ChannelWalk<index_t> w = channel_walk(g, it);
+  const scalar_t* plane = input + w.plane;
+  scalar_t* col = columns + w.col;
+  for (index_t c = 0; c < w.cpg; ++c) {
     *col = static_cast<scalar_t>(m * c4.sample(plane));
-    plane += HW;
-    col += K * ncols;
+    plane += w.plane_step;
+    col += w.col_step;
   }
 }
 
@@ -109,26 +124,23 @@ HOST_DEVICE_INLINE void offset_mask_grad_item(const Geometry& g, const scalar_t*
   const SampleItem<index_t> it = decode_sample_item<index_t>(g, i);
   acc_t m;
   const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
-  const index_t P = static_cast<index_t>(g.out_pixels());
-  const index_t K = static_cast<index_t>(g.taps());
-  const index_t OG = static_cast<index_t>(g.offset_groups);
-  const index_t HW = static_cast<index_t>(g.height * g.width);
-  const index_t cpg = static_cast<index_t>(g.channels_per_offset_group());
-  const index_t ncols = static_cast<index_t>(g.batch) * P;
-  const index_t c0 = it.og * cpg;
-  const scalar_t* plane = input + (it.b * static_cast<index_t>(g.channels) + c0) * HW;
-  const scalar_t* gcol = grad_columns + (c0 * K + it.k) * ncols + it.b * P + it.p;
+  const ChannelWalk<index_t> w = channel_walk(g, it);
+  const scalar_t* plane = input + w.plane;
+  const scalar_t* gcol = grad_columns + w.col;
   acc_t gy = 0, gx = 0, gm = 0;
-  for (index_t c = 0; c < cpg; ++c) {
+  for (index_t c = 0; c < w.cpg; ++c) {
     acc_t v, dy, dx;
     c4.sample_with_grad(plane, v, dy, dx);
     const acc_t gc = static_cast<acc_t>(*gcol);
     gm += gc * v;
     gy += gc * dy;
     gx += gc * dx;
-    plane += HW;
-    gcol += K * ncols;
+    plane += w.plane_step;
+    gcol += w.col_step;
   }
+  const index_t P = static_cast<index_t>(g.out_pixels());
+  const index_t K = static_cast<index_t>(g.taps());
+  const index_t OG = static_cast<index_t>(g.offset_groups);
   const index_t oy = it.b * (OG * 2 * K * P) + (it.og * 2 * K + 2 * it.k) * P + it.p;
   grad_offset[oy] = static_cast<scalar_t>(gy * m);
   grad_offset[oy + P] = static_cast<scalar_t>(gx * m);
@@ -147,22 +159,17 @@ HOST_DEVICE_INLINE void col2im_item(const Geometry& g, const scalar_t* offset, c
   acc_t m;
   const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
   if (!c4.inside || m == acc_t(0)) return;  // outside (or NaN): the point reads no neighbour
-  const index_t P = static_cast<index_t>(g.out_pixels());
-  const index_t K = static_cast<index_t>(g.taps());
-  const index_t HW = static_cast<index_t>(g.height * g.width);
-  const index_t cpg = static_cast<index_t>(g.channels_per_offset_group());
-  const index_t ncols = static_cast<index_t>(g.batch) * P;
-  const index_t c0 = it.og * cpg;
-  grad_t* plane = grad_input + (it.b * static_cast<index_t>(g.channels) + c0) * HW;
-  const scalar_t* gcol = grad_columns + (c0 * K + it.k) * ncols + it.b * P + it.p;
-  for (index_t c = 0; c < cpg; ++c) {
+  const ChannelWalk<index_t> w = channel_walk(g, it);
+  grad_t* plane = grad_input + w.plane;
+  const scalar_t* gcol = grad_columns + w.col;
+  for (index_t c = 0; c < w.cpg; ++c) {
     const acc_t gc = static_cast<acc_t>(*gcol) * m;
 HYBRIDOPS_UNROLL
     for (int j = 0; j < 4; ++j) {
       if (c4.idx[j] >= 0) add(plane + c4.idx[j], gc * c4.w[j]);
     }
-    plane += HW;
-    gcol += K * ncols;
+    plane += w.plane_step;
+    gcol += w.col_step;
   }
 }
 

@@ -21,8 +21,6 @@ inline void check_like(const at::Tensor& t, const std::string& name, const at::T
               " but input has dtype ", input.scalar_type());
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Limits that keep every index of the kernels in range: the group table holds int32 channel
 // offsets, per-channel tap counts k*k are ints, and tap offsets i * dilation, strides and paddings
 // are ints in the per-thread bodies. Far beyond any real layer; checked before any data is read.
