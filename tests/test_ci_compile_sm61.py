@@ -66,6 +66,18 @@ def test_bad_arguments_are_refused_by_name(tmp_path, args, message):
     assert not cache.exists()
 
 
+def test_a_python_without_torch_is_refused_before_any_download(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    cache = tmp_path / "cache"
+    proc = subprocess.run(["bash", str(SCRIPT), "--python", str(fake)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HYBRIDOPS_SM61_CACHE": str(cache)})
+    assert proc.returncode == 1
+    assert f"--python {fake} cannot import torch" in proc.stderr
+    assert not cache.exists()
+
+
 def test_parser_reads_every_entry_function_and_skips_device_functions():
     rows = _load_parser().parse_ptxas(PTXAS_LOG)
     assert [(r.mangled, r.arch, r.registers, r.spill_stores, r.spill_loads, r.smem, r.stack) for r in rows] == [
