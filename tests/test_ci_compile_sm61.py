@@ -14,6 +14,12 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / ".ci" / "compile_sm61.sh"
 
 
+def _run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The script with a bare PATH and its cache under ``tmp_path/cache`` (which must stay absent)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HYBRIDOPS_SM61_CACHE": str(tmp_path / "cache")}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
 def _load_parser():
     spec = importlib.util.spec_from_file_location("ptxas_table", REPO / ".ci" / "ptxas_table.py")
     module = importlib.util.module_from_spec(spec)
@@ -41,14 +47,12 @@ ptxas info    : Used 64 registers, used 1 barriers, 4096 bytes smem, 360 bytes c
 
 
 def test_help_answers_without_touching_the_cache(tmp_path):
-    cache = tmp_path / "cache"
-    proc = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HYBRIDOPS_SM61_CACHE": str(cache)})
+    proc = _run_script(tmp_path, "--help")
     assert proc.returncode == 0, proc.stderr
     assert "Usage: .ci/compile_sm61.sh" in proc.stdout
     for word in ("sm_61", "sm_70", "sm_75", "clang", "ptxas", "HYBRIDOPS_SM61_CACHE"):
         assert word in proc.stdout
-    assert not cache.exists()
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -58,24 +62,20 @@ def test_help_answers_without_touching_the_cache(tmp_path):
     (["--jobs", "0"], "--jobs must be a positive integer, got '0'"),
 ])
 def test_bad_arguments_are_refused_by_name(tmp_path, args, message):
-    cache = tmp_path / "cache"
-    proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HYBRIDOPS_SM61_CACHE": str(cache)})
+    proc = _run_script(tmp_path, *args)
     assert proc.returncode == 2
     assert message in proc.stderr
-    assert not cache.exists()
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_python_without_torch_is_refused_before_any_download(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
-    cache = tmp_path / "cache"
-    proc = subprocess.run(["bash", str(SCRIPT), "--python", str(fake)], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HYBRIDOPS_SM61_CACHE": str(cache)})
+    proc = _run_script(tmp_path, "--python", str(fake))
     assert proc.returncode == 1
     assert f"--python {fake} cannot import torch" in proc.stderr
-    assert not cache.exists()
+    assert not (tmp_path / "cache").exists()
 
 
 def test_parser_reads_every_entry_function_and_skips_device_functions():
