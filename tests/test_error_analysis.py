@@ -13,6 +13,7 @@ import torch
 from train.distance import distance_to, vessel_width
 from train.error_analysis import RIM_EDGES, ErrorTally, analyse_checkpoint
 from train.error_analysis import main as errors_main
+from train.error_report import markdown_report
 from train.evaluate import evaluate_checkpoint
 from train.metrics import BinaryEvaluator
 
@@ -112,7 +113,7 @@ def test_rim_bins_on_a_disc_fov():
     assert fp["near"] == 0 and fp["far"] == int(ring.sum())            # no vessel anywhere: all isolated
 
 
-def test_false_positives_near_and_far_and_false_negatives_at_the_edge():
+def test_false_positives_near_and_far_and_false_negatives_by_kind():
     lab = torch.zeros(40, 60, dtype=torch.bool)
     lab[10:15, 5:55] = True                                             # a 5 px vessel
     pred = lab.clone()
@@ -126,6 +127,13 @@ def test_false_positives_near_and_far_and_false_negatives_at_the_edge():
     assert res["false_positives"] == {"near_px": 2, "near": 100, "far": 4, "near_share": 100 / 104,
                                       "far_share": 4 / 104}
     assert res["false_negatives"]["edge"] == 50 and res["false_negatives"]["inside"] == 5
+    assert res["false_negatives"]["thin"] == 0
+    thin = torch.zeros(20, 30, dtype=torch.bool)
+    thin[5:7, 2:28] = True                                              # 2 px: every pixel is an edge pixel
+    tally = ErrorTally()
+    tally.add(torch.zeros(20, 30), thin, torch.ones_like(thin))
+    assert tally.result()["false_negatives"] == {"thin": 52, "edge": 0, "inside": 0, "thin_share": 1.0,
+                                                 "edge_share": 0.0, "inside_share": 0.0}
 
 
 def test_counts_add_up_to_the_evaluators():
@@ -150,7 +158,12 @@ def test_counts_add_up_to_the_evaluators():
         assert sum(b["label_px"] for b in table) == ref["tp"] + ref["fn"]
         assert sum(b["fn"] for b in table) == ref["fn"]
     assert res["false_positives"]["near"] + res["false_positives"]["far"] == ref["fp"]
+    fn = res["false_negatives"]
+    assert fn["thin"] + fn["edge"] + fn["inside"] == ref["fn"] and fn["thin"] == res["by_width"][0]["fn"]
     assert sorted(im["id"] for im in res["images"]) == ["im0", "im1", "im2"]
+    md = markdown_report(res, {"model": "m", "dataset": "d", "split": "test", "checkpoint": "c.pt", "epoch": 1,
+                               "native": True})
+    assert "* FOV rim: the " in md and "* False positives: " in md and "| im0 |" in md
     assert [im["dice"] for im in res["images"]] == sorted(im["dice"] for im in res["images"])   # worst first
 
 

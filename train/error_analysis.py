@@ -16,8 +16,9 @@ counts of the pixels inside the FOV, pooled over the split's images, by where th
    and the shares of all FP and FN;
 3. **false positives near vs far** -- within 2 px of a labelled vessel pixel (the vessel's width or
    boundary drawn differently) or farther (isolated detections: noise, the rim, the optic disc's edge);
-   **false negatives at the edge vs inside** -- on a vessel's outermost pixels (a 4-neighbour is
-   background) or inside it (a vessel, or its core, missed);
+   **false negatives** on thin vessels (<= 2 px, all of whose pixels are edge pixels), on the
+   outermost pixels of wider vessels (a 4-neighbour is background: the width drawn differently) or
+   inside them (a vessel's core missed);
 4. **per image** -- F1, Sen, Sp inside the FOV, worst first.
 
 The counts add up to the evaluator's (``train.metrics``) TP, FP, FN, TN over the FOV. Writes
@@ -62,7 +63,7 @@ class ErrorTally:
         self.threshold, self.max_width = float(threshold), int(max_width)
         self.width = {k: torch.zeros(max_width + 1, dtype=torch.int64) for k in ("label", "fn")}
         self.rim = {k: torch.zeros(len(RIM_EDGES) + 1, dtype=torch.int64) for k in KINDS}
-        self.fp_near = self.fn_edge = 0
+        self.fp_near = self.fn_edge = self.fn_inside = 0
         self.images: list[dict] = []
 
     def add(self, prob: Tensor, label: Tensor, fov: Tensor, image_id: str = "") -> dict:
@@ -78,7 +79,10 @@ class ErrorTally:
         for k in KINDS:
             self.rim[k] += torch.bincount(band[masks[k]], minlength=len(RIM_EDGES) + 1)
         self.fp_near += int((masks["fp"] & (distance_to(label, NEAR_PX) <= NEAR_PX)).sum())
-        self.fn_edge += int((masks["fn"] & (distance_to(~label, 1, border=True) <= 1)).sum())
+        wider = masks["fn"] & (width > WIDTH_BINS[0][2])                              # FN on vessels >= 3 px
+        edge = distance_to(~label, 1, border=True) <= 1                                 # a 4-neighbour is background
+        self.fn_edge += int((wider & edge).sum())
+        self.fn_inside += int((wider & ~edge).sum())
         c = {k: int(m.sum()) for k, m in masks.items()}
         rec = {"id": image_id, **c, **scores_from_counts(c["tp"], c["fp"], c["fn"], c["tn"])}
         self.images.append(rec)
@@ -126,9 +130,11 @@ class ErrorTally:
                 "false_positives": {"near_px": NEAR_PX, "near": self.fp_near, "far": tot["fp"] - self.fp_near,
                                     "near_share": _div(self.fp_near, tot["fp"]),
                                     "far_share": _div(tot["fp"] - self.fp_near, tot["fp"])},
-                "false_negatives": {"edge": self.fn_edge, "inside": tot["fn"] - self.fn_edge,
+                "false_negatives": {"thin": tot["fn"] - self.fn_edge - self.fn_inside, "edge": self.fn_edge,
+                                    "inside": self.fn_inside,
+                                    "thin_share": _div(tot["fn"] - self.fn_edge - self.fn_inside, tot["fn"]),
                                     "edge_share": _div(self.fn_edge, tot["fn"]),
-                                    "inside_share": _div(tot["fn"] - self.fn_edge, tot["fn"])},
+                                    "inside_share": _div(self.fn_inside, tot["fn"])},
                 "images": sorted(self.images, key=lambda r: (r["dice"] != r["dice"], r["dice"]))}
 
 

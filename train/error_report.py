@@ -24,25 +24,27 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def findings(res: dict) -> list[str]:
     """One sentence per breakdown, from the numbers alone: where the false negatives and positives are."""
-    w, rim = res["by_width"], res["by_rim_distance"]
-    worst = min(w, key=lambda b: b["sen"] if not math.isnan(b["sen"]) else 2.0)
+    w, rim, fp, fn = res["by_width"], res["by_rim_distance"], res["false_positives"], res["false_negatives"]
     most_fn = max(w, key=lambda b: b["fn"])
-    rim_fp = max(rim, key=lambda b: b["fp"] / b["px"] if b["px"] else 0.0)
-    fp, fn = res["false_positives"], res["false_negatives"]
     out = [f"Vessel width: {most_fn['bin']} vessels hold {_pct(most_fn['share_of_label'])} of the labelled pixels and "
-           f"{_pct(most_fn['share_of_fn'])} of the false negatives; sensitivity is lowest on {worst['bin']} vessels "
-           f"({_num(worst['sen'])}; " + ", ".join(f"{b['bin'].split(' ')[0]} {_num(b['sen'])}" for b in w) + ").",
-           f"FOV rim: the {rim_fp['bin']} band has the most false positives per pixel "
-           f"({_pct(rim_fp['fp'] / rim_fp['px'] if rim_fp['px'] else float('nan'))} of its pixels, "
-           f"{_pct(rim_fp['share_of_fp'])} of all FP in {_pct(rim_fp['px'] / max(1, sum(b['px'] for b in rim)))} of the "
-           f"FOV); F1 by band: " + ", ".join(f"{b['bin']} {_num(b['dice'])}" for b in rim) + ".",
-           f"False positives: {_pct(fp['near_share'])} lie within {fp['near_px']} px of a labelled vessel (width or "
-           f"boundary drawn differently), {_pct(fp['far_share'])} "
-           "farther (isolated detections).",
-           f"False negatives: {_pct(fn['edge_share'])} are a vessel's outermost pixels, the rest inside a vessel."]
+           f"{_pct(most_fn['share_of_fn'])} of the false negatives; Sen by width: "
+           + ", ".join(f"{b['bin']} {_num(b['sen'])}" for b in w) + "."]
+    all_px = sum(b["px"] for b in rim)
+    if res["pooled_fov"]["fp"]:
+        top = max(rim, key=lambda b: b["fp"] / b["px"] if b["px"] else 0.0)
+        out.append(f"FOV rim: the {top['bin']} band ({_pct(top['px'] / all_px)} of the FOV) has the most false "
+                   f"positives per pixel ({_pct(top['fp'] / top['px'])} of its pixels, {_pct(top['share_of_fp'])} of all FP).")
+        out.append(f"False positives: {_pct(fp['near_share'])} lie within {fp['near_px']} px of a labelled vessel (width "
+                   f"or boundary drawn differently), {_pct(fp['far_share'])} farther (isolated detections).")
+    else:
+        out.append("No false positives.")
+    out.append("F1 by distance to the rim: " + ", ".join(f"{b['bin']} {_num(b['dice'])}" for b in rim) + ".")
+    if res["pooled_fov"]["fn"]:
+        out.append(f"False negatives: {_pct(fn['thin_share'])} on thin vessels, {_pct(fn['edge_share'])} on the outermost "
+                   f"pixels of wider ones, {_pct(fn['inside_share'])} inside wider ones.")
     if res["images"]:
         im = res["images"][0]
-        out.append(f"Worst image: {im['id']} (F1 {_num(im['dice'])}, Sen {_num(im['sen'])}).")
+        out.append(f"Worst image: {im['id']} (F1 {_num(im['dice'])}, Sen {_num(im['sen'])}, Sp {_num(im['sp'])}).")
     return out
 
 
@@ -56,22 +58,28 @@ def markdown_report(res: dict, meta: dict) -> str:
              f"pooled: F1 {_num(p['dice'])}, Sen {_num(p['sen'])}, Sp {_num(p['sp'])} "
              f"(TP {p['tp']}, FP {p['fp']}, FN {p['fn']}, TN {p['tn']}).", ""]
     lines += ["## Findings", ""] + [f"* {s}" for s in findings(res)]
+
+    def width_row(b: dict) -> list[str]:
+        return [b["bin"], str(b["label_px"]), _pct(b["share_of_label"]), str(b["tp"]), str(b["fn"]), _num(b["sen"]),
+                _pct(b["share_of_fn"])]
+
+    head = ["width", "label px", "share of label px", "TP", "FN", "Sen", "share of all FN"]
     lines += ["", "## By vessel width (labelled pixels inside the FOV; local width = widest inscribed disc)", ""]
-    lines += _table(["width", "label px", "share of label px", "TP", "FN", "Sen", "share of all FN"],
-                    [[b["bin"], str(b["label_px"]), _pct(b["share_of_label"]), str(b["tp"]), str(b["fn"]),
-                      _num(b["sen"]), _pct(b["share_of_fn"])] for b in res["by_width"] + res["width_histogram"]])
+    lines += _table(head, [width_row(b) for b in res["by_width"]])
+    lines += ["", "Per width:", ""] + _table(head, [width_row(b) for b in res["width_histogram"]])
     lines += ["", "## By distance to the FOV rim (or the image's edge)", ""]
     lines += _table(["distance", "px", "vessel px", "TP", "FP", "FN", "Sen", "Sp", "F1", "share of FP", "share of FN"],
                     [[b["bin"], str(b["px"]), str(b["vessel_px"]), str(b["tp"]), str(b["fp"]), str(b["fn"]),
                       _num(b["sen"]), _num(b["sp"]), _num(b["dice"]), _pct(b["share_of_fp"]), _pct(b["share_of_fn"])]
                      for b in res["by_rim_distance"]])
     fp, fn = res["false_positives"], res["false_negatives"]
-    lines += ["", "## False positives near vs far from a vessel, false negatives at the edge vs inside", ""]
+    lines += ["", "## False positives near vs far from a vessel; false negatives by kind", ""]
     lines += _table(["errors", "where", "px", "share"],
                     [["FP", f"within {fp['near_px']} px of a labelled vessel", str(fp["near"]), _pct(fp["near_share"])],
                      ["FP", f"farther than {fp['near_px']} px", str(fp["far"]), _pct(fp["far_share"])],
-                     ["FN", "a vessel's outermost pixel", str(fn["edge"]), _pct(fn["edge_share"])],
-                     ["FN", "inside a vessel", str(fn["inside"]), _pct(fn["inside_share"])]])
+                     ["FN", "on a thin vessel (<= 2 px)", str(fn["thin"]), _pct(fn["thin_share"])],
+                     ["FN", "outermost pixel of a vessel >= 3 px", str(fn["edge"]), _pct(fn["edge_share"])],
+                     ["FN", "inside a vessel >= 3 px", str(fn["inside"]), _pct(fn["inside_share"])]])
     lines += ["", "## Per image (inside the FOV), worst F1 first", ""]
     lines += _table(["image", "F1", "Sen", "Sp", "FP", "FN"],
                     [[im["id"], _num(im["dice"]), _num(im["sen"]), _num(im["sp"]), str(im["fp"]), str(im["fn"])]
