@@ -32,6 +32,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -42,13 +43,14 @@ from torch import Tensor, nn
 from cli.args import check_input_size
 from cli.errors import UserError, run_cli
 from train import checkpoint as ckpt_io
-from train.data import build_dataset
+from train.data import SegmentationDataset, build_dataset
 from train.data.base import resize_image
 from train.distributed import resolve_device
 from train.infer import pad_to_multiple
 from train.metrics import BINARY_METRICS, METRIC_LABELS, BinaryEvaluator, MulticlassEvaluator, nan_to_none
 
-__all__ = ["load_for_inference", "infer", "evaluate_checkpoint", "class_palette", "run_inference_cli", "main"]
+__all__ = ["load_for_inference", "infer", "Split", "open_split", "predict_original", "write_report",
+           "split_parser", "evaluate_checkpoint", "class_palette", "run_inference_cli", "main"]
 
 OVERLAY_COLOURS = {"tp": (0, 200, 0), "fp": (230, 30, 30), "fn": (40, 90, 255), "tn": (0, 0, 0), "out": (48, 48, 48)}
 OVERLAY_MIN_SIDE = 512      # overlays of smaller images are enlarged (nearest neighbour) to at least this
@@ -82,6 +84,58 @@ def infer(model: nn.Module, images: Tensor, ckpt: dict, device: torch.device, am
         out = model(x)
     logits = (out[0] if isinstance(out, (list, tuple)) else out).float()
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+
+
+@dataclass
+class Split:
+    """A checkpoint's model, ready for inference, and the dataset split it runs over (``size``: the
+    input size; ``native``: crop-trained, so the whole native image is the input)."""
+    model: nn.Module
+    ckpt: dict
+    ds: SegmentationDataset
+    device: torch.device
+    root: Optional[str]
+    same: bool                  # the checkpoint's own dataset
+    native: bool
+    size: list[int]
+    divisor: int
+
+
+def open_split(checkpoint, *, dataset: Optional[str] = None, data_root: Optional[str] = None, split: str = "test",
+               size: Optional[Sequence[int]] = None, device: str = "auto", limit: Optional[int] = None,
+               expect_model: Optional[str] = None) -> Split:
+    """Loads ``checkpoint`` and builds the split it is evaluated on (the dataset, root and size default to
+    the checkpoint's); bad checkpoints, sizes and data raise :class:`cli.errors.UserError`."""
+    dev = resolve_device(device)
+    model, ckpt = load_for_inference(checkpoint, dev, expect_model)
+    data = ckpt["data"]
+    same = dataset is None or dataset == data["dataset"]
+    name = data["dataset"] if dataset is None else dataset
+    root = data_root if data_root is not None else (data.get("data_root") if same else None)
+    native = size is None and bool(data.get("native"))     # crop-trained: the whole native image
+    divisor = int(getattr(model, "input_divisor", 16))
+    size = check_input_size(list(size) if size is not None else data["size"], divisor, ckpt["model"],
+                            what="--size" if size is not None else f"the size stored in {str(checkpoint)!r}")
+    ds = build_dataset(name, root, split, size=size, in_chans=data["in_chans"], num_classes=data["num_classes"],
+                       limit=limit, seed=data.get("seed", 0), observer=data.get("observer", 1))
+    if ds.num_classes != data["num_classes"]:
+        raise UserError(f"{ds.describe()} has {ds.num_classes} class(es) but the checkpoint's model predicts "
+                        f"{data['num_classes']}")
+    return Split(model, ckpt, ds, dev, root, same, native, list(size), divisor)
+
+
+def predict_original(sp: Split, image: np.ndarray, amp: bool = False, at_input_size: bool = False) -> Tensor:
+    """uint8 image ``[h, w, C]`` -> probabilities ``[1, K, h, w]`` at the image's own size: the whole
+    image zero-padded to the model's multiple (``sp.native``), else resized to ``sp.size`` and the
+    probabilities resized back (bilinear); ``at_input_size`` keeps them at ``sp.size`` ``[1, K, H, W]``."""
+    h, w = image.shape[:2]
+    if sp.native:
+        padded, _ = pad_to_multiple(torch.from_numpy(image).permute(2, 0, 1)[None], sp.divisor)
+        return infer(sp.model, padded, sp.ckpt, sp.device, amp)[..., :h, :w]
+    prob = infer(sp.model, resize_image(image, sp.size)[None], sp.ckpt, sp.device, amp)
+    if at_input_size or (h, w) == tuple(sp.size):
+        return prob
+    return F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def class_palette(n: int) -> np.ndarray:
@@ -181,24 +235,13 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
                         amp: bool = False) -> dict:
     """Evaluates ``checkpoint`` and writes the files listed in the module docstring; returns
     ``{"results": ..., "table": markdown, "out": dir}``."""
-    dev = resolve_device(device)
     checkpoint = Path(checkpoint)
-    model, ckpt = load_for_inference(checkpoint, dev, expect_model)
+    sp = open_split(checkpoint, dataset=dataset, data_root=data_root, split=split, size=size, device=device,
+                    limit=limit, expect_model=expect_model)
+    model, ckpt, ds, dev, root, native, size = sp.model, sp.ckpt, sp.ds, sp.device, sp.root, sp.native, sp.size
     data = ckpt["data"]
-    same = dataset is None or dataset == data["dataset"]
-    name = data["dataset"] if dataset is None else dataset
-    root = data_root if data_root is not None else (data.get("data_root") if same else None)
-    native = size is None and bool(data.get("native"))     # crop-trained: the whole native image
-    divisor = int(getattr(model, "input_divisor", 16))
-    size = check_input_size(list(size) if size is not None else data["size"], divisor, ckpt["model"],
-                            what="--size" if size is not None else f"the size stored in {str(checkpoint)!r}")
-    ds = build_dataset(name, root, split, size=size, in_chans=data["in_chans"], num_classes=data["num_classes"],
-                       limit=limit, seed=data.get("seed", 0), observer=data.get("observer", 1))
-    if ds.num_classes != data["num_classes"]:
-        raise UserError(f"{ds.describe()} has {ds.num_classes} class(es) but the checkpoint's model predicts "
-                        f"{data['num_classes']}")
     multiclass = ds.num_classes > 1
-    own_test = same and split == "test" and root == data.get("data_root")
+    own_test = sp.same and split == "test" and root == data.get("data_root")
     out = Path(out) if out is not None else default_out(checkpoint, own_test, ds.name, split)
     out.mkdir(parents=True, exist_ok=True)
     stale = _earlier_images(out)
@@ -212,18 +255,11 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
         it = tqdm(it, desc=f"evaluate {ds.name}/{split}", unit="img", leave=False, file=sys.stderr)
     for i in it:
         raw = ds.original(i)
-        if native:
-            image, (h, w) = pad_to_multiple(torch.from_numpy(raw.image).permute(2, 0, 1)[None], divisor)
-            prob = infer(model, image, ckpt, dev, amp)[..., :h, :w]         # [1, K, h, w]
-        else:
-            prob = infer(model, resize_image(raw.image, size)[None], ckpt, dev, amp)   # [1, K, H, W]
+        prob = predict_original(sp, raw.image, amp, at_input_size)     # [1, K, h, w] (or [1, K, H, W])
         if at_input_size and not native:
             item = ds[i]
             label, fov = item["label"].to(dev), item["fov"].to(dev)
         else:
-            h, w = raw.image.shape[:2]
-            if (h, w) != tuple(size):
-                prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
             label = torch.from_numpy(raw.label).to(dev)
             fov = torch.from_numpy(raw.fov).to(dev)
         iid = ds.ids[i]
@@ -254,22 +290,35 @@ def evaluate_checkpoint(checkpoint, *, dataset: Optional[str] = None, data_root:
             "epoch": ckpt.get("epoch"), "dataset": ds.name, "data_root": root, "split": split, "size": list(size),
             "at_input_size": at_input_size and not native, "native": native, "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
             "seconds": round(time.perf_counter() - t0, 2)}
+    return write_report(out, "metrics", res, meta, markdown_table)
+
+
+def write_report(out: Path, stem: str, res: dict, meta: dict, render: Callable[[dict, dict], str]) -> dict:
+    """Adds the provenance (versions, git sha, date, command) to ``meta``, writes ``out/<stem>.json``
+    (``{"meta", "results"}``, NaN as null) and ``out/<stem>.md`` (``render(res, meta)``); returns
+    ``{"results", "meta", "table", "out"}``."""
     from cli.provenance import command_line, git_sha, utc_timestamp, versions
-    meta.update({"versions": versions(), "git_sha": git_sha(),
-                 "date": utc_timestamp(), "command": command_line()})
-    table = markdown_table(res, meta)
-    (out / "metrics.json").write_text(json.dumps(nan_to_none({"meta": meta, "results": res}), indent=2) + "\n")
-    (out / "metrics.md").write_text(table)
+    meta.update({"versions": versions(), "git_sha": git_sha(), "date": utc_timestamp(), "command": command_line()})
+    table = render(res, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(nan_to_none({"meta": meta, "results": res}), indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table)
     return {"results": res, "meta": meta, "table": table, "out": str(out)}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a best.pt / last.pt written by python -m train")
+def split_parser(prog: str, description: str, checkpoint_help: str) -> argparse.ArgumentParser:
+    """A parser with the arguments that pick a checkpoint and the split it runs over: ``--checkpoint``,
+    ``--dataset``, ``--data-root``, ``--split`` (``train.evaluate``, ``train.error_analysis``)."""
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
     p.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root", help="dataset folder (default: the checkpoint's, for the same dataset)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = split_parser("python -m train.evaluate", __doc__.split("\n\n")[0], "a best.pt / last.pt written by python -m train")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the training size)")
     p.add_argument("--out", help="output folder (default: the run's eval/ for its own dataset's test split, "
                                  "else eval-<dataset>-<split>, next to the checkpoint)")
