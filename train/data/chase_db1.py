@@ -5,7 +5,7 @@
 Labels: the first observer (``_1stHO``) is the ground truth (``observer=2`` picks ``_2ndHO``).
 Split (HybridNetSeg, Fraz et al.): the first 8 images (Image_01L .. Image_04R) train, the last 20 test.
 The release has no field-of-view masks: they are derived from the image (``train.data.base.derive_fov``:
-red channel > 20, 7x7 opening, row/column span fill, 2-pixel erosion).
+red channel > 15, 7x7 opening, row/column span fill, no erosion).
 Default input size 960x960 (the paper's).
 """
 from __future__ import annotations
