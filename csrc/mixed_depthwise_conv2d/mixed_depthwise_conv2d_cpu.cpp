@@ -25,15 +25,6 @@ namespace mdc {
 namespace {
 using namespace nchw;  // Args, Pass: the NCHW kernels' problem description
 
-// Runs the tasks [0, tasks) of one pass on the widest ISA the CPU supports, in parallel.
-template <typename scalar_t>
-void run_parallel(Pass pass, const Args<scalar_t>& a, int64_t tasks, int64_t work_per_task) {
-  with_host_isa<scalar_t>([&](auto isa) {
-    at::parallel_for(0, tasks, grain_for(work_per_task),
-                     [&](int64_t begin, int64_t end) { run_isa(isa, pass, a, begin, end); });
-  });
-}
-
 template <typename scalar_t>
 GroupPointers<const scalar_t> weight_pointers(const Geometry& g, const std::vector<at::Tensor>& weights) {
   GroupPointers<const scalar_t> wp{};

@@ -1,5 +1,5 @@
 // The per-ISA entry points of the CPU MixConv kernels (both layouts) and the one run-time choice
-// between them (with_host_isa).
+// between them (with_host_isa, and run_parallel on top of it).
 //
 // Each entry point runs the tasks [begin, end) of one pass. It is defined in
 // mixed_depthwise_conv2d_cpu_isa_<isa>.cpp with that ISA's target attribute, and the kernel bodies
@@ -13,6 +13,8 @@
 //   fp64        base only: it serves gradcheck and comparisons against the reference, where speed
 //               matters little.
 #pragma once
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -57,7 +59,7 @@ MDC_DECLARE_ISA_ENTRIES(MDC_TARGET_AVX512, IsaAvx512, float);
 #endif
 
 // Calls f(IsaBase{}), f(IsaAvx2{}) or f(IsaAvx512{}): the widest ISA this CPU supports (capped by
-// HYBRIDOPS_CPU_ISA) that has entry points for storage type T. f calls run_isa(isa, ...).
+// HYBRIDOPS_CPU_ISA) that has entry points for storage type T.
 template <typename T, typename F>
 void with_host_isa(const F& f) {
 #if MDC_X86_DISPATCH
@@ -70,6 +72,16 @@ void with_host_isa(const F& f) {
   }
 #endif
   f(IsaBase{});
+}
+
+// Runs the tasks [0, tasks) of one pass of either layout (p: nchw::Args or nhwc::Problem, pass: its
+// pass enum) in parallel, on the ISA with_host_isa picks for the problem's storage type.
+template <typename PassT, typename ProblemT>
+void run_parallel(PassT pass, const ProblemT& p, int64_t tasks, int64_t work_per_task) {
+  with_host_isa<typename ProblemT::storage_t>([&](auto isa) {
+    at::parallel_for(0, tasks, grain_for(work_per_task),
+                     [&](int64_t begin, int64_t end) { run_isa(isa, pass, p, begin, end); });
+  });
 }
 
 }  // namespace mdc

@@ -219,6 +219,7 @@ MDC_INLINE void conv_plane(const PlaneConv& p, const PlaneTile& t, const acc_t* 
 
 template <typename scalar_t>
 struct Args {
+  using storage_t = scalar_t;
   Geometry g;
   const scalar_t* input;
   const scalar_t* grad_out;

@@ -38,15 +38,6 @@ using namespace nhwc;  // Problem, NhwcPass, kGradWeight*: the NHWC kernels' pro
 
 constexpr auto kNhwc = at::MemoryFormat::ChannelsLast;
 
-// Runs the tasks [0, tasks) of one pass on the widest ISA the CPU supports, in parallel.
-template <typename acc_t, typename in_t>
-void run_nhwc(NhwcPass pass, const Problem<acc_t, in_t>& p, int64_t tasks, int64_t work_per_task) {
-  with_host_isa<in_t>([&](auto isa) {
-    at::parallel_for(0, tasks, grain_for(work_per_task),
-                     [&](int64_t begin, int64_t end) { run_isa(isa, pass, p, begin, end); });
-  });
-}
-
 // ---- host side ----------------------------------------------------------------------------------
 at::ScalarType compute_type(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
@@ -83,7 +74,7 @@ void conv_rows(Problem<acc_t, in_t>& p, const at::Tensor& src, const at::Tensor&
   p.src_w = src_w;
   p.dst_h = dst.size(2);
   p.dst_w = dst.size(3);
-  run_nhwc(NhwcPass::kForward, p, p.g.batch * p.dst_h, forward_work(p.g, p.dst_w));
+  run_parallel(NhwcPass::kForward, p, p.g.batch * p.dst_h, forward_work(p.g, p.dst_w));
 }
 
 }  // namespace
@@ -129,7 +120,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_nhwc_cpu(const Geometry
         } else {
           p.src = go.data_ptr<scalar_t>();
           p.dst = grad_input.data_ptr<scalar_t>();
-          run_nhwc(NhwcPass::kGather, p, g.batch * g.height, forward_work(g, g.width));
+          run_parallel(NhwcPass::kGather, p, g.batch * g.height, forward_work(g, g.width));
         }
       });
     }
@@ -163,7 +154,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_nhwc_cpu(const Geometry
       p.rows_per_chunk = rows_per_chunk;
       p.blocks = &blocks;
       const int64_t work = rows_per_chunk * g.out_w * kGradWeightBlock * g.max_kernel * g.max_kernel;
-      run_nhwc(NhwcPass::kGradWeight, p, nblocks * chunks, work);
+      run_parallel(NhwcPass::kGradWeight, p, nblocks * chunks, work);
     });
     // Sum the chunks in chunk order, then [k*k, C_g] -> [C_g, 1, k, k] per group.
     at::Tensor total = at::empty({part_total}, partial.options());

@@ -204,6 +204,7 @@ MDC_INLINE Interior interior(int64_t n, int64_t n_out, int64_t s, int64_t p, int
 // row buffer (RowOut): no whole-tensor float copies.
 template <typename acc_t, typename in_t>
 struct Problem {
+  using storage_t = in_t;
   Geometry g;
   int64_t src_h, src_w, dst_h, dst_w;  // src [N, src_h, src_w, C] -> dst [N, dst_h, dst_w, C]
   const in_t* src;                     // forward: input; grad_input: grad_output
