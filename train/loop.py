@@ -307,6 +307,16 @@ def _run_epochs(run: _Run) -> tuple[int, bool]:
     return done, stopped_early
 
 
+def _stop_record(cfg: dict, epoch: int, partial: Optional[dict] = None) -> dict:
+    """What ``config.json`` records (as ``stopped``) of a ``--max-minutes`` stop after ``epoch`` (from 0),
+    with ``partial`` (images done, of how many) when the stop came inside that epoch."""
+    rec = {"reason": "max_minutes", "max_minutes": cfg["max_minutes"], "after_epoch": epoch + 1,
+           "epochs_planned": cfg["epochs"]}
+    if partial is not None:
+        rec["partial_epoch"] = dict(partial)
+    return rec
+
+
 def _time_is_up(run: _Run, epoch: int) -> bool:
     """After an epoch: True when ``--max-minutes`` has run out and the run stops here (with epochs left),
     recorded in ``config.json`` (``stopped``) and, by the epoch, in ``metrics.jsonl``."""
@@ -315,8 +325,7 @@ def _time_is_up(run: _Run, epoch: int) -> bool:
                               and time.perf_counter() >= run.stop_at)
     if not D.broadcast_object(up, info):          # every rank stops after the same epoch
         return False
-    cfg.setdefault("stopped", {"reason": "max_minutes", "max_minutes": cfg["max_minutes"], "after_epoch": epoch + 1,
-                               "epochs_planned": cfg["epochs"]})
+    cfg.setdefault("stopped", _stop_record(cfg, epoch))
     report.log(info, f"--max-minutes {cfg['max_minutes']:g}: stopping after epoch {epoch + 1} of {cfg['epochs']} "
                      f"(last.pt and best.pt hold it)")
     if info.is_main:
@@ -359,10 +368,10 @@ def _epoch(run: _Run, epoch: int) -> Optional[dict]:
     rec = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "time_s": round(time.perf_counter() - t0, 3),
            "images_per_s": round(speed, 3), "val": nan_to_none(val), "best": improved}
     if seen < len(run.sampler) and not info.enabled:       # --max-minutes ran out inside this epoch
-        cfg["stopped"] = {"reason": "max_minutes", "max_minutes": cfg["max_minutes"], "after_epoch": epoch + 1,
-                          "epochs_planned": cfg["epochs"], "partial_epoch": {"images": seen, "of": len(run.sampler)}}
+        partial = {"images": seen, "of": len(run.sampler)}
+        cfg["stopped"] = _stop_record(cfg, epoch, partial)
         rec["stopped"] = "max_minutes"
-        rec["partial"] = {"images": seen, "of": len(run.sampler)}
+        rec["partial"] = partial
     if info.is_main:
         _save(run, epoch, rec, improved)
         report.append_record(run.out, run.records, rec, cfg["monitor"])
