@@ -10,6 +10,9 @@ Environment switches (all optional):
   ``HYBRIDOPS_DEFAULT_ARCHS`` below when no GPU is visible (as on a build machine).
 * ``MAX_JOBS`` -- parallel compile jobs (ninja). Unset: the number of CPU cores.
 * ``HYBRIDOPS_DEBUG=1`` -- ``-O0 -g`` and device line info.
+* ``HYBRIDOPS_BUILD_CUDA_EMU=1`` -- also build ``hybridops._C_emu``: the CUDA kernels and launchers of
+  ``csrc/**/*.cu`` compiled by the host compiler against ``csrc/emulation/cuda_emulation.h``, run on
+  the CPU as ``torch.ops.hybridops_emu.*`` (tests and CI; no GPU or CUDA toolkit needed). Off by default.
 * ``CUDA_HOME`` -- the CUDA toolkit folder. When unset it is found from ``nvcc`` even when the
   ``nvcc`` on PATH is a wrapper script.
 
@@ -146,10 +149,27 @@ def _write_version() -> None:
         f.write(f"built_with_torch = {torch.__version__!r}\n")
 
 
+EMULATION_DIR = os.path.join("csrc", "emulation")
+BUILD_CUDA_EMU = os.environ.get("HYBRIDOPS_BUILD_CUDA_EMU", "0").strip()
+if BUILD_CUDA_EMU not in ("0", "1"):
+    raise SystemExit(f"HYBRIDOPS_BUILD_CUDA_EMU must be 0 or 1, got {BUILD_CUDA_EMU!r}")
+
+
+def emulation_sources() -> list[str]:
+    """The units of hybridops._C_emu: the emulation runtime, its module and one wrapper per .cu."""
+    return sorted(glob.glob(os.path.join(EMULATION_DIR, "*.cpp")), key=lambda p: ("_cuda_emu" not in p, p))
+
+
+def emulation_flags(debug: bool) -> list[str]:
+    """Host-compiler flags of the emulation units (.ci/emu_asan.sh adds -fsanitize=address)."""
+    return (["-O0", "-g"] if debug else ["-O2", "-g0"]) + ["-DHYBRIDOPS_CUDA_EMULATION=1"]
+
+
 def make_extension():
     with_cuda, why = _want_cuda()
     # The per-ISA kernel units are the slowest to compile: listed first, ninja starts them first.
-    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True),
+    sources = sorted((p for p in glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)
+                      if not p.startswith(EMULATION_DIR + os.sep)),
                      key=lambda p: ("_cpu_isa_" not in p, p))
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
     archs = ""
@@ -191,6 +211,17 @@ def make_extension():
     )
 
 
+def make_emulation_extension():
+    """hybridops._C_emu (HYBRIDOPS_BUILD_CUDA_EMU=1): the .cu kernels on the CPU emulation."""
+    _log("CUDA emulation module: ON (HYBRIDOPS_BUILD_CUDA_EMU=1)")
+    return CppExtension(
+        name="hybridops._C_emu",
+        sources=emulation_sources(),
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": emulation_flags(DEBUG)},
+    )
+
+
 def _torch_pin() -> str:
     """The torch release this build is compiled against (local tag such as +cu130 dropped)."""
     return "torch==" + torch.__version__.split("+")[0]
@@ -200,7 +231,7 @@ setup(
     name="hybridops",
     version=VERSION,
     packages=find_packages(include=["hybridops", "hybridops.*"]),
-    ext_modules=[make_extension()],
+    ext_modules=[make_extension()] + ([make_emulation_extension()] if BUILD_CUDA_EMU == "1" else []),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=[_torch_pin(), "numpy"],
 )

@@ -46,8 +46,11 @@ def build_info() -> dict:
         are compiled in; whether a GPU is usable is ``torch.cuda.is_available()``),
         ``cuda_version`` (CUDA toolkit version as an int such as 13000, 0 without CUDA) and
         ``cuda_archs`` (list of the ``TORCH_CUDA_ARCH_LIST`` entries built, e.g. ``["8.0+PTX"]``).
-        ``cuda`` is the old name of ``built_with_cuda``, kept for one release (reading it warns).
+        ``cuda_emulation`` says whether ``hybridops._C_emu`` (the CUDA kernels on the CPU emulation,
+        ``HYBRIDOPS_BUILD_CUDA_EMU=1``) is present. ``cuda`` is the old name of ``built_with_cuda``,
+        kept for one release (reading it warns).
     """
+    from hybridops import cuda_emulation
     archs = _C.cuda_archs()
     built_with_cuda = bool(_C.with_cuda())
     return _BuildInfo({
@@ -57,5 +60,6 @@ def build_info() -> dict:
         "built_with_cuda": built_with_cuda,
         "cuda_version": int(_C.cuda_version()),
         "cuda_archs": [a for a in archs.replace(" ", ";").split(";") if a],
+        "cuda_emulation": cuda_emulation.available(),
         "cuda": built_with_cuda,
     })

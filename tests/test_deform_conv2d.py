@@ -336,31 +336,33 @@ def test_build_info():
 
 # ----------------------------------------------------------------------------------------------- CUDA
 
-@cuda
-@cuda_build
+# Every test taking `cuda_backend` runs on a GPU when there is one, and on the CPU emulation of the
+# same CUDA kernels for each device profile (tests/_cuda_backends.py).
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name,cfg", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_cuda_matches_cpu(name, cfg, dtype):
+def test_cuda_matches_cpu(name, cfg, dtype, cuda_backend):
     args = make_dcn_inputs(**cfg, dtype=dtype, requires_grad=True)
-    args_cuda = [t.detach().cuda().requires_grad_() if t is not None else None for t in args]
+    args_cuda = [cuda_backend.to(t.detach()).requires_grad_() if t is not None else None for t in args]
     out = _ours(*args, cfg)
-    out_cuda = _ours(*args_cuda, cfg)
+    with cuda_backend.active():
+        out_cuda = _ours(*args_cuda, cfg)
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(out_cuda.cpu(), out, rtol=tol, atol=tol)
     grad_out = torch.randn_like(out)
     leaves = [t for t in args if t is not None]
     leaves_cuda = [t for t in args_cuda if t is not None]
     for g, gc in zip(torch.autograd.grad(out, leaves, grad_out),
-                     torch.autograd.grad(out_cuda, leaves_cuda, grad_out.cuda())):
+                     torch.autograd.grad(out_cuda, leaves_cuda, cuda_backend.to(grad_out))):
         torch.testing.assert_close(gc.cpu(), g, rtol=tol * 10, atol=tol * 10)
 
 
-@cuda
-@cuda_build
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 4e-2)])
-def test_cuda_low_precision(dtype, tol):
-    args = make_dcn_inputs(n=2, c_in=16, c_out=16, h=20, w=20, dtype=dtype, device="cuda", requires_grad=True)
-    out = hybridops.deform_conv2d(*args[:4], padding=1, mask=args[4])
+def test_cuda_low_precision(dtype, tol, cuda_backend):
+    args = make_dcn_inputs(n=2, c_in=16, c_out=16, h=20, w=20, dtype=dtype, device=cuda_backend.device,
+                           requires_grad=True)
+    with cuda_backend.active():
+        out = hybridops.deform_conv2d(*args[:4], padding=1, mask=args[4])
     assert out.dtype == dtype
     ref = reference.deform_conv2d(*[t.detach().double() for t in args[:4]], padding=1, mask=args[4].detach().double())
     assert (out.double() - ref).abs().max() <= tol * ref.abs().max()
@@ -369,20 +371,21 @@ def test_cuda_low_precision(dtype, tol):
         assert t.grad is not None and torch.isfinite(t.grad).all()
 
 
-@cuda
-@cuda_build
-def test_cuda_deterministic_mode_gives_identical_grads():
-    args = make_dcn_inputs(n=2, c_in=8, c_out=8, h=24, w=24, dtype=torch.float32, device="cuda", requires_grad=True)
+def test_cuda_deterministic_mode_gives_identical_grads(cuda_backend):
+    args = make_dcn_inputs(n=2, c_in=8, c_out=8, h=24, w=24, dtype=torch.float32, device=cuda_backend.device,
+                           requires_grad=True)
     leaves = [t for t in args if t is not None]
 
-    def grads():
-        out = hybridops.deform_conv2d(*args[:4], padding=1, mask=args[4])
+    def grads(order="forward"):
+        with cuda_backend.active(order):
+            out = hybridops.deform_conv2d(*args[:4], padding=1, mask=args[4])
         return torch.autograd.grad(out, leaves, torch.ones_like(out))
 
     default = grads()
     torch.use_deterministic_algorithms(True)
     try:
-        first, second = grads(), grads()
+        # On the emulation the second run takes the threads and blocks in the reverse order.
+        first, second = grads(), grads("reverse" if cuda_backend.emulated else "forward")
     finally:
         torch.use_deterministic_algorithms(False)
     for a, b, d in zip(first, second, default):
@@ -393,6 +396,7 @@ def test_cuda_deterministic_mode_gives_identical_grads():
 @cuda
 @cuda_build
 def test_cuda_autocast_runs_in_half():
+    """GPU only: autocast is a dispatch key of CUDA tensors (the emulation's ops take CPU tensors)."""
     args = make_dcn_inputs(dtype=torch.float32, device="cuda")
     for dtype in (torch.float16, torch.bfloat16):
         with torch.autocast("cuda", dtype=dtype):
@@ -404,7 +408,9 @@ def test_cuda_autocast_runs_in_half():
 @cuda_build
 @pytest.mark.slow
 def test_cuda_64bit_indexing():
-    """An input of more than 2^30 elements takes the 64-bit index path; its far end must be right."""
+    """An input of more than 2^30 elements takes the 64-bit index path; its far end must be right.
+    (GPU only: the emulation runs the 64-bit kernels on small shapes, forced by
+    HYBRIDOPS_FORCE_INT64_INDEX, in tests/test_cuda_emulation.py.)"""
     free, _ = torch.cuda.mem_get_info()
     if free < 12 * 2**30:
         pytest.skip("needs 12 GiB of free GPU memory")

@@ -302,27 +302,36 @@ def test_bad_inputs_reach_cpp_checks():
 
 
 # ---- CUDA ----------------------------------------------------------------------------------------
-@needs_cuda
+# Every test taking `cuda_backend` runs on a GPU when there is one, and on the CPU emulation of the
+# same CUDA kernels for each device profile (tests/_cuda_backends.py).
+def _on(backend, fn):
+    """fn run inside the backend's context (the backward recorded there follows it)."""
+    def call(*args, **kwargs):
+        with backend.active():
+            return fn(*args, **kwargs)
+    return call
+
+
 @pytest.mark.parametrize("n,splits,ks,h,w,stride,dilation", AWKWARD)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_cpu(n, splits, ks, h, w, stride, dilation, dtype):
+def test_cuda_matches_cpu(n, splits, ks, h, w, stride, dilation, dtype, cuda_backend):
     x, ws, b = make_case(n, splits, ks, h, w, dtype=dtype)
     out_cpu, grads_cpu = run(hybridops.mixed_depthwise_conv2d, x, ws, b, stride, dilation)
-    cuda = lambda t: None if t is None else t.cuda()
-    out, grads = run(hybridops.mixed_depthwise_conv2d, cuda(x), [cuda(t) for t in ws], cuda(b), stride, dilation)
+    to = cuda_backend.to
+    out, grads = run(_on(cuda_backend, hybridops.mixed_depthwise_conv2d), to(x), [to(t) for t in ws], to(b), stride,
+                     dilation)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     assert_close_all([out] + grads, [out_cpu] + grads_cpu, **tol)
 
 
-@needs_cuda
 @pytest.mark.parametrize("shape", [(1, 480, 32, 32, (3, 5, 7, 9), 2), (2, 144, 64, 64, (3, 5, 7), 1),
                                    (1, 240, 40, 40, (3, 5), 1), (2, 96, 48, 48, (3,), 2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cuda_hybridnetseg_shapes(shape, dtype):
+def test_cuda_hybridnetseg_shapes(shape, dtype, cuda_backend):
     n, c, h, w, ks, stride = shape
     splits = hybridops.nn.mixed_conv.split_channels(c, len(ks))
-    x, ws, b = make_case(n, splits, ks, h, w, dtype=dtype, device="cuda")
-    out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, stride, 1)
+    x, ws, b = make_case(n, splits, ks, h, w, dtype=dtype, device=cuda_backend.device)
+    out, grads = run(_on(cuda_backend, hybridops.mixed_depthwise_conv2d), x, ws, b, stride, 1)
     out_64, grads_64 = run(ref64, x, ws, b, stride, 1)
     if dtype == torch.float32:
         assert_close_all([out] + grads, [out_64] + grads_64, rtol=1e-4, atol=1e-4)
@@ -334,25 +343,31 @@ def test_cuda_hybridnetseg_shapes(shape, dtype):
             assert err <= 2 * err_torch + 1e-3 * exact.abs().max().item(), (err, err_torch)
 
 
-@needs_cuda
-def test_cuda_gradcheck_and_determinism():
-    x, ws, b = make_case(2, [2, 1, 1], (3, 5, 7), 7, 6, dtype=torch.float64, device="cuda")
+def test_cuda_gradcheck_and_determinism(cuda_backend):
+    x, ws, b = make_case(2, [2, 1, 1], (3, 5, 7), 7, 6, dtype=torch.float64, device=cuda_backend.device)
     args = [x.requires_grad_()] + [w.requires_grad_() for w in ws] + [b.requires_grad_()]
     for stride in (1, 2):
-        fn = lambda x, w0, w1, w2, b: hybridops.mixed_depthwise_conv2d(x, [w0, w1, w2], b, stride, 1)
+        fn = _on(cuda_backend, lambda x, w0, w1, w2, b: hybridops.mixed_depthwise_conv2d(x, [w0, w1, w2], b, stride, 1))
         assert torch.autograd.gradcheck(fn, args)
-    x, ws, b = make_case(2, [40, 40], (3, 5), 64, 64, device="cuda")
-    _, g1 = run(hybridops.mixed_depthwise_conv2d, x, ws, b, 1, 1)
-    _, g2 = run(hybridops.mixed_depthwise_conv2d, x, ws, b, 1, 1)
+    x, ws, b = make_case(2, [40, 40], (3, 5), 64, 64, device=cuda_backend.device)
+    _, g1 = run(_on(cuda_backend, hybridops.mixed_depthwise_conv2d), x, ws, b, 1, 1)
+    _, g2 = run(_on(cuda_backend, hybridops.mixed_depthwise_conv2d), x, ws, b, 1, 1)
     for a, c in zip(g1, g2):
         assert torch.equal(a, c)
 
 
+def test_cuda_opcheck(cuda_backend):
+    x, ws, b = make_case(2, [3, 1, 2], (3, 5, 7), 9, 8, device=cuda_backend.device)
+    op = torch.ops.hybridops_emu.mixed_depthwise_conv2d.default if cuda_backend.emulated else OP
+    with cuda_backend.active():
+        torch.library.opcheck(op, (x.requires_grad_(), [w.requires_grad_() for w in ws], b.requires_grad_(),
+                                   [2, 2], [1, 1]))
+
+
 @needs_cuda
-def test_cuda_opcheck_and_autocast():
+def test_cuda_autocast():
+    """GPU only: autocast is a dispatch key of CUDA tensors (the emulation's ops take CPU tensors)."""
     x, ws, b = make_case(2, [3, 1, 2], (3, 5, 7), 9, 8, device="cuda")
-    torch.library.opcheck(OP, (x.requires_grad_(), [w.requires_grad_() for w in ws], b.requires_grad_(),
-                               [2, 2], [1, 1]))
     with torch.autocast("cuda", dtype=torch.float16):
-        out = hybridops.mixed_depthwise_conv2d(x.detach(), [w.detach() for w in ws], b.detach())
+        out = hybridops.mixed_depthwise_conv2d(x, ws, b)
     assert out.dtype == torch.float16

@@ -35,16 +35,34 @@ def check_layouts(out, grad_input):
     assert grad_input.is_contiguous(memory_format=CL)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n,splits,ks,h,w,stride,dilation", AWKWARD + WIDE)
-def test_channels_last_matches_reference(n, splits, ks, h, w, stride, dilation, dtype, device):
-    x, ws, b = make_case(n, splits, ks, h, w, dtype=dtype, device=device)
+def test_channels_last_matches_reference(n, splits, ks, h, w, stride, dilation, dtype):
+    x, ws, b = make_case(n, splits, ks, h, w, dtype=dtype)
     x = channels_last(x)
     out, grads = run(hybridops.mixed_depthwise_conv2d, x, ws, b, stride, dilation)
     out_ref, grads_ref = run(ref64, x, ws, b, stride, dilation)
     if x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:  # else channels-last is also NCHW-contiguous
         assert not x.is_contiguous()
+        check_layouts(out, grads[0])
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert_close_all([out] + grads, [out_ref] + grads_ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,splits,ks,h,w,stride,dilation", AWKWARD + WIDE)
+def test_cuda_channels_last_matches_reference(n, splits, ks, h, w, stride, dilation, dtype, cuda_backend):
+    """The CUDA kernels (GPU, or the emulation of each profile) on channels-last input."""
+    x, ws, b = make_case(n, splits, ks, h, w, dtype=dtype, device=cuda_backend.device)
+    x = channels_last(x)
+
+    def on_backend(*args):
+        with cuda_backend.active():
+            return hybridops.mixed_depthwise_conv2d(*args)
+
+    out, grads = run(on_backend, x, ws, b, stride, dilation)
+    out_ref, grads_ref = run(ref64, x, ws, b, stride, dilation)
+    if x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
         check_layouts(out, grads[0])
     tol = 1e-5 if dtype == torch.float32 else 1e-10
     assert_close_all([out] + grads, [out_ref] + grads_ref, rtol=tol, atol=tol)

@@ -6,11 +6,12 @@
 // the code stays portable to sm_61). Under torch.use_deterministic_algorithms(True) the same
 // scatter adds 64-bit fixed-point integers instead (unsigned long long atomicAdd, sm_35+): integer
 // sums do not depend on the order of the adds, so the bits are the same on every run and GPU.
+//
+// The same text also compiles for the CPU emulation of CUDA (common/cuda_launch.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/Atomic.cuh>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
+
+#include "common/cuda_launch.h"
 
 #include <limits>
 
@@ -22,10 +23,15 @@ namespace {
 
 constexpr int kThreads = 256;
 
-inline int64_t grid_for(int64_t n) { return std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20)); }
+// Blocks for n grid-stride items: at most 2^20 (HYBRIDOPS_MAX_GRID_BLOCKS may force fewer).
+inline int64_t grid_for(int64_t n) {
+  return capped_grid_blocks(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20)));
+}
 
-// 32-bit indices are safe when every flat index, plus a grid stride, stays below 2^31.
+// 32-bit indices are safe when every flat index, plus a grid stride, stays below 2^31
+// (HYBRIDOPS_FORCE_INT64_INDEX=1 takes the 64-bit kernels anyway).
 inline bool fits_int32(std::initializer_list<int64_t> sizes) {
+  if (force_int64_index()) return false;
   for (int64_t s : sizes) {
     if (s >= (int64_t(1) << 30)) return false;
   }
@@ -82,11 +88,11 @@ void launch_col2im_scatter(const Geometry& g, const at::Tensor& offset, const c1
   const int64_t n = g.sample_items();
   auto stream = at::cuda::getCurrentCUDAStream();
   if (fits_int32({n, gin_numel, grad_columns.numel(), offset.numel()})) {
-    col2im_scatter_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+    HYBRIDOPS_LAUNCH(grid_for(n), kThreads, 0, stream, col2im_scatter_kernel<scalar_t, int32_t, grad_t, AddFn>)(
         g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(), gin, add,
         static_cast<int32_t>(n));
   } else {
-    col2im_scatter_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+    HYBRIDOPS_LAUNCH(grid_for(n), kThreads, 0, stream, col2im_scatter_kernel<scalar_t, int64_t, grad_t, AddFn>)(
         g, offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask), grad_columns.data_ptr<scalar_t>(), gin, add, n);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -99,11 +105,11 @@ struct CudaBackend {
     auto stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_im2col_cuda", [&] {
       if (fits_int32({n, input.numel(), columns.numel(), offset.numel()})) {
-        im2col_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+        HYBRIDOPS_LAUNCH(grid_for(n), kThreads, 0, stream, im2col_kernel<scalar_t, int32_t>)(
             g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
             columns.data_ptr<scalar_t>(), static_cast<int32_t>(n));
       } else {
-        im2col_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+        HYBRIDOPS_LAUNCH(grid_for(n), kThreads, 0, stream, im2col_kernel<scalar_t, int64_t>)(
             g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
             columns.data_ptr<scalar_t>(), n);
       }
@@ -119,11 +125,11 @@ struct CudaBackend {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_offset_grad_cuda", [&] {
       scalar_t* gmsk = g.use_mask ? grad_mask.data_ptr<scalar_t>() : nullptr;
       if (fits_int32({n, input.numel(), grad_columns.numel(), offset.numel()})) {
-        offset_mask_grad_kernel<scalar_t, int32_t><<<grid_for(n), kThreads, 0, stream>>>(
+        HYBRIDOPS_LAUNCH(grid_for(n), kThreads, 0, stream, offset_mask_grad_kernel<scalar_t, int32_t>)(
             g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
             grad_columns.data_ptr<scalar_t>(), grad_offset.data_ptr<scalar_t>(), gmsk, static_cast<int32_t>(n));
       } else {
-        offset_mask_grad_kernel<scalar_t, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
+        HYBRIDOPS_LAUNCH(grid_for(n), kThreads, 0, stream, offset_mask_grad_kernel<scalar_t, int64_t>)(
             g, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
             grad_columns.data_ptr<scalar_t>(), grad_offset.data_ptr<scalar_t>(), gmsk, n);
       }
@@ -167,7 +173,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backwar
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hybridops, CUDA, m) {
+HYBRIDOPS_CUDA_IMPL(m) {
   m.impl("deform_conv2d", &deform_conv2d_cuda);
   m.impl("deform_conv2d_backward", &deform_conv2d_backward_cuda);
 }

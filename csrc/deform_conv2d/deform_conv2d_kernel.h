@@ -225,7 +225,7 @@ struct FixedPointAdd {
     constexpr double kLimit = 4611686018427387904.0;  // 2^62: a single add never wraps
     const double v = static_cast<double>(value) * scale;
     if (!(v >= -kLimit && v <= kLimit)) {  // NaN, inf, or past the bound
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(HYBRIDOPS_CUDA_EMULATION)
       poison[address - base] = 1;  // every writer stores the same byte
 #else
       __atomic_store_n(poison + (address - base), static_cast<unsigned char>(1), __ATOMIC_RELAXED);
@@ -233,7 +233,7 @@ struct FixedPointAdd {
       return;
     }
     const unsigned long long q = static_cast<unsigned long long>(static_cast<long long>(rint_hd(v)));
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(HYBRIDOPS_CUDA_EMULATION)
     atomicAdd(address, q);
 #else
     __atomic_fetch_add(address, q, __ATOMIC_RELAXED);

@@ -22,11 +22,12 @@
 // Portable to sm_61: no tensor cores, no half atomics (no atomics at all), warp shuffles with
 // explicit masks only. fp16/bf16 are loaded and stored in their storage type and accumulated in
 // float.
+//
+// The same text also compiles for the CPU emulation of CUDA (common/cuda_launch.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
+
+#include "common/cuda_launch.h"
 
 #include <algorithm>
 #include <array>
@@ -46,7 +47,7 @@ namespace {
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t* smem_as() {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
   return reinterpret_cast<acc_t*>(smem_raw);
 }
 
@@ -277,7 +278,7 @@ void launch_forward(const Geometry& g, const GroupPointers<const scalar_t>& wp, 
   const dim3 block(kTX, kTY);
   auto go = [&](auto kernel) {
     prepare_smem(kernel, plan.smem_bytes);
-    kernel<<<static_cast<unsigned>(blocks), block, plan.smem_bytes, stream>>>(
+    HYBRIDOPS_LAUNCH(static_cast<unsigned>(blocks), block, plan.smem_bytes, stream, kernel)(
         g, wp, in, bias, out, H, W, Ho, Wo, static_cast<int>(tiles_w), static_cast<int>(tiles), plan.rows_per_thread,
         plan.tile_w, flip);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -341,7 +342,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
         const int64_t blocks = g.batch * g.channels * tiles;
         TORCH_CHECK(blocks < (int64_t(1) << 31), MDC_OP ": problem too large for one launch");
         prepare_smem(grad_input_gather_kernel<scalar_t>, plan.smem_bytes);
-        grad_input_gather_kernel<scalar_t><<<static_cast<unsigned>(blocks), dim3(kTX, kTY), plan.smem_bytes, stream>>>(
+        HYBRIDOPS_LAUNCH(static_cast<unsigned>(blocks), dim3(kTX, kTY), plan.smem_bytes, stream,
+                         grad_input_gather_kernel<scalar_t>)(
             g, wp, grad_out.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(), static_cast<int>(tiles_w),
             static_cast<int>(tiles), plan.rows_per_thread, plan.tile_w);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -360,7 +362,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
       const int64_t tiles_w = ceil_div(g.out_w, plan.tile_w), tiles = tiles_w * ceil_div(g.out_h, plan.tile_h);
       const int64_t chunks = grad_weight_chunks(g.batch, g.out_h, g.out_w, g.channels, plan.tile_h, plan.tile_w);
       const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-      const int64_t grid_x = grad_weight_grid_x(chunks, g.channels, sms);
+      const int64_t grid_x = capped_grid_blocks(grad_weight_grid_x(chunks, g.channels, sms));
       TORCH_CHECK(g.channels <= 65535, MDC_OP ": at most 65535 channels are supported on CUDA, got ", g.channels);
       TORCH_CHECK(tiles < (int64_t(1) << 30), MDC_OP ": problem too large for one launch");
       const int max_taps = g.max_kernel * g.max_kernel;
@@ -369,7 +371,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
       const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(g.channels));
       auto go = [&](auto kernel) {
         prepare_smem(kernel, plan.smem_bytes);
-        kernel<<<grid, dim3(kTX, kTY), plan.smem_bytes, stream>>>(
+        HYBRIDOPS_LAUNCH(grid, dim3(kTX, kTY), plan.smem_bytes, stream, kernel)(
             g, input.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), partials.data_ptr<acc_t>(),
             static_cast<int>(tiles_w), static_cast<int>(tiles), plan.tile_h, plan.tile_w, static_cast<int>(chunks),
             max_taps);
@@ -383,7 +385,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
         go(grad_weight_partial_kernel<0, scalar_t>);
       }
       const int64_t n = g.channels * max_taps;
-      grad_weight_reduce_kernel<scalar_t><<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream>>>(
+      HYBRIDOPS_LAUNCH(static_cast<unsigned>(ceil_div(n, 256)), 256, 0, stream, grad_weight_reduce_kernel<scalar_t>)(
           g, partials.data_ptr<acc_t>(), gwp, static_cast<int>(chunks), max_taps);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
@@ -393,7 +395,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> backward_cuda(const at::Tensor& 
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hybridops, CUDA, m) {
+HYBRIDOPS_CUDA_IMPL(m) {
   m.impl("mixed_depthwise_conv2d", &forward_cuda);
   m.impl("mixed_depthwise_conv2d_backward", &backward_cuda);
 }

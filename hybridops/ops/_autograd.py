@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 
-def forbid_double_backward(op: str) -> None:
-    """Registers autograd for ``hybridops::<op>_backward`` that raises a clear error: the backward
+def forbid_double_backward(op: str, namespace: str = "hybridops") -> None:
+    """Registers autograd for ``<namespace>::<op>_backward`` that raises a clear error: the backward
     kernels have no derivatives of their own. Points users to the differentiable reference."""
 
     def backward_of_backward(ctx, *grads):
@@ -14,5 +14,5 @@ def forbid_double_backward(op: str) -> None:
             "torch.autograd.grad(..., create_graph=True) followed by another backward). Use "
             f"hybridops.reference.{op}, which is plain PyTorch, where you need it.")
 
-    torch.library.register_autograd(f"hybridops::{op}_backward", backward_of_backward,
+    torch.library.register_autograd(f"{namespace}::{op}_backward", backward_of_backward,
                                     setup_context=lambda ctx, inputs, output: None)

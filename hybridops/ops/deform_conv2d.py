@@ -12,6 +12,7 @@ from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
 from hybridops.ops._fx import fx_leaf
+from hybridops.ops._library import ops_library
 from hybridops.ops._args import (IntPair, InvalidArgumentError, check_same_device, check_same_device_and_dtype,
                                  check_tensor, pair)
 
@@ -66,7 +67,7 @@ def deform_conv2d(
         return traced
     stride_, padding_, dilation_ = check_deform_conv2d_args(input, offset, weight, bias, stride, padding,
                                                             dilation, mask)
-    return torch.ops.hybridops.deform_conv2d(input, offset, weight, mask, bias, stride_, padding_, dilation_)
+    return ops_library().deform_conv2d(input, offset, weight, mask, bias, stride_, padding_, dilation_)
 
 
 def check_deform_conv2d_args(input, offset, weight, bias, stride, padding, dilation, mask):
@@ -130,7 +131,6 @@ def out_size(h: int, w: int, kh: int, kw: int, stride, padding, dilation) -> tup
     return h_out, w_out
 
 
-@torch.library.register_fake("hybridops::deform_conv2d")
 def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dilation):
     check_same_device(_OP, input, offset=offset, weight=weight, mask=mask, bias=bias)
     h_out, w_out = out_size(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3], stride, padding,
@@ -138,7 +138,6 @@ def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dila
     return input.new_empty((input.shape[0], weight.shape[0], h_out, w_out))
 
 
-@torch.library.register_fake("hybridops::deform_conv2d_backward")
 def _deform_conv2d_backward_fake(grad_output, input, offset, weight, mask, stride, padding, dilation):
     check_same_device(_OP + "_backward", input, grad_output=grad_output, offset=offset, weight=weight, mask=mask)
     grad_mask = mask.new_empty(mask.shape) if mask is not None else offset.new_empty((0,))
@@ -152,15 +151,23 @@ def _setup_context(ctx, inputs, output):
     ctx.conv_args = (stride, padding, dilation)
 
 
-def _backward(ctx, grad_output):
-    input, offset, weight, mask = ctx.saved_tensors
-    grad_input, grad_offset, grad_weight, grad_mask = torch.ops.hybridops.deform_conv2d_backward(
-        grad_output, input, offset, weight, mask, *ctx.conv_args)
-    grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias else None
-    return grad_input, grad_offset, grad_weight, (grad_mask if mask is not None else None), grad_bias, None, None, None
+def register_python_parts(namespace: str) -> None:
+    """Fake kernels and autograd for ``torch.ops.<namespace>.deform_conv2d`` (``hybridops``, and the
+    CUDA emulation's ``hybridops_emu``, whose backward is the emulated backward op)."""
+    library = getattr(torch.ops, namespace)
+
+    def backward(ctx, grad_output):
+        input, offset, weight, mask = ctx.saved_tensors
+        grad_input, grad_offset, grad_weight, grad_mask = library.deform_conv2d_backward(
+            grad_output, input, offset, weight, mask, *ctx.conv_args)
+        grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias else None
+        return (grad_input, grad_offset, grad_weight, (grad_mask if mask is not None else None), grad_bias,
+                None, None, None)
+
+    torch.library.register_fake(f"{namespace}::deform_conv2d")(_deform_conv2d_fake)
+    torch.library.register_fake(f"{namespace}::deform_conv2d_backward")(_deform_conv2d_backward_fake)
+    torch.library.register_autograd(f"{namespace}::deform_conv2d", backward, setup_context=_setup_context)
+    forbid_double_backward("deform_conv2d", namespace)
 
 
-torch.library.register_autograd("hybridops::deform_conv2d", _backward, setup_context=_setup_context)
-
-
-forbid_double_backward("deform_conv2d")
+register_python_parts("hybridops")

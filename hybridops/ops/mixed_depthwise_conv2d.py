@@ -29,6 +29,7 @@ from hybridops.ops._autograd import forbid_double_backward
 from hybridops.ops._args import (IntPair, InvalidArgumentError, check_same_device_and_dtype, check_tensor,
                                  pair)
 from hybridops.ops._fx import fx_leaf
+from hybridops.ops._library import ops_library
 
 _OP = "hybridops.mixed_depthwise_conv2d"
 
@@ -105,7 +106,7 @@ def mixed_depthwise_conv2d(
         return traced
     weights = _as_weight_list(weights)
     stride_, dilation_ = check_mixed_depthwise_conv2d_args(input, weights, bias, stride, dilation)
-    return torch.ops.hybridops.mixed_depthwise_conv2d(input, weights, bias, stride_, dilation_)
+    return ops_library().mixed_depthwise_conv2d(input, weights, bias, stride_, dilation_)
 
 
 def _as_weight_list(weights) -> list:
@@ -197,7 +198,6 @@ def result_memory_format(input: Tensor) -> torch.memory_format:
 # The fake kernels check the arguments as the real ones do: beside shape propagation under
 # torch.compile, the dispatcher also picks them for a direct torch.ops call that mixes a meta tensor
 # with real ones, which must raise (naming the argument), not return uninitialised memory.
-@torch.library.register_fake("hybridops::mixed_depthwise_conv2d")
 def _mixed_depthwise_conv2d_fake(input, weights, bias, stride, dilation):
     stride = check_mixed_depthwise_conv2d_args(input, list(weights), bias, stride, dilation)[0]
     h_out, w_out = out_size(input.shape[2], input.shape[3], stride)
@@ -205,7 +205,6 @@ def _mixed_depthwise_conv2d_fake(input, weights, bias, stride, dilation):
         memory_format=result_memory_format(input))
 
 
-@torch.library.register_fake("hybridops::mixed_depthwise_conv2d_backward")
 def _mixed_depthwise_conv2d_backward_fake(grad_output, input, weights, stride, dilation, output_mask):
     stride = check_mixed_depthwise_conv2d_args(input, list(weights), None, stride, dilation)[0]
     check_tensor(grad_output, "grad_output", _OP + "_backward", 4)
@@ -229,19 +228,27 @@ def _setup_context(ctx, inputs, output):
     ctx.conv_args = (stride, dilation)
 
 
-def _backward(ctx, grad_output):
-    input, *weights = ctx.saved_tensors
-    need_input, need_weights, need_bias = ctx.needs_input_grad[:3]
-    if isinstance(need_weights, (list, tuple)):
-        need_weights = any(need_weights)
-    grad_input, grad_weights = torch.ops.hybridops.mixed_depthwise_conv2d_backward(
-        grad_output, input, weights, *ctx.conv_args, [bool(need_input), bool(need_weights)])
-    grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias and need_bias else None
-    grad_weights = list(grad_weights) if need_weights else [None] * len(weights)
-    return grad_input if need_input else None, grad_weights, grad_bias, None, None
+def register_python_parts(namespace: str) -> None:
+    """Fake kernels and autograd for ``torch.ops.<namespace>.mixed_depthwise_conv2d`` (``hybridops``,
+    and the CUDA emulation's ``hybridops_emu``, whose backward is the emulated backward op)."""
+    library = getattr(torch.ops, namespace)
+
+    def backward(ctx, grad_output):
+        input, *weights = ctx.saved_tensors
+        need_input, need_weights, need_bias = ctx.needs_input_grad[:3]
+        if isinstance(need_weights, (list, tuple)):
+            need_weights = any(need_weights)
+        grad_input, grad_weights = library.mixed_depthwise_conv2d_backward(
+            grad_output, input, weights, *ctx.conv_args, [bool(need_input), bool(need_weights)])
+        grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias and need_bias else None
+        grad_weights = list(grad_weights) if need_weights else [None] * len(weights)
+        return grad_input if need_input else None, grad_weights, grad_bias, None, None
+
+    torch.library.register_fake(f"{namespace}::mixed_depthwise_conv2d")(_mixed_depthwise_conv2d_fake)
+    torch.library.register_fake(f"{namespace}::mixed_depthwise_conv2d_backward")(
+        _mixed_depthwise_conv2d_backward_fake)
+    torch.library.register_autograd(f"{namespace}::mixed_depthwise_conv2d", backward, setup_context=_setup_context)
+    forbid_double_backward("mixed_depthwise_conv2d", namespace)
 
 
-torch.library.register_autograd("hybridops::mixed_depthwise_conv2d", _backward, setup_context=_setup_context)
-
-
-forbid_double_backward("mixed_depthwise_conv2d")
+register_python_parts("hybridops")
