@@ -104,7 +104,13 @@ def counters() -> dict:
     return _require().counters()
 
 
+def kernels() -> list:
+    """The kernel expressions launched since ``reset_counters()``, e.g. ``"im2col_kernel<scalar_t, int64_t>"``."""
+    return _require().kernels()
+
+
 def reset_counters() -> None:
+    """Zeroes the counters and forgets the kernels launched."""
     _require().reset_counters()
 
 

@@ -90,6 +90,51 @@ def test_matches_torchvision_on_integer_and_border_points(name, spec, use_mask):
         torch.testing.assert_close(g, gt, rtol=1e-10, atol=1e-10, msg=lambda m: f"grad_{label}: {m}")
 
 
+def _on_backend(backend, deterministic=False):
+    """hybridops.deform_conv2d on the CUDA backend (GPU or emulation), CPU tensors in and out."""
+    def fn(x, offset, weight, bias, stride, padding, dilation, mask):
+        moved = [backend.to(t.detach()).requires_grad_(True) if t is not None else None
+                 for t in (x, offset, weight, bias, mask)]
+        with backend.active():
+            out = hybridops.deform_conv2d(moved[0], moved[1], moved[2], moved[3], stride, padding, dilation, moved[4])
+        return _BackToCpu.apply(out, *[t for t in (x, offset, weight, bias, mask) if t is not None],
+                                *[t for t in moved if t is not None])
+    return fn
+
+
+class _BackToCpu(torch.autograd.Function):
+    """Runs the device graph's backward for gradients w.r.t. the CPU leaves (same values, moved)."""
+
+    @staticmethod
+    def forward(ctx, out, *leaves):
+        half = len(leaves) // 2
+        ctx.out_device = out
+        ctx.moved = leaves[half:]
+        return out.detach().cpu()
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads = torch.autograd.grad(ctx.out_device, ctx.moved, grad.to(ctx.out_device.device))
+        return (None, *[g.cpu() for g in grads], *[None] * len(grads))
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("use_mask", [True, False], ids=["mask", "no_mask"])
+@pytest.mark.parametrize("name,spec", CASES, ids=[c[0] for c in CASES])
+def test_cuda_matches_torchvision_on_integer_and_border_points(name, spec, use_mask, deterministic, cuda_backend):
+    """The CUDA kernels (GPU or emulation), both grad_input algorithms, at the degenerate points."""
+    tensors, conv = _inputs(spec, use_mask=use_mask)
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        out, grads, grad_out = _forward_and_grads(_on_backend(cuda_backend), tensors, conv)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    out_tv, grads_tv, _ = _forward_and_grads(tv_ops.deform_conv2d, tensors, conv, grad_out)
+    torch.testing.assert_close(out, out_tv, rtol=1e-10, atol=1e-10)
+    for g, gt in zip(grads, grads_tv):
+        torch.testing.assert_close(g, gt, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("name,spec", CASES, ids=[c[0] for c in CASES])
 def test_reference_matches_torchvision_on_integer_and_border_points(name, spec):
     """The pure-PyTorch reference follows the same one-sided rule (its autograd gives it)."""
@@ -188,6 +233,26 @@ def test_nan_offset_or_mask_propagates(where, dtype):
     else:
         assert not torch.isnan(grad_mask).any()   # d out / d mask = the (finite) sample
     assert torch.isnan(grad_offset).sum() == 2 and torch.isnan(grad_mask).sum() <= 1
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("where", ["offset_dy", "offset_dx", "mask", "mask_outside"])
+def test_cuda_nan_offset_or_mask_matches_cpu(where, deterministic, cuda_backend):
+    """NaN lands where it does on the CPU kernels, on the GPU kernels too (the deterministic
+    fixed-point scatter marks NaN contributions instead of adding them)."""
+    tensors = _nan_inputs(where)
+    x, offset, weight, mask = tensors
+    cpu_fn = lambda x, o, w, b, s, p, d, m: hybridops.deform_conv2d(x, o, w, b, s, p, d, m)
+    conv = ((1, 1), (1, 1), (1, 1))
+    expected, grads_cpu, grad_out = _forward_and_grads(cpu_fn, (x, offset, weight, None, mask), conv)
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        out, grads, _ = _forward_and_grads(_on_backend(cuda_backend), (x, offset, weight, None, mask), conv, grad_out)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+    for g, gc in zip(grads, grads_cpu):
+        torch.testing.assert_close(g, gc, rtol=1e-10, atol=1e-10, equal_nan=True)
 
 
 def test_inf_offset_samples_zero():

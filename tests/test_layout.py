@@ -21,7 +21,7 @@ MAY_IMPORT = {
     "train": {"hybridops", "cli", "models", "plotting"},
     "benchmarks": {"hybridops", "cli", "models", "plotting", "train"},
 }
-COMPILED = ("hybridops._C",)          # built from csrc/ (setup.py): imports no Python module of ours
+COMPILED = ("hybridops._C", "hybridops._C_emu")  # built from csrc/ (setup.py): import no Python module of ours
 MAX_FUNCTION_LINES = 100
 
 

@@ -24,6 +24,7 @@
 #endif
 #endif
 #ifdef HYBRIDOPS_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -307,6 +308,11 @@ Fiber* fiber_for(size_t index) {
 }
 
 void start_fiber(Block& b, Fiber* f) {
+#ifdef HYBRIDOPS_EMU_ASAN
+  // A reused stack still carries the redzones of frames that never returned (a fiber is left, not
+  // unwound, when its last thread ends): clear them before laying out the new fiber.
+  ASAN_UNPOISON_MEMORY_REGION(f->stack, kStackBytes);
+#endif
   fiber_prepare(&f->ctx, f->stack, kStackBytes, fiber_main);
   f->fake_stack = nullptr;
   b.entering = f;
@@ -472,6 +478,7 @@ void run_grid(const LaunchConfig& cfg, void (*body)(void*), void* ctx) {
   }
   const bool reverse = reverse_order();
   ++counters().launches;
+  counters().kernels.insert(cfg.kernel_name);
   const int threads = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
   const uint64_t blocks = uint64_t(cfg.grid.x) * cfg.grid.y * cfg.grid.z;
   Block b;

@@ -26,6 +26,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <set>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -84,6 +86,7 @@ void check_last_launch();
 // What ran, for tests (e.g. that a forced small grid really launched few blocks).
 struct Counters {
   uint64_t launches = 0, blocks = 0, threads = 0, barriers = 0, warp_exchanges = 0, switches = 0;
+  std::set<std::string> kernels;  // the launch sites' kernel expressions, e.g. "im2col_kernel<scalar_t, int64_t>"
 };
 Counters& counters();
 

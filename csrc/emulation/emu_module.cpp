@@ -4,7 +4,7 @@
 // (tests and CI); users never need it.
 //
 // The module's functions: counters() -> dict of what the emulation ran since reset_counters(),
-// device_name() -> the emulated device profile's name.
+// kernels() -> the kernels launched since then, device_name() -> the emulated device profile's name.
 #include <Python.h>  // first, as Python asks
 
 #include <torch/library.h>
@@ -24,6 +24,16 @@ PyObject* counters(PyObject*, PyObject*) {
                        "switches", (unsigned long long)c.switches);
 }
 
+PyObject* kernels(PyObject*, PyObject*) {
+  PyObject* out = PyList_New(0);
+  for (const std::string& name : hybridops::emu::counters().kernels) {
+    PyObject* item = PyUnicode_FromString(name.c_str());
+    PyList_Append(out, item);
+    Py_DECREF(item);
+  }
+  return out;
+}
+
 PyObject* reset_counters(PyObject*, PyObject*) {
   hybridops::emu::counters() = hybridops::emu::Counters{};
   Py_RETURN_NONE;
@@ -40,7 +50,8 @@ PyObject* device_name(PyObject*, PyObject*) {
 
 PyMethodDef kMethods[] = {
     {"counters", counters, METH_NOARGS, "Launches, blocks, threads, barriers, warp exchanges and fiber switches run."},
-    {"reset_counters", reset_counters, METH_NOARGS, "Sets every counter to zero."},
+    {"kernels", kernels, METH_NOARGS, "The kernel expressions launched (sorted), e.g. 'im2col_kernel<scalar_t, int64_t>'."},
+    {"reset_counters", reset_counters, METH_NOARGS, "Sets every counter to zero and forgets the kernels launched."},
     {"device_name", device_name, METH_NOARGS, "The emulated device (HYBRIDOPS_EMU_DEVICE)."},
     {nullptr, nullptr, 0, nullptr}};
 

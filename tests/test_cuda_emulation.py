@@ -1,0 +1,189 @@
+"""What only the CUDA emulation can test without a GPU (issue #13, item 3): the launchers' switches
+and schedules that normal shapes never reach, on the real .cu kernels.
+
+* the 64-bit-index instantiations, forced by HYBRIDOPS_FORCE_INT64_INDEX=1, give the 32-bit bits;
+* grid-stride loops with a forced grid of 3 blocks (HYBRIDOPS_MAX_GRID_BLOCKS) give the same bits,
+  and the launches really use 3 blocks;
+* every deterministic pass gives the same bits with the threads and blocks run in reverse order
+  (a shared-memory race or an order-dependent sum would not);
+* low precision, batch 0, images smaller than the kernel, on both device profiles;
+* the ops' schemas are exactly torch.ops.hybridops's, and bad emulation settings raise clearly.
+The CUDA test cases themselves (forward and all gradients against the CPU kernels) run on the
+emulation through the ``cuda_backend`` fixture in their own files.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import hybridops
+from hybridops import cuda_emulation
+from tests._cuda_backends import needs_emulation
+from tests._dcn_cases import make_dcn_inputs
+from tests._mdc_cases import make_case, ref64, run
+
+pytestmark = needs_emulation
+PROFILES = ["sm61", "h100"]
+
+
+def dcn_outputs(args, order="forward", device="sm61", padding=1, stride=1):
+    """Output and all gradients of the emulated deform_conv2d (args from make_dcn_inputs)."""
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in args]
+    x, offset, weight, bias, mask = leaves
+    with cuda_emulation.emulated_cuda(device, order):
+        out = hybridops.deform_conv2d(x, offset, weight, bias, stride, padding, 1, mask)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+    return [out.detach()] + list(torch.autograd.grad(out, [t for t in leaves if t is not None], grad_out))
+
+
+def mdc_outputs(x, ws, b, stride=1, dilation=1, order="forward", device="sm61"):
+    def fn(*a):
+        with cuda_emulation.emulated_cuda(device, order):
+            return hybridops.mixed_depthwise_conv2d(*a)
+    out, grads = run(fn, x, ws, b, stride, dilation)
+    return [out] + grads
+
+
+def assert_bitwise(a, b):
+    for u, v in zip(a, b):
+        assert torch.equal(u, v) or (torch.isnan(u).any() and torch.equal(u.nan_to_num(), v.nan_to_num()))
+
+
+# ---- the module and its settings ---------------------------------------------------------------
+def test_build_info_and_profiles():
+    assert hybridops.build_info()["cuda_emulation"] is True
+    with cuda_emulation.emulated_cuda("sm61"):
+        assert cuda_emulation.device_name() == "NVIDIA GeForce GTX 1080 Ti (emulated)"
+    with cuda_emulation.emulated_cuda("h100", "reverse"):
+        assert cuda_emulation.device_name() == "NVIDIA H100 (emulated)"
+
+
+def test_schemas_are_exactly_the_real_ones():
+    for op in ("deform_conv2d", "deform_conv2d_backward", "mixed_depthwise_conv2d", "mixed_depthwise_conv2d_backward"):
+        real = str(getattr(torch.ops.hybridops, op).default._schema)
+        emu = str(getattr(torch.ops.hybridops_emu, op).default._schema)
+        assert emu == real.replace("hybridops::", "hybridops_emu::", 1)
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="device must be one of"):
+        with cuda_emulation.emulated_cuda("sm_61"):
+            pass
+    with pytest.raises(ValueError, match="order must be one of"):
+        with cuda_emulation.emulated_cuda("sm61", "random"):
+            pass
+    x, ws, b = make_case(1, [2], (3,), 5, 5)
+    with cuda_emulation.emulated_cuda():
+        os.environ["HYBRIDOPS_EMU_DEVICE"] = "gtx1080"  # emulated_cuda() restores it
+        with pytest.raises(RuntimeError, match="HYBRIDOPS_EMU_DEVICE must be 'sm61' or 'h100', got 'gtx1080'"):
+            hybridops.mixed_depthwise_conv2d(x, ws, b)
+
+
+def test_wrappers_go_back_to_the_real_ops_after_the_block():
+    x, ws, b = make_case(1, [2], (3,), 5, 5)
+    cuda_emulation.reset_counters()
+    with cuda_emulation.emulated_cuda():
+        hybridops.mixed_depthwise_conv2d(x, ws, b)
+    launches = cuda_emulation.counters()["launches"]
+    assert launches == 1
+    hybridops.mixed_depthwise_conv2d(x, ws, b)
+    assert cuda_emulation.counters()["launches"] == launches
+
+
+# ---- switches the launchers read -----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dcn_64bit_index_kernels_give_the_32bit_bits(dtype, monkeypatch):
+    args = make_dcn_inputs(n=2, c_in=4, c_out=3, h=9, w=7, dtype=dtype)
+    cuda_emulation.reset_counters()
+    narrow = dcn_outputs(args)
+    assert not any("int64_t" in k for k in cuda_emulation.kernels())
+    monkeypatch.setenv("HYBRIDOPS_FORCE_INT64_INDEX", "1")
+    cuda_emulation.reset_counters()
+    wide = dcn_outputs(args)
+    assert sorted(cuda_emulation.kernels()) == ["col2im_scatter_kernel<scalar_t, int64_t, grad_t, AddFn>",
+                                                "im2col_kernel<scalar_t, int64_t>",
+                                                "offset_mask_grad_kernel<scalar_t, int64_t>"]
+    assert_bitwise(wide, narrow)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert_bitwise(dcn_outputs(args)[1:2], dcn_outputs(args, order="reverse")[1:2])
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_dcn_grid_stride_loops_with_a_forced_small_grid(monkeypatch):
+    args = make_dcn_inputs(n=2, c_in=6, c_out=4, h=13, w=11, dtype=torch.float64)
+    normal = dcn_outputs(args)
+    monkeypatch.setenv("HYBRIDOPS_MAX_GRID_BLOCKS", "3")
+    cuda_emulation.reset_counters()
+    small = dcn_outputs(args)
+    c = cuda_emulation.counters()
+    assert c["blocks"] == 3 * c["launches"] and c["launches"] >= 4  # im2col, offset/mask grad, col2im
+    for a, b in zip(small, normal):  # only col2im's atomic sum order may differ (float64: ~1e-16)
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+def test_mdc_grad_weight_chunks_loop_over_a_forced_small_grid(monkeypatch):
+    x, ws, b = make_case(3, [3, 2], (3, 5), 40, 36, dtype=torch.float64)
+    normal = mdc_outputs(x, ws, b)
+    monkeypatch.setenv("HYBRIDOPS_MAX_GRID_BLOCKS", "1")
+    assert_bitwise(mdc_outputs(x, ws, b), normal)  # chunk sums never depend on the grid
+
+
+# ---- schedules -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", PROFILES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mdc_every_pass_has_the_same_bits_in_reverse_order(stride, device):
+    x, ws, b = make_case(2, [3, 2, 2], (3, 5, 7), 37, 35)
+    assert_bitwise(mdc_outputs(x, ws, b, stride, order="reverse", device=device),
+                   mdc_outputs(x, ws, b, stride, device=device))
+
+
+def test_dcn_deterministic_backward_has_the_same_bits_in_reverse_order():
+    args = make_dcn_inputs(n=2, c_in=4, c_out=4, h=10, w=9, dtype=torch.float32)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert_bitwise(dcn_outputs(args, order="reverse"), dcn_outputs(args))
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+# ---- low precision and degenerate shapes on both profiles -----------------------------------------
+@pytest.mark.parametrize("device", PROFILES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_both_ops(dtype, device):
+    x, ws, b = make_case(2, [3, 2], (3, 7), 19, 21, dtype=dtype)
+    ours = mdc_outputs(x, ws, b, 2, device=device)
+    exact = run(ref64, x, ws, b, 2, 1)
+    exact = [exact[0]] + exact[1]
+    for o, e in zip(ours, exact):
+        assert o.dtype == dtype
+        assert (o.double() - e).abs().max() <= 2e-2 * e.abs().max() + 1e-3
+    args = make_dcn_inputs(n=2, c_in=4, c_out=4, h=9, w=9, dtype=dtype)
+    for t in dcn_outputs(args, device=device):
+        assert t.dtype == dtype and torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("device", PROFILES)
+def test_batch_zero_and_tiny_images(device):
+    x, ws, b = make_case(0, [2, 2], (3, 5), 6, 6)
+    outs = mdc_outputs(x, ws, b, device=device)
+    assert outs[0].shape == (0, 4, 6, 6) and all(torch.equal(g, torch.zeros_like(g)) for g in outs[2:4])
+    x, ws, b = make_case(2, [2, 1], (7, 9), 1, 2, dtype=torch.float64)  # a 1x2 image, 9x9 kernel
+    outs = mdc_outputs(x, ws, b, device=device)
+    exact = run(ref64, x, ws, b, 1, 1)
+    for o, e in zip(outs, [exact[0]] + exact[1]):
+        torch.testing.assert_close(o, e, rtol=1e-10, atol=1e-10)
+    args = make_dcn_inputs(n=0, c_in=2, c_out=2, h=5, w=5)
+    outs = dcn_outputs(args, device=device)
+    assert outs[0].shape == (0, 2, 5, 5) and torch.equal(outs[3], torch.zeros_like(outs[3]))  # grad_weight
+    args = make_dcn_inputs(n=1, c_in=2, c_out=3, h=1, w=1, dtype=torch.float64)
+    outs = dcn_outputs(args, device=device)
+    cpu = [t.detach().clone().requires_grad_() if t is not None else None for t in args]
+    out = hybridops.deform_conv2d(cpu[0], cpu[1], cpu[2], cpu[3], 1, 1, 1, cpu[4])
+    grads = torch.autograd.grad(out, [t for t in cpu if t is not None],
+                                torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype))
+    for o, e in zip(outs, [out.detach(), *grads]):
+        torch.testing.assert_close(o, e, rtol=1e-10, atol=1e-10)
