@@ -1,0 +1,28 @@
+// Which deform_conv2d algorithm runs: the columns buffer + GEMM ("im2col", torchvision's structure)
+// or the fused kernels that keep the sampled columns on chip ("fused"). HYBRIDOPS_DCN_ALGO=fused|im2col
+// forces one (tests and benchmarks); unset or "auto", each backend's documented heuristic chooses
+// (and falls back to im2col for shapes the fused kernels do not cover).
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace hybridops {
+namespace dcn {
+
+enum class Algo { kAuto, kFused, kIm2col };
+
+inline Algo requested_algo() {
+  const char* v = std::getenv("HYBRIDOPS_DCN_ALGO");
+  if (v == nullptr || v[0] == '\0') return Algo::kAuto;
+  const std::string s(v);
+  if (s == "auto") return Algo::kAuto;
+  if (s == "fused") return Algo::kFused;
+  if (s == "im2col") return Algo::kIm2col;
+  TORCH_CHECK(false, "HYBRIDOPS_DCN_ALGO must be 'fused', 'im2col' or 'auto', got '", s, "'");
+}
+
+}  // namespace dcn
+}  // namespace hybridops
