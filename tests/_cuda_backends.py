@@ -1,7 +1,7 @@
 """Where the CUDA tests run: a real GPU ("cuda"), and the same CUDA kernels and launchers on the CPU
 emulation (hybridops.cuda_emulation) with each device profile ("emu-sm61", "emu-h100").
 
-A test takes the ``cuda_backend`` fixture, puts its tensors on ``cuda_backend.device`` and makes the
+A test takes the ``cuda_backend`` fixture (deform_conv2d tests also ``dcn_algo``, both algorithms), puts its tensors on ``cuda_backend.device`` and makes the
 calls meant for the GPU inside ``with cuda_backend.active():``. Autograd records the emulated
 backward op with the forward, so backward passes need no context.
 """
@@ -52,4 +52,12 @@ CUDA_BACKENDS = [
 
 @pytest.fixture(params=CUDA_BACKENDS)
 def cuda_backend(request) -> CudaBackend:
+    return request.param
+
+
+@pytest.fixture(params=["im2col", "fused"])
+def dcn_algo(request, monkeypatch) -> str:
+    """Runs a deform_conv2d CUDA test once per algorithm (HYBRIDOPS_DCN_ALGO): the columns buffer +
+    GEMM, and the fused kernels."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", request.param)
     return request.param

@@ -1,2 +1,2 @@
 """Fixtures shared by the test files."""
-from tests._cuda_backends import cuda_backend  # noqa: F401  (the CUDA tests' backend: GPU or emulation)
+from tests._cuda_backends import cuda_backend, dcn_algo  # noqa: F401  (CUDA tests: GPU or emulation; DCN algorithm)

@@ -95,6 +95,7 @@ def test_wrappers_go_back_to_the_real_ops_after_the_block():
 # ---- switches the launchers read -----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dcn_64bit_index_kernels_give_the_32bit_bits(dtype, monkeypatch):
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "im2col")
     args = make_dcn_inputs(n=2, c_in=4, c_out=3, h=9, w=7, dtype=dtype)
     cuda_emulation.reset_counters()
     narrow = dcn_outputs(args)
@@ -114,6 +115,7 @@ def test_dcn_64bit_index_kernels_give_the_32bit_bits(dtype, monkeypatch):
 
 
 def test_dcn_grid_stride_loops_with_a_forced_small_grid(monkeypatch):
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "im2col")
     args = make_dcn_inputs(n=2, c_in=6, c_out=4, h=13, w=11, dtype=torch.float64)
     normal = dcn_outputs(args)
     monkeypatch.setenv("HYBRIDOPS_MAX_GRID_BLOCKS", "3")
@@ -187,3 +189,53 @@ def test_batch_zero_and_tiny_images(device):
                                 torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype))
     for o, e in zip(outs, [out.detach(), *grads]):
         torch.testing.assert_close(o, e, rtol=1e-10, atol=1e-10)
+
+
+# ---- the fused deform_conv2d forward (issue #16) -------------------------------------------------
+def _forward_kernels(args, **kw):
+    cuda_emulation.reset_counters()
+    x, offset, weight, bias, mask = args
+    with cuda_emulation.emulated_cuda():
+        out = hybridops.deform_conv2d(x, offset, weight, bias, 1, 1, 1, mask, **kw)
+    return out, cuda_emulation.kernels()
+
+
+def test_dcn_auto_takes_the_fused_forward_up_to_128_channels(monkeypatch):
+    monkeypatch.delenv("HYBRIDOPS_DCN_ALGO", raising=False)
+    small = make_dcn_inputs(n=1, c_in=16, c_out=16, h=6, w=6, dtype=torch.float32)
+    assert _forward_kernels(small)[1] == ["fused_forward_kernel<scalar_t>"]
+    wide = make_dcn_inputs(n=1, c_in=136, c_out=8, h=3, w=3, dtype=torch.float32)
+    assert _forward_kernels(wide)[1] == ["im2col_kernel<scalar_t, int32_t>"]
+
+
+@pytest.mark.parametrize("device", PROFILES)
+def test_dcn_fused_forward_has_the_same_bits_in_reverse_order(device, monkeypatch):
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    args = make_dcn_inputs(n=2, c_in=12, c_out=70, h=11, w=13, offset_groups=3, dtype=torch.float32)
+    assert_bitwise(dcn_outputs(args, "reverse", device)[:1], dcn_outputs(args, "forward", device)[:1])
+
+
+def test_dcn_fused_forward_covers_partial_tiles_and_chunks(monkeypatch):
+    """Output channels past one tile (70 > 64), channel chunks that stop at offset-group borders
+    (12 channels, 3 offset groups), a pixel tile past the image's end, and a 5x5 kernel."""
+    args = make_dcn_inputs(n=2, c_in=12, c_out=70, h=11, w=13, offset_groups=3, kh=5, kw=5, padding=(2, 2),
+                           dtype=torch.float64)
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    fused = dcn_outputs(args, padding=2)
+    x, offset, weight, bias, mask = args
+    expected = hybridops.deform_conv2d(x, offset, weight, bias, 1, 2, 1, mask)
+    torch.testing.assert_close(fused[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_dcn_fused_forced_on_an_uncovered_shape_raises(monkeypatch):
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    args = make_dcn_inputs(n=1, c_in=2, c_out=2, h=13, w=13, kh=13, kw=13, padding=(6, 6), dtype=torch.float32)
+    x, offset, weight, bias, mask = args
+    with cuda_emulation.emulated_cuda():
+        with pytest.raises(RuntimeError, match="HYBRIDOPS_DCN_ALGO=fused, but the fused CUDA kernel does not cover a "
+                                               "kernel of more than 128 taps"):
+            hybridops.deform_conv2d(x, offset, weight, bias, 1, 6, 1, mask)
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "tiled")
+    with cuda_emulation.emulated_cuda():
+        with pytest.raises(RuntimeError, match="HYBRIDOPS_DCN_ALGO must be 'fused', 'im2col' or 'auto', got 'tiled'"):
+            hybridops.deform_conv2d(x, offset, weight, bias, 1, 6, 1, mask)

@@ -341,7 +341,7 @@ def test_build_info():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name,cfg", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_cuda_matches_cpu(name, cfg, dtype, cuda_backend):
+def test_cuda_matches_cpu(name, cfg, dtype, cuda_backend, dcn_algo):
     args = make_dcn_inputs(**cfg, dtype=dtype, requires_grad=True)
     args_cuda = [cuda_backend.to(t.detach()).requires_grad_() if t is not None else None for t in args]
     out = _ours(*args, cfg)
@@ -358,7 +358,7 @@ def test_cuda_matches_cpu(name, cfg, dtype, cuda_backend):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 4e-2)])
-def test_cuda_low_precision(dtype, tol, cuda_backend):
+def test_cuda_low_precision(dtype, tol, cuda_backend, dcn_algo):
     args = make_dcn_inputs(n=2, c_in=16, c_out=16, h=20, w=20, dtype=dtype, device=cuda_backend.device,
                            requires_grad=True)
     with cuda_backend.active():
@@ -371,7 +371,7 @@ def test_cuda_low_precision(dtype, tol, cuda_backend):
         assert t.grad is not None and torch.isfinite(t.grad).all()
 
 
-def test_cuda_deterministic_mode_gives_identical_grads(cuda_backend):
+def test_cuda_deterministic_mode_gives_identical_grads(cuda_backend, dcn_algo):
     args = make_dcn_inputs(n=2, c_in=8, c_out=8, h=24, w=24, dtype=torch.float32, device=cuda_backend.device,
                            requires_grad=True)
     leaves = [t for t in args if t is not None]

@@ -121,7 +121,8 @@ class _BackToCpu(torch.autograd.Function):
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
 @pytest.mark.parametrize("use_mask", [True, False], ids=["mask", "no_mask"])
 @pytest.mark.parametrize("name,spec", CASES, ids=[c[0] for c in CASES])
-def test_cuda_matches_torchvision_on_integer_and_border_points(name, spec, use_mask, deterministic, cuda_backend):
+def test_cuda_matches_torchvision_on_integer_and_border_points(name, spec, use_mask, deterministic, cuda_backend,
+                                                              dcn_algo):
     """The CUDA kernels (GPU or emulation), both grad_input algorithms, at the degenerate points."""
     tensors, conv = _inputs(spec, use_mask=use_mask)
     torch.use_deterministic_algorithms(deterministic)
@@ -237,7 +238,7 @@ def test_nan_offset_or_mask_propagates(where, dtype):
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
 @pytest.mark.parametrize("where", ["offset_dy", "offset_dx", "mask", "mask_outside"])
-def test_cuda_nan_offset_or_mask_matches_cpu(where, deterministic, cuda_backend):
+def test_cuda_nan_offset_or_mask_matches_cpu(where, deterministic, cuda_backend, dcn_algo):
     """NaN lands where it does on the CPU kernels, on the GPU kernels too (the deterministic
     fixed-point scatter marks NaN contributions instead of adding them)."""
     tensors = _nan_inputs(where)

@@ -16,6 +16,7 @@
 #include <limits>
 
 #include "deform_conv2d/deform_conv2d_driver.h"
+#include "deform_conv2d/deform_conv2d_fused_plan.h"
 
 namespace hybridops {
 namespace dcn {
@@ -98,6 +99,9 @@ void launch_col2im_scatter(const Geometry& g, const at::Tensor& offset, const c1
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// The fused forward (issue #16), chosen per call by use_fused_forward (deform_conv2d_fused_plan.h).
+#include "deform_conv2d/deform_conv2d_fused_cuda.cuh"
+
 struct CudaBackend {
   static void im2col(const Geometry& g, const at::Tensor& input, const at::Tensor& offset,
                      const c10::optional<at::Tensor>& mask, at::Tensor& columns) {
@@ -160,6 +164,8 @@ at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset,
                               const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor fused = fused_forward_cuda(input, offset, weight, mask, bias, stride, padding, dilation);
+  if (fused.defined()) return fused;
   return forward<CudaBackend>(input, offset, weight, mask, bias, stride, padding, dilation);
 }
 

@@ -1,0 +1,144 @@
+// The fused CUDA forward of deform_conv2d (issue #16): no columns buffer in global memory. Included
+// by deform_conv2d_cuda.cu inside its anonymous namespace (one translation unit, so the real and the
+// emulated builds never share a symbol of it).
+//
+// Block (pixel tile of one image, output-channel tile of one weight group), plan from
+// deform_conv2d_fused_plan.h. Per chunk of input channels (never crossing an offset group):
+//   1. each thread samples its (tap, pixel) pairs for the chunk's channels into shared memory,
+//      value = mask * bilinear(input plane, point) with the corners computed once per offset group
+//      and kept in registers (tap_corners / BilinearCorners of deform_conv2d_kernel.h: the same
+//      per-element math, NaN and border rules as the im2col path);
+//   2. the chunk's weight slice goes to shared memory beside it;
+//   3. each thread accumulates its outputs: sum over (channel, tap) of weight * sample.
+// Then bias, and one store per output. fp16/bf16 are read in their storage type, sampled and
+// accumulated in float. FMA only (portable to sm_61); no tensor cores yet.
+//
+// It includes nothing: deform_conv2d_cuda.cu includes deform_conv2d_fused_plan.h (and the ATen and
+// launch headers) first, then this file inside hybridops::dcn::{anonymous}.
+#pragma once
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kFusedThreads)
+    fused_forward_kernel(Geometry g, FusedPlan plan, const scalar_t* __restrict__ input,
+                         const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
+                         const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
+                         scalar_t* __restrict__ out, int64_t cout, int64_t groups) {
+  using acc_t = at::opmath_type<scalar_t>;
+  HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
+  const int tile_p = plan.tile_p, tile_co = plan.tile_co;
+  const int K = static_cast<int>(g.taps());
+  acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);       // [chunk_c * K][tile_p]
+  acc_t* wtile = samples + plan.chunk_c * K * tile_p;         // [tile_co][chunk_c * K]
+  const int t = threadIdx.x;
+  const int64_t P = g.out_pixels(), HW = g.height * g.width;
+  const int64_t tiles_p = (P + tile_p - 1) / tile_p;
+  const int64_t n = blockIdx.x / tiles_p;
+  const int64_t p0 = (blockIdx.x - n * tiles_p) * tile_p;
+  const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
+  const int64_t co_tiles = (cout_g + tile_co - 1) / tile_co;
+  const int64_t gi = blockIdx.y / co_tiles;
+  const int64_t co0 = (blockIdx.y - gi * co_tiles) * tile_co;  // within the group
+  const int64_t c_begin = gi * cin_g, c_end = c_begin + cin_g;
+  const int64_t cpg = g.channels_per_offset_group();
+  const int pairs = K * tile_p, outputs = tile_co * tile_p;
+
+  BilinearCorners<acc_t, int64_t> corners[kFusedPairs];
+  acc_t modulation[kFusedPairs];
+  bool live[kFusedPairs];
+  acc_t acc[kFusedOutputs];
+#pragma unroll
+  for (int j = 0; j < kFusedOutputs; ++j) acc[j] = 0;
+
+  int64_t current_og = -1;
+  for (int64_t c0 = c_begin; c0 < c_end;) {
+    const int64_t og = c0 / cpg;
+    int64_t chunk = c_end - c0 < plan.chunk_c ? c_end - c0 : plan.chunk_c;
+    chunk = (og + 1) * cpg - c0 < chunk ? (og + 1) * cpg - c0 : chunk;
+    const int cc = static_cast<int>(chunk);
+    if (og != current_og) {  // the corners of my pairs for this offset group
+#pragma unroll
+      for (int j = 0; j < kFusedPairs; ++j) {
+        const int q = t + j * kFusedThreads;
+        live[j] = q < pairs && p0 + q % tile_p < P;
+        if (live[j]) {
+          const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
+          corners[j] = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]);
+        }
+      }
+      current_og = og;
+    }
+    __syncthreads();  // the previous chunk's tiles are consumed
+#pragma unroll
+    for (int j = 0; j < kFusedPairs; ++j) {
+      const int q = t + j * kFusedThreads;
+      if (q >= pairs) continue;
+      const scalar_t* plane = input + (n * g.channels + c0) * HW;
+      for (int ci = 0; ci < cc; ++ci, plane += HW) {
+        samples[ci * pairs + q] = live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0);
+      }
+    }
+    const int rk = cc * K;  // the chunk's (channel, tap) rows
+    for (int i = t; i < tile_co * rk; i += kFusedThreads) {
+      const int co = i / rk, r = i - co * rk;
+      const int64_t oc = gi * cout_g + co0 + co;
+      wtile[i] = co0 + co < cout_g ? static_cast<acc_t>(weight[oc * cin_g * K + (c0 - c_begin) * K + r]) : acc_t(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kFusedOutputs; ++j) {
+      const int o = t + j * kFusedThreads;
+      if (o >= outputs) continue;
+      const acc_t* w = wtile + (o / tile_p) * rk;
+      const acc_t* s = samples + o % tile_p;
+      acc_t a = acc[j];
+      for (int r = 0; r < rk; ++r) a += w[r] * s[r * tile_p];
+      acc[j] = a;
+    }
+    c0 += cc;
+  }
+#pragma unroll
+  for (int j = 0; j < kFusedOutputs; ++j) {
+    const int o = t + j * kFusedThreads;
+    if (o >= outputs) continue;
+    const int64_t co = co0 + o / tile_p, p = p0 + o % tile_p;
+    if (co >= cout_g || p >= P) continue;
+    const int64_t oc = gi * cout_g + co;
+    out[(n * cout + oc) * P + p] = static_cast<scalar_t>(acc[j] + (bias ? static_cast<acc_t>(bias[oc]) : acc_t(0)));
+  }
+}
+
+// The fused forward's launcher: the same arguments and result as forward<CudaBackend>, which has
+// validated nothing yet; returns an undefined tensor when the fused kernel does not run.
+inline at::Tensor fused_forward_cuda(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
+                                     const c10::optional<at::Tensor>& mask_, const c10::optional<at::Tensor>& bias_,
+                                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
+  const int64_t N = input_.size(0), cout = weight_.size(0), groups = g.channels / weight_.size(1);
+  const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(input_.scalar_type())));
+  if (!use_fused_forward(plan, g.channels / groups, cout / groups)) return at::Tensor();
+  const bool use_bias = bias_.has_value() && bias_->defined();
+  if (use_bias) {
+    check_same(*bias_, "bias", input_);
+    TORCH_CHECK(bias_->dim() == 1 && bias_->size(0) == cout, "hybridops.deform_conv2d: bias must be [", cout, "], got ",
+                bias_->sizes());
+  }
+  const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
+  const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
+  at::Tensor out = at::empty({N, cout, g.out_h, g.out_w}, input_.options());
+  if (N == 0) return out;
+  TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && groups * co_tiles <= 65535,
+              "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
+  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous(), weight = weight_.contiguous();
+  const at::Tensor mask = g.use_mask ? mask_->contiguous() : at::Tensor();
+  const at::Tensor bias = use_bias ? bias_->contiguous() : at::Tensor();
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_fused_cuda", [&] {
+    const dim3 grid(static_cast<unsigned>(N * tiles_p), static_cast<unsigned>(groups * co_tiles));
+    HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_bytes, stream, fused_forward_kernel<scalar_t>)(
+        g, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(),
+        g.use_mask ? mask.data_ptr<scalar_t>() : nullptr, weight.data_ptr<scalar_t>(),
+        use_bias ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), cout, groups);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
