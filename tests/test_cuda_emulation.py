@@ -34,7 +34,7 @@ def dcn_outputs(args, order="forward", device="sm61", padding=1, stride=1):
     x, offset, weight, bias, mask = leaves
     with cuda_emulation.emulated_cuda(device, order):
         out = hybridops.deform_conv2d(x, offset, weight, bias, stride, padding, 1, mask)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(out.dtype)
     return [out.detach()] + list(torch.autograd.grad(out, [t for t in leaves if t is not None], grad_out))
 
 
@@ -209,22 +209,38 @@ def test_dcn_auto_takes_the_fused_forward_up_to_128_channels(monkeypatch):
 
 
 @pytest.mark.parametrize("device", PROFILES)
-def test_dcn_fused_forward_has_the_same_bits_in_reverse_order(device, monkeypatch):
+def test_dcn_fused_has_the_same_bits_in_reverse_order(device, monkeypatch):
+    """Forward, offset/mask/weight gradients always; grad_input too in deterministic mode."""
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
     args = make_dcn_inputs(n=2, c_in=12, c_out=70, h=11, w=13, offset_groups=3, dtype=torch.float32)
-    assert_bitwise(dcn_outputs(args, "reverse", device)[:1], dcn_outputs(args, "forward", device)[:1])
+    forward, reverse = dcn_outputs(args, "forward", device), dcn_outputs(args, "reverse", device)
+    assert_bitwise(reverse[:1] + reverse[2:4] + reverse[5:], forward[:1] + forward[2:4] + forward[5:])
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert_bitwise(dcn_outputs(args, "reverse", device), dcn_outputs(args, "forward", device))
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
-def test_dcn_fused_forward_covers_partial_tiles_and_chunks(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_dcn_fused_covers_partial_tiles_and_chunks(dtype, monkeypatch):
     """Output channels past one tile (70 > 64), channel chunks that stop at offset-group borders
-    (12 channels, 3 offset groups), a pixel tile past the image's end, and a 5x5 kernel."""
-    args = make_dcn_inputs(n=2, c_in=12, c_out=70, h=11, w=13, offset_groups=3, kh=5, kw=5, padding=(2, 2),
-                           dtype=torch.float64)
+    (12 channels, 3 offset groups), weight-gradient chunks of one channel (9 channels per group), a
+    pixel tile past the image's end, a 5x5 kernel, two weight groups: forward and every gradient."""
+    args = make_dcn_inputs(n=2, c_in=18, c_out=70, h=11, w=13, offset_groups=3, groups=2, kh=5, kw=5,
+                           padding=(2, 2), dtype=torch.float64)
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
-    fused = dcn_outputs(args, padding=2)
-    x, offset, weight, bias, mask = args
-    expected = hybridops.deform_conv2d(x, offset, weight, bias, 1, 2, 1, mask)
-    torch.testing.assert_close(fused[0], expected, rtol=1e-12, atol=1e-12)
+    cuda_emulation.reset_counters()
+    fused = dcn_outputs([t.to(dtype) for t in args], padding=2)
+    assert "fused_backward_sampling_kernel<scalar_t, grad_t, decltype(add)>" in cuda_emulation.kernels()
+    cpu = [t.detach().to(dtype).double().requires_grad_() for t in args]  # the inputs the op saw, exactly
+    out = hybridops.deform_conv2d(cpu[0], cpu[1], cpu[2], cpu[3], 1, 2, 1, cpu[4])
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype)
+    expected = [out.detach()] + list(torch.autograd.grad(out, cpu, grad_out.double()))
+    tol = 1e-12 if dtype == torch.float64 else 2e-2
+    for f, e in zip(fused, expected):
+        assert f.dtype == dtype
+        torch.testing.assert_close(f.double(), e, rtol=tol, atol=tol * e.abs().max().item())
 
 
 def test_dcn_fused_forced_on_an_uncovered_shape_raises(monkeypatch):
@@ -232,7 +248,7 @@ def test_dcn_fused_forced_on_an_uncovered_shape_raises(monkeypatch):
     args = make_dcn_inputs(n=1, c_in=2, c_out=2, h=13, w=13, kh=13, kw=13, padding=(6, 6), dtype=torch.float32)
     x, offset, weight, bias, mask = args
     with cuda_emulation.emulated_cuda():
-        with pytest.raises(RuntimeError, match="HYBRIDOPS_DCN_ALGO=fused, but the fused CUDA kernel does not cover a "
+        with pytest.raises(RuntimeError, match="HYBRIDOPS_DCN_ALGO=fused, but the fused CUDA kernels do not cover a "
                                                "kernel of more than 128 taps"):
             hybridops.deform_conv2d(x, offset, weight, bias, 1, 6, 1, mask)
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "tiled")

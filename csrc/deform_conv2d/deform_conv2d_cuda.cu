@@ -14,6 +14,7 @@
 #include "common/cuda_launch.h"
 
 #include <limits>
+#include <type_traits>
 
 #include "deform_conv2d/deform_conv2d_driver.h"
 #include "deform_conv2d/deform_conv2d_fused_plan.h"
@@ -99,8 +100,6 @@ void launch_col2im_scatter(const Geometry& g, const at::Tensor& offset, const c1
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The fused forward (issue #16), chosen per call by use_fused_forward (deform_conv2d_fused_plan.h).
-#include "deform_conv2d/deform_conv2d_fused_cuda.cuh"
 
 struct CudaBackend {
   static void im2col(const Geometry& g, const at::Tensor& input, const at::Tensor& offset,
@@ -160,6 +159,10 @@ struct CudaBackend {
   }
 };
 
+// The fused kernels (issue #16), chosen per call by use_fused (deform_conv2d_fused_plan.h).
+#include "deform_conv2d/deform_conv2d_fused_backward_cuda.cuh"
+#include "deform_conv2d/deform_conv2d_fused_cuda.cuh"
+
 at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
                               const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
@@ -174,6 +177,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backwar
     const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation) {
   c10::cuda::CUDAGuard guard(input.device());
+  auto fused = fused_backward_cuda(grad_out, input, offset, weight, mask, stride, padding, dilation);
+  if (fused.has_value()) return *fused;
   return backward<CudaBackend>(grad_out, input, offset, weight, mask, stride, padding, dilation);
 }
 

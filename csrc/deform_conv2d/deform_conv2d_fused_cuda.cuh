@@ -115,7 +115,7 @@ inline at::Tensor fused_forward_cuda(const at::Tensor& input_, const at::Tensor&
   const Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
   const int64_t N = input_.size(0), cout = weight_.size(0), groups = g.channels / weight_.size(1);
   const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(input_.scalar_type())));
-  if (!use_fused_forward(plan, g.channels / groups, cout / groups)) return at::Tensor();
+  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups)) return at::Tensor();
   const bool use_bias = bias_.has_value() && bias_->defined();
   if (use_bias) {
     check_same(*bias_, "bias", input_);

@@ -69,18 +69,79 @@ inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, i
   return plan;
 }
 
-// Whether the CUDA forward runs fused: HYBRIDOPS_DCN_ALGO when set (fused on a shape the kernel does
-// not cover is an error naming the reason), else fused when the plan covers the shape and the layer
-// has at most kFusedAutoMaxChannels input and output channels per group.
-inline bool use_fused_forward(const FusedPlan& plan, int64_t cin_per_group, int64_t cout_per_group) {
+// The fused backward: two sampling kernels and a reduction (deform_conv2d_fused_cuda.cuh).
+//   A (pixel tiles): grad_columns tiles = W^T @ grad_out in shared memory, chunk by chunk; grad_offset
+//     and grad_mask reduced over the offset group's channels in registers by the thread that owns the
+//     (tap, pixel) pair (no atomics); grad_input scattered (atomics, or FixedPointAdd when
+//     deterministic). Shared memory: grad_out [tile_co = cout_g][tile_p], weight chunk
+//     [chunk_a * K][cout_g], grad_columns [chunk_a * K][tile_p].
+//   B (channel chunks): for chunk_b channels, the grad_weight entries [cout_g][chunk_b * K] summed
+//     over the (image, pixel tile) items item_chunks apart (one thread per entry, up to
+//     kFusedWeightOutputs each), into per-chunk partials; a second kernel sums them in chunk order:
+//     deterministic, the same bits on every GPU (the chunking depends on the shape only).
+constexpr int kFusedWeightOutputs = 16;
+constexpr int64_t kFusedItemChunks = 32;
+
+struct FusedBackwardPlan {
+  int tile_p = 0;  // 0: not covered
+  int chunk_a = 0, chunk_b = 0;
+  int64_t smem_a = 0, smem_b = 0;
+  int64_t item_chunks = 0;
+  const char* why_not = nullptr;
+};
+
+inline int64_t gcd64(int64_t a, int64_t b) { return b == 0 ? a : gcd64(b, a % b); }
+
+inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_group, int64_t cout_per_group,
+                                             int64_t acc_size) {
+  FusedBackwardPlan plan;
+  const FusedPlan fwd = plan_fused_forward(g, cout_per_group, acc_size);
+  if (fwd.tile_p == 0) {
+    plan.why_not = fwd.why_not;
+    return plan;
+  }
+  const int64_t K = g.taps(), co = cout_per_group;
+  // B's channel chunks divide both the group's and the offset group's channels (never cross either).
+  const int64_t common = gcd64(cin_per_group, g.channels_per_offset_group());
+  for (int tp = fwd.tile_p; tp >= 4 && plan.tile_p == 0; tp /= 2) {
+    int a = 0, b = 0;
+    for (int cc : {16, 8, 4, 2, 1}) {
+      if (a == 0 && (co * tp + cc * K * co + cc * K * tp) * acc_size <= kFusedSmemBytes) a = cc;
+      if (b == 0 && common % cc == 0 && co * cc * K <= int64_t(kFusedThreads) * kFusedWeightOutputs &&
+          (cc * K * tp + co * tp) * acc_size <= kFusedSmemBytes) {
+        b = cc;
+      }
+    }
+    if (a > 0 && b > 0) {
+      plan.tile_p = tp;
+      plan.chunk_a = a;
+      plan.chunk_b = b;
+      plan.smem_a = (co * tp + a * K * co + a * K * tp) * acc_size;
+      plan.smem_b = (b * K * tp + co * tp) * acc_size;
+    }
+  }
+  if (plan.tile_p == 0) {
+    plan.why_not = "more output channels per group than its tiles hold";
+    return plan;
+  }
+  const int64_t items = g.batch * ((g.out_pixels() + plan.tile_p - 1) / plan.tile_p);
+  plan.item_chunks = std::max<int64_t>(1, std::min<int64_t>(items, kFusedItemChunks));
+  return plan;
+}
+
+// Whether the CUDA forward (or backward) runs fused: HYBRIDOPS_DCN_ALGO when set (fused on a shape
+// the kernels do not cover is an error naming the reason), else fused when the plan covers the shape
+// and the layer has at most kFusedAutoMaxChannels input and output channels per group.
+// The same rule for the backward (with its own plan).
+inline bool use_fused(int tile_p, const char* why_not, int64_t cin_per_group, int64_t cout_per_group) {
   const Algo algo = requested_algo();
   if (algo == Algo::kIm2col) return false;
   if (algo == Algo::kFused) {
-    TORCH_CHECK(plan.tile_p > 0, "hybridops.deform_conv2d: HYBRIDOPS_DCN_ALGO=fused, but the fused CUDA kernel does "
-                "not cover ", plan.why_not, " (unset it to let the im2col path run)");
+    TORCH_CHECK(tile_p > 0, "hybridops.deform_conv2d: HYBRIDOPS_DCN_ALGO=fused, but the fused CUDA kernels do "
+                "not cover ", why_not, " (unset it to let the im2col path run)");
     return true;
   }
-  return plan.tile_p > 0 && cin_per_group <= kFusedAutoMaxChannels && cout_per_group <= kFusedAutoMaxChannels;
+  return tile_p > 0 && cin_per_group <= kFusedAutoMaxChannels && cout_per_group <= kFusedAutoMaxChannels;
 }
 
 }  // namespace dcn

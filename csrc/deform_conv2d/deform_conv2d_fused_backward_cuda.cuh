@@ -1,0 +1,255 @@
+// The fused CUDA backward of deform_conv2d (issue #16): no grad_columns or columns buffer in global
+// memory. Plan and algorithm: FusedBackwardPlan in deform_conv2d_fused_plan.h. Included, like
+// deform_conv2d_fused_cuda.cuh, by deform_conv2d_cuda.cu inside hybridops::dcn::{anonymous}.
+//
+// The per-element math is deform_conv2d_kernel.h's (tap_corners, BilinearCorners::sample and
+// sample_with_grad), with the im2col path's rules: grad_offset = m * sum_c gcol * d sample,
+// grad_mask = sum_c gcol * sample, grad_input scatter only from points inside the plane with m != 0.
+#pragma once
+
+// A: one block per (image, pixel tile). Chunks of channels (within one weight group and one offset
+// group): grad_columns[chunk * K][tile_p] = W_chunk^T @ grad_out tile, then each thread, for its
+// (tap, pixel) pairs, reduces the offset/mask gradients over the chunk's channels in registers and
+// scatters grad_input with `add` (AtomicAdd, or FixedPointAdd under deterministic mode).
+template <typename scalar_t, typename grad_t, typename AddFn>
+__global__ void __launch_bounds__(kFusedThreads)
+    fused_backward_sampling_kernel(Geometry g, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
+                                   const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
+                                   const scalar_t* __restrict__ weight, const scalar_t* __restrict__ grad_out,
+                                   scalar_t* __restrict__ grad_offset, scalar_t* __restrict__ grad_mask,
+                                   grad_t* grad_input, AddFn add, int64_t cout, int64_t groups) {
+  using acc_t = at::opmath_type<scalar_t>;
+  HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
+  const int tile_p = plan.tile_p, K = static_cast<int>(g.taps());
+  const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
+  acc_t* gout = reinterpret_cast<acc_t*>(smem_raw);     // [cout_g][tile_p]
+  acc_t* wchunk = gout + cout_g * tile_p;                // [chunk_a * K][cout_g]
+  acc_t* gcol = wchunk + plan.chunk_a * K * cout_g;      // [chunk_a * K][tile_p]
+  const int t = threadIdx.x;
+  const int64_t P = g.out_pixels(), HW = g.height * g.width, OG = g.offset_groups;
+  const int64_t tiles_p = (P + tile_p - 1) / tile_p;
+  const int64_t n = blockIdx.x / tiles_p;
+  const int64_t p0 = (blockIdx.x - n * tiles_p) * tile_p;
+  const int64_t cpg = g.channels_per_offset_group();
+  const int pairs = K * tile_p;
+
+  BilinearCorners<acc_t, int64_t> corners[kFusedPairs];
+  acc_t modulation[kFusedPairs], gy[kFusedPairs], gx[kFusedPairs], gm[kFusedPairs];
+  bool live[kFusedPairs];
+  auto flush = [&](int64_t og) {  // the pairs' offset and mask gradients of offset group og
+#pragma unroll
+    for (int j = 0; j < kFusedPairs; ++j) {
+      if (!live[j]) continue;
+      const int q = t + j * kFusedThreads;
+      const int64_t k = q / tile_p, p = p0 + q % tile_p;
+      const int64_t oy = n * (OG * 2 * K * P) + (og * 2 * K + 2 * k) * P + p;
+      grad_offset[oy] = static_cast<scalar_t>(gy[j] * modulation[j]);
+      grad_offset[oy + P] = static_cast<scalar_t>(gx[j] * modulation[j]);
+      if (g.use_mask) grad_mask[n * (OG * K * P) + (og * K + k) * P + p] = static_cast<scalar_t>(gm[j]);
+    }
+  };
+
+  int64_t current_og = -1, current_group = -1;
+  for (int64_t c0 = 0; c0 < g.channels;) {
+    const int64_t gi = c0 / cin_g, og = c0 / cpg;
+    int64_t chunk = plan.chunk_a;
+    chunk = (gi + 1) * cin_g - c0 < chunk ? (gi + 1) * cin_g - c0 : chunk;
+    chunk = (og + 1) * cpg - c0 < chunk ? (og + 1) * cpg - c0 : chunk;
+    const int cc = static_cast<int>(chunk), rk = cc * K;
+    if (og != current_og) {
+      if (current_og >= 0) flush(current_og);
+#pragma unroll
+      for (int j = 0; j < kFusedPairs; ++j) {
+        const int q = t + j * kFusedThreads;
+        live[j] = q < pairs && p0 + q % tile_p < P;
+        gy[j] = gx[j] = gm[j] = 0;
+        if (live[j]) {
+          const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
+          corners[j] = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]);
+        }
+      }
+      current_og = og;
+    }
+    __syncthreads();  // the previous chunk's tiles are consumed
+    if (gi != current_group) {
+      for (int i = t; i < cout_g * tile_p; i += kFusedThreads) {
+        const int64_t co = i / tile_p, p = p0 + i % tile_p;
+        gout[i] = p < P ? static_cast<acc_t>(grad_out[(n * cout + gi * cout_g + co) * P + p]) : acc_t(0);
+      }
+      current_group = gi;
+    }
+    for (int i = t; i < rk * cout_g; i += kFusedThreads) {
+      const int64_t r = i / cout_g, co = i - r * cout_g;
+      wchunk[i] = static_cast<acc_t>(weight[(gi * cout_g + co) * cin_g * K + (c0 - gi * cin_g) * K + r]);
+    }
+    __syncthreads();
+    for (int i = t; i < rk * tile_p; i += kFusedThreads) {
+      const int r = i / tile_p, pp = i - r * tile_p;
+      acc_t s = 0;
+      for (int64_t co = 0; co < cout_g; ++co) s += wchunk[r * cout_g + co] * gout[co * tile_p + pp];
+      gcol[i] = s;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kFusedPairs; ++j) {
+      if (!live[j]) continue;
+      const int q = t + j * kFusedThreads;
+      const int k = q / tile_p, pp = q - k * tile_p;
+      const bool scatter = corners[j].inside && modulation[j] != acc_t(0);
+      for (int ci = 0; ci < cc; ++ci) {
+        const int64_t plane = (n * g.channels + c0 + ci) * HW;
+        const acc_t gc = gcol[(ci * K + k) * tile_p + pp];
+        acc_t v, dy, dx;
+        corners[j].sample_with_grad(input + plane, v, dy, dx);
+        gm[j] += gc * v;
+        gy[j] += gc * dy;
+        gx[j] += gc * dx;
+        if (scatter) {
+          const acc_t gcm = gc * modulation[j];
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            if (corners[j].idx[c] >= 0) add(grad_input + plane + corners[j].idx[c], gcm * corners[j].w[c]);
+          }
+        }
+      }
+    }
+    c0 += cc;
+  }
+  if (current_og >= 0) flush(current_og);
+}
+
+// B: block (item chunk bx, channel chunk by): grad_weight[co][(c - group start) * K + k] for the
+// chunk's chunk_b channels, summed over the items bx, bx + item_chunks, ... into partials[bx].
+template <typename scalar_t>
+__global__ void __launch_bounds__(kFusedThreads)
+    fused_weight_grad_partial_kernel(Geometry g, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
+                                     const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
+                                     const scalar_t* __restrict__ grad_out,
+                                     at::opmath_type<scalar_t>* __restrict__ partials, int64_t cout,
+                                     int64_t groups) {
+  using acc_t = at::opmath_type<scalar_t>;
+  HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
+  const int tile_p = plan.tile_p, K = static_cast<int>(g.taps()), cc = plan.chunk_b, rk = cc * K;
+  const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
+  acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);  // [chunk_b * K][tile_p]
+  acc_t* gout = samples + rk * tile_p;                   // [cout_g][tile_p]
+  const int t = threadIdx.x;
+  const int64_t P = g.out_pixels(), HW = g.height * g.width;
+  const int64_t tiles_p = (P + tile_p - 1) / tile_p, items = g.batch * tiles_p;
+  const int64_t c0 = int64_t(blockIdx.y) * cc;
+  const int64_t gi = c0 / cin_g, og = c0 / g.channels_per_offset_group();
+  const int pairs = K * tile_p, entries = static_cast<int>(cout_g) * rk;
+  acc_t acc[kFusedWeightOutputs];
+#pragma unroll
+  for (int j = 0; j < kFusedWeightOutputs; ++j) acc[j] = 0;
+  for (int64_t item = blockIdx.x; item < items; item += plan.item_chunks) {
+    const int64_t n = item / tiles_p, p0 = (item - n * tiles_p) * tile_p;
+    __syncthreads();  // the previous item's tiles are consumed
+    for (int q = t; q < pairs; q += kFusedThreads) {
+      const int64_t p = p0 + q % tile_p;
+      acc_t m = 0;
+      BilinearCorners<acc_t, int64_t> c4{};
+      if (p < P) c4 = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, SampleItem<int64_t>{n, og, q / tile_p, p}, m);
+      const scalar_t* plane = input + (n * g.channels + c0) * HW;
+      for (int ci = 0; ci < cc; ++ci, plane += HW) samples[ci * pairs + q] = p < P ? m * c4.sample(plane) : acc_t(0);
+    }
+    for (int i = t; i < cout_g * tile_p; i += kFusedThreads) {
+      const int64_t co = i / tile_p, p = p0 + i % tile_p;
+      gout[i] = p < P ? static_cast<acc_t>(grad_out[(n * cout + gi * cout_g + co) * P + p]) : acc_t(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kFusedWeightOutputs; ++j) {
+      const int e = t + j * kFusedThreads;
+      if (e >= entries) continue;
+      const int co = e / rk, r = e - co * rk;
+      acc_t s = 0;
+      for (int pp = 0; pp < tile_p; ++pp) s += gout[co * tile_p + pp] * samples[r * tile_p + pp];
+      acc[j] += s;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kFusedWeightOutputs; ++j) {
+    const int e = t + j * kFusedThreads;
+    if (e >= entries) continue;
+    const int co = e / rk, r = e - co * rk;
+    partials[(int64_t(blockIdx.x) * cout + gi * cout_g + co) * cin_g * K + (c0 - gi * cin_g) * K + r] = acc[j];
+  }
+}
+
+// grad_weight[i] = sum over the item chunks of partials[chunk][i], in chunk order.
+template <typename scalar_t>
+__global__ void fused_weight_grad_reduce_kernel(const at::opmath_type<scalar_t>* __restrict__ partials,
+                                                scalar_t* __restrict__ grad_weight, int64_t numel, int64_t chunks) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= numel) return;
+  acc_t s = 0;
+  for (int64_t c = 0; c < chunks; ++c) s += partials[c * numel + i];
+  grad_weight[i] = static_cast<scalar_t>(s);
+}
+
+// The fused backward's launcher: forward<CudaBackend>'s backward twin (same arguments and results),
+// or nullopt when the fused kernels do not run for this shape.
+inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>> fused_backward_cuda(
+    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
+    const c10::optional<at::Tensor>& mask_, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation) {
+  const Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
+  const int64_t N = input_.size(0), cout = weight_.size(0), groups = g.channels / weight_.size(1);
+  const auto acc_dtype = at::toOpMathType(input_.scalar_type());
+  const FusedBackwardPlan plan = plan_fused_backward(g, g.channels / groups, cout / groups, at::elementSize(acc_dtype));
+  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups)) return c10::nullopt;
+  check_same(grad_out_, "grad_output", input_);
+  TORCH_CHECK(grad_out_.dim() == 4 && grad_out_.size(0) == N && grad_out_.size(1) == cout &&
+                  grad_out_.size(2) == g.out_h && grad_out_.size(3) == g.out_w,
+              "hybridops.deform_conv2d_backward: grad_output must be [", N, ", ", cout, ", ", g.out_h, ", ", g.out_w,
+              "], got ", grad_out_.sizes());
+  const at::Tensor grad_out = grad_out_.contiguous(), input = input_.contiguous(), offset = offset_.contiguous();
+  const at::Tensor weight = weight_.contiguous();
+  const c10::optional<at::Tensor> mask = g.use_mask ? c10::optional<at::Tensor>(mask_->contiguous()) : c10::nullopt;
+  at::Tensor grad_input_acc = at::zeros(input.sizes(), input.options().dtype(acc_dtype));
+  at::Tensor grad_offset = at::empty(offset.sizes(), offset.options());
+  at::Tensor grad_mask = g.use_mask ? at::empty(mask->sizes(), mask->options()) : at::empty({0}, offset.options());
+  at::Tensor grad_weight = at::zeros(weight.sizes(), weight.options());
+  if (N == 0) return std::make_tuple(grad_input_acc.to(input.scalar_type()), grad_offset, grad_weight, grad_mask);
+  const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
+  TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && g.channels / plan.chunk_b <= 65535,
+              "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
+  auto stream = at::cuda::getCurrentCUDAStream();
+  const bool deterministic = at::globalContext().deterministicAlgorithms();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_fused_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* msk = g.use_mask ? mask->data_ptr<scalar_t>() : nullptr;
+    scalar_t* gmsk = g.use_mask ? grad_mask.data_ptr<scalar_t>() : nullptr;
+    auto sampling = [&](auto* gin, auto add) {
+      using grad_t = std::remove_pointer_t<decltype(gin)>;
+      HYBRIDOPS_LAUNCH(static_cast<unsigned>(N * tiles_p), kFusedThreads, plan.smem_a, stream,
+                       fused_backward_sampling_kernel<scalar_t, grad_t, decltype(add)>)(
+          g, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), msk, weight.data_ptr<scalar_t>(),
+          grad_out.data_ptr<scalar_t>(), grad_offset.data_ptr<scalar_t>(), gmsk, gin, add, cout, groups);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (deterministic) {
+      // FixedPointAdd's scale needs a bound on |grad_columns|: sum_co |W| * max |grad_out| bounds it.
+      const at::Tensor bound = (weight.abs().to(at::kDouble).sum(0).amax() * grad_out.abs().amax().to(at::kDouble))
+                                   .reshape({1});
+      col2im_fixed_point(g, mask, bound, grad_input_acc, [&](const FixedPointAdd& add) { sampling(add.base, add); });
+    } else {
+      sampling(grad_input_acc.data_ptr<acc_t>(), AtomicAdd());
+    }
+    at::Tensor partials = at::empty({plan.item_chunks, weight.numel()}, input.options().dtype(acc_dtype));
+    const dim3 grid(static_cast<unsigned>(plan.item_chunks), static_cast<unsigned>(g.channels / plan.chunk_b));
+    HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_b, stream, fused_weight_grad_partial_kernel<scalar_t>)(
+        g, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), msk, grad_out.data_ptr<scalar_t>(),
+        partials.data_ptr<acc_t>(), cout, groups);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    HYBRIDOPS_LAUNCH(static_cast<unsigned>((weight.numel() + 255) / 256), 256, 0, stream,
+                     fused_weight_grad_reduce_kernel<scalar_t>)(partials.data_ptr<acc_t>(),
+                                                               grad_weight.data_ptr<scalar_t>(), weight.numel(),
+                                                               plan.item_chunks);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  at::Tensor grad_input = acc_dtype == input.scalar_type() ? grad_input_acc : grad_input_acc.to(input.scalar_type());
+  return std::make_tuple(grad_input, grad_offset, grad_weight, grad_mask);
+}
