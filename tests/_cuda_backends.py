@@ -1,8 +1,9 @@
 """Where the CUDA tests run: a real GPU ("cuda"), and the same CUDA kernels and launchers on the CPU
 emulation (hybridops.cuda_emulation) with each device profile ("emu-sm61", "emu-h100").
 
-A test takes the ``cuda_backend`` fixture (deform_conv2d tests also ``dcn_algo``, both algorithms), puts its tensors on ``cuda_backend.device`` and makes the
-calls meant for the GPU inside ``with cuda_backend.active():``. Autograd records the emulated
+A test takes the ``cuda_backend`` fixture (deform_conv2d tests also ``dcn_algo``: both algorithms),
+puts its tensors on ``cuda_backend.device`` and makes the calls meant for the GPU inside
+``with cuda_backend.active():``. Autograd records the emulated
 backward op with the forward, so backward passes need no context.
 """
 from __future__ import annotations

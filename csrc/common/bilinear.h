@@ -65,6 +65,23 @@ HYBRIDOPS_UNROLL
   }
 };
 
+// The same corners with plane offsets of another integer type (the caller guarantees they fit: the
+// fused CUDA kernels keep 32-bit offsets in registers for planes under 2^31 elements).
+template <typename to_index_t, typename acc_t, typename index_t>
+HOST_DEVICE_INLINE BilinearCorners<acc_t, to_index_t> with_index_type(const BilinearCorners<acc_t, index_t>& c) {
+  BilinearCorners<acc_t, to_index_t> r;
+HYBRIDOPS_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    r.idx[i] = static_cast<to_index_t>(c.idx[i]);
+    r.w[i] = c.w[i];
+    r.dwdy[i] = c.dwdy[i];
+    r.dwdx[i] = c.dwdx[i];
+  }
+  r.inside = c.inside;
+  r.outside = c.outside;
+  return r;
+}
+
 template <typename acc_t, typename index_t>
 HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> bilinear_corners(acc_t y, acc_t x, index_t height,
                                                                     index_t width) {

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   const int64_t cpg = g.channels_per_offset_group();
   const int pairs = K * tile_p;
 
-  BilinearCorners<acc_t, int64_t> corners[kFusedPairs];
+  BilinearCorners<acc_t, int32_t> corners[kFusedPairs];  // plane offsets fit 32 bits (the plan checks)
   acc_t modulation[kFusedPairs], gy[kFusedPairs], gx[kFusedPairs], gm[kFusedPairs];
   bool live[kFusedPairs];
   auto flush = [&](int64_t og) {  // the pairs' offset and mask gradients of offset group og
@@ -65,7 +65,8 @@ __global__ void __launch_bounds__(kFusedThreads)
         gy[j] = gx[j] = gm[j] = 0;
         if (live[j]) {
           const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
-          corners[j] = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]);
+          corners[j] =
+              with_index_type<int32_t>(tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]));
         }
       }
       current_og = og;
@@ -131,8 +132,9 @@ __global__ void __launch_bounds__(kFusedThreads)
   HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
   const int tile_p = plan.tile_p, K = static_cast<int>(g.taps()), cc = plan.chunk_b, rk = cc * K;
   const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
-  acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);  // [chunk_b * K][tile_p]
-  acc_t* gout = samples + rk * tile_p;                   // [cout_g][tile_p]
+  const int ld = tile_p + 1;                             // padded rows: lanes along r hit distinct banks
+  acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);  // [chunk_b * K][ld]
+  acc_t* gout = samples + rk * ld;                       // [cout_g][tile_p]
   const int t = threadIdx.x;
   const int64_t P = g.out_pixels(), HW = g.height * g.width;
   const int64_t tiles_p = (P + tile_p - 1) / tile_p, items = g.batch * tiles_p;
@@ -149,9 +151,14 @@ __global__ void __launch_bounds__(kFusedThreads)
       const int64_t p = p0 + q % tile_p;
       acc_t m = 0;
       BilinearCorners<acc_t, int64_t> c4{};
-      if (p < P) c4 = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, SampleItem<int64_t>{n, og, q / tile_p, p}, m);
+      if (p < P) {
+        c4 = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, SampleItem<int64_t>{n, og, q / tile_p, p}, m);
+      }
       const scalar_t* plane = input + (n * g.channels + c0) * HW;
-      for (int ci = 0; ci < cc; ++ci, plane += HW) samples[ci * pairs + q] = p < P ? m * c4.sample(plane) : acc_t(0);
+      const int row = q / tile_p, col = q - row * tile_p;  // row = tap k of channel 0
+      for (int ci = 0; ci < cc; ++ci, plane += HW) {
+        samples[(ci * K + row) * ld + col] = p < P ? m * c4.sample(plane) : acc_t(0);
+      }
     }
     for (int i = t; i < cout_g * tile_p; i += kFusedThreads) {
       const int64_t co = i / tile_p, p = p0 + i % tile_p;
@@ -164,7 +171,7 @@ __global__ void __launch_bounds__(kFusedThreads)
       if (e >= entries) continue;
       const int co = e / rk, r = e - co * rk;
       acc_t s = 0;
-      for (int pp = 0; pp < tile_p; ++pp) s += gout[co * tile_p + pp] * samples[r * tile_p + pp];
+      for (int pp = 0; pp < tile_p; ++pp) s += gout[co * tile_p + pp] * samples[r * ld + pp];
       acc[j] += s;
     }
   }
@@ -199,7 +206,9 @@ inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>
   const int64_t N = input_.size(0), cout = weight_.size(0), groups = g.channels / weight_.size(1);
   const auto acc_dtype = at::toOpMathType(input_.scalar_type());
   const FusedBackwardPlan plan = plan_fused_backward(g, g.channels / groups, cout / groups, at::elementSize(acc_dtype));
-  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups)) return c10::nullopt;
+  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoBackwardMaxChannels)) {
+    return c10::nullopt;
+  }
   check_same(grad_out_, "grad_output", input_);
   TORCH_CHECK(grad_out_.dim() == 4 && grad_out_.size(0) == N && grad_out_.size(1) == cout &&
                   grad_out_.size(2) == g.out_h && grad_out_.size(3) == g.out_w,
@@ -218,7 +227,7 @@ inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>
               "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
   auto stream = at::cuda::getCurrentCUDAStream();
   const bool deterministic = at::globalContext().deterministicAlgorithms();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_fused_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_fused_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* msk = g.use_mask ? mask->data_ptr<scalar_t>() : nullptr;
     scalar_t* gmsk = g.use_mask ? grad_mask.data_ptr<scalar_t>() : nullptr;

@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   const int64_t cpg = g.channels_per_offset_group();
   const int pairs = K * tile_p, outputs = tile_co * tile_p;
 
-  BilinearCorners<acc_t, int64_t> corners[kFusedPairs];
+  BilinearCorners<acc_t, int32_t> corners[kFusedPairs];  // plane offsets fit 32 bits (the plan checks)
   acc_t modulation[kFusedPairs];
   bool live[kFusedPairs];
   acc_t acc[kFusedOutputs];
@@ -62,7 +62,8 @@ __global__ void __launch_bounds__(kFusedThreads)
         live[j] = q < pairs && p0 + q % tile_p < P;
         if (live[j]) {
           const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
-          corners[j] = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]);
+          corners[j] =
+              with_index_type<int32_t>(tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]));
         }
       }
       current_og = og;
@@ -84,15 +85,16 @@ __global__ void __launch_bounds__(kFusedThreads)
       wtile[i] = co0 + co < cout_g ? static_cast<acc_t>(weight[oc * cin_g * K + (c0 - c_begin) * K + r]) : acc_t(0);
     }
     __syncthreads();
+    // Output j of this thread: pixel t % tile_p (the same for every j: tile_p divides the block),
+    // channel t / tile_p + j * (kFusedThreads / tile_p). One sample load serves all its outputs.
+    const int my_p = t % tile_p, co_step = kFusedThreads / tile_p;
+    const acc_t* w0 = wtile + (t / tile_p) * rk;
+    for (int r = 0; r < rk; ++r) {
+      const acc_t s = samples[r * tile_p + my_p];
 #pragma unroll
-    for (int j = 0; j < kFusedOutputs; ++j) {
-      const int o = t + j * kFusedThreads;
-      if (o >= outputs) continue;
-      const acc_t* w = wtile + (o / tile_p) * rk;
-      const acc_t* s = samples + o % tile_p;
-      acc_t a = acc[j];
-      for (int r = 0; r < rk; ++r) a += w[r] * s[r * tile_p];
-      acc[j] = a;
+      for (int j = 0; j < kFusedOutputs; ++j) {
+        if (t + j * kFusedThreads < outputs) acc[j] += w0[j * co_step * rk + r] * s;
+      }
     }
     c0 += cc;
   }
@@ -115,7 +117,9 @@ inline at::Tensor fused_forward_cuda(const at::Tensor& input_, const at::Tensor&
   const Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
   const int64_t N = input_.size(0), cout = weight_.size(0), groups = g.channels / weight_.size(1);
   const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(input_.scalar_type())));
-  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups)) return at::Tensor();
+  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoForwardMaxChannels)) {
+    return at::Tensor();
+  }
   const bool use_bias = bias_.has_value() && bias_->defined();
   if (use_bias) {
     check_same(*bias_, "bias", input_);

@@ -23,10 +23,13 @@ constexpr int kFusedThreads = 256;
 constexpr int kFusedPairs = 2;     // (tap, pixel) pairs whose corners a thread keeps
 constexpr int kFusedOutputs = 8;   // outputs a thread accumulates
 constexpr int64_t kFusedSmemBytes = 48 * 1024;
-// auto picks the fused forward up to this many input and output channels per group (HybridNetSeg's
-// layers: 16-80); wider layers keep the GEMM (tensor cores through cuBLAS, and a weight slice that
-// the fused kernel would re-read per pixel tile).
-constexpr int64_t kFusedAutoMaxChannels = 128;
+// What auto picks, from the traffic model (benchmarks/dcn_roofline.py; no GPU has timed either
+// path yet): the fused forward up to this many input and output channels per group, where its
+// saving of the columns round trip outweighs its FMA micro-GEMM against cuBLAS (HybridNetSeg's
+// 16-channel layer: predicted 1.8x torchvision against im2col's 1.2x on an H200; at 40 and 80
+// channels the GEMM wins). The fused backward is never auto's pick until a GPU has measured it.
+constexpr int64_t kFusedAutoForwardMaxChannels = 32;
+constexpr int64_t kFusedAutoBackwardMaxChannels = 0;
 
 struct FusedPlan {
   int tile_p = 0;   // 0: the fused kernel does not cover this shape
@@ -80,7 +83,10 @@ inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, i
 //     kFusedWeightOutputs each), into per-chunk partials; a second kernel sums them in chunk order:
 //     deterministic, the same bits on every GPU (the chunking depends on the shape only).
 constexpr int kFusedWeightOutputs = 16;
+// B's grid: item chunks x channel chunks, at least kFusedItemChunks item chunks and about
+// kFusedTargetBlocks blocks in all (two per SM of a 132-SM GPU); a function of the shape only.
 constexpr int64_t kFusedItemChunks = 32;
+constexpr int64_t kFusedTargetBlocks = 264;
 
 struct FusedBackwardPlan {
   int tile_p = 0;  // 0: not covered
@@ -108,7 +114,7 @@ inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_
     for (int cc : {16, 8, 4, 2, 1}) {
       if (a == 0 && (co * tp + cc * K * co + cc * K * tp) * acc_size <= kFusedSmemBytes) a = cc;
       if (b == 0 && common % cc == 0 && co * cc * K <= int64_t(kFusedThreads) * kFusedWeightOutputs &&
-          (cc * K * tp + co * tp) * acc_size <= kFusedSmemBytes) {
+          (cc * K * (tp + 1) + co * tp) * acc_size <= kFusedSmemBytes) {
         b = cc;
       }
     }
@@ -117,7 +123,7 @@ inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_
       plan.chunk_a = a;
       plan.chunk_b = b;
       plan.smem_a = (co * tp + a * K * co + a * K * tp) * acc_size;
-      plan.smem_b = (b * K * tp + co * tp) * acc_size;
+      plan.smem_b = (b * K * (tp + 1) + co * tp) * acc_size;  // sample rows padded: no bank conflicts
     }
   }
   if (plan.tile_p == 0) {
@@ -125,15 +131,18 @@ inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_
     return plan;
   }
   const int64_t items = g.batch * ((g.out_pixels() + plan.tile_p - 1) / plan.tile_p);
-  plan.item_chunks = std::max<int64_t>(1, std::min<int64_t>(items, kFusedItemChunks));
+  const int64_t channel_chunks = g.channels / plan.chunk_b;
+  const int64_t wanted = std::max<int64_t>(kFusedItemChunks, (kFusedTargetBlocks + channel_chunks - 1) / channel_chunks);
+  plan.item_chunks = std::max<int64_t>(1, std::min<int64_t>(items, wanted));
   return plan;
 }
 
 // Whether the CUDA forward (or backward) runs fused: HYBRIDOPS_DCN_ALGO when set (fused on a shape
 // the kernels do not cover is an error naming the reason), else fused when the plan covers the shape
-// and the layer has at most kFusedAutoMaxChannels input and output channels per group.
-// The same rule for the backward (with its own plan).
-inline bool use_fused(int tile_p, const char* why_not, int64_t cin_per_group, int64_t cout_per_group) {
+// and the layer has at most auto_max_channels input and output channels per group.
+// The same rule for the backward (with its own plan and auto limit).
+inline bool use_fused(int tile_p, const char* why_not, int64_t cin_per_group, int64_t cout_per_group,
+                      int64_t auto_max_channels) {
   const Algo algo = requested_algo();
   if (algo == Algo::kIm2col) return false;
   if (algo == Algo::kFused) {
@@ -141,7 +150,7 @@ inline bool use_fused(int tile_p, const char* why_not, int64_t cin_per_group, in
                 "not cover ", why_not, " (unset it to let the im2col path run)");
     return true;
   }
-  return tile_p > 0 && cin_per_group <= kFusedAutoMaxChannels && cout_per_group <= kFusedAutoMaxChannels;
+  return tile_p > 0 && cin_per_group <= auto_max_channels && cout_per_group <= auto_max_channels;
 }
 
 }  // namespace dcn

@@ -415,7 +415,8 @@ std::string deadlock_report(const Block& b) {
   for (int t = 0; t < static_cast<int>(b.threads.size()) && shown < 4; ++t) {
     const Wait w = b.threads[t].wait;
     if (w == Wait::kBarrier || w == Wait::kWarp) {
-      o << (shown++ ? "; " : "") << describe(b, t) << (w == Wait::kBarrier ? " at __syncthreads()" : " in a warp exchange");
+      o << (shown++ ? "; " : "") << describe(b, t)
+        << (w == Wait::kBarrier ? " at __syncthreads()" : " in a warp exchange");
     }
   }
   o << ")";

@@ -50,7 +50,8 @@ PyObject* device_name(PyObject*, PyObject*) {
 
 PyMethodDef kMethods[] = {
     {"counters", counters, METH_NOARGS, "Launches, blocks, threads, barriers, warp exchanges and fiber switches run."},
-    {"kernels", kernels, METH_NOARGS, "The kernel expressions launched (sorted), e.g. 'im2col_kernel<scalar_t, int64_t>'."},
+    {"kernels", kernels, METH_NOARGS,
+     "The kernel expressions launched (sorted), e.g. 'im2col_kernel<scalar_t, int64_t>'."},
     {"reset_counters", reset_counters, METH_NOARGS, "Sets every counter to zero and forgets the kernels launched."},
     {"device_name", device_name, METH_NOARGS, "The emulated device (HYBRIDOPS_EMU_DEVICE)."},
     {nullptr, nullptr, 0, nullptr}};
