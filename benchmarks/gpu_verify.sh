@@ -3,7 +3,9 @@
 # included), compute-sanitizer (memcheck) on the CUDA tests, and every op/model benchmark.
 #
 #   bash benchmarks/gpu_verify.sh [phases]      phases: comma list of build,test,sanitize,bench (default: all);
-#                                               bench = bench-ops (deform_conv2d, mixconv, losses) + bench-latency
+#                                               bench = bench-ops (deform_conv2d, mixconv, losses) + bench-latency;
+#                                               after deform_conv2d, benchmarks/dcn_roofline.py sets its
+#                                               predictions beside the measurement (in the log)
 #
 # Everything lands under $OUT (default ./gpu_verify_out): gpu_verify.log (all output, tests
 # included), nvidia-smi.txt, and one JSON per benchmark (<name>-cuda.json) -- at most 8 files, as
@@ -62,5 +64,10 @@ for b in $BENCHES; do
   step "benchmark $b"
   timeout 420 $PY -m "benchmarks.$b" --device cuda --json "$OUT/$b-cuda.json" || status=1
 done
+if [[ -f "$OUT/deform_conv2d-cuda.json" ]]; then
+  # Prediction beside measurement (into the log only: no extra file under $OUT).
+  step "DCN roofline model (predicted) beside the deform_conv2d measurement"
+  timeout 120 $PY -m benchmarks.dcn_roofline --measured "$OUT/deform_conv2d-cuda.json" || status=1
+fi
 step "done, status $status"
 exit $status

@@ -1,0 +1,263 @@
+"""benchmarks/dcn_roofline.py: the DCNv2 roofline model's byte counts, its L2 and cost rules, the mirror
+of the fused kernels' plan, and the CLI (predictions and --measured)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import dcn_roofline as dr
+from benchmarks._roofline import GPUS, Access, Assumptions, Kernel, L2Model, gpu_for_device_name, kernel_cost
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_RESULTS = ROOT / "benchmarks" / "results" / "deform_conv2d-cpu-20261123T195052.json"
+H200 = GPUS["h200"]
+
+# 1 image, 1 channel, 4x4, 3x3, fp32: every tensor's bytes by hand.
+TINY = dr.Layer("tiny 1ch@4^2 b1", 1, 1, 4)
+P = 16                    # output pixels
+INPUT = 1 * 16 * 4        # 64
+OFFSET = 18 * P * 4       # 1152: 2 x 9 (dy, dx) planes
+MASK = 9 * P * 4          # 576
+WEIGHT = 1 * 1 * 9 * 4    # 36
+BIAS = 4
+OUT = 1 * P * 4           # 64
+COLUMNS = 1 * 9 * P * 4   # 576: [C * 9, P]
+NECESSARY = INPUT + OFFSET + MASK + WEIGHT + BIAS + OUT  # 1896
+
+
+def _requested(pred: dr.Prediction) -> dict[str, float]:
+    return {k.name: k.l2_bytes for k in pred.kernels}
+
+
+def test_tiny_case_forward_bytes_match_hand_count():
+    tv = dr.predict("torchvision", "forward", TINY, "float32", H200)
+    ours = dr.predict("im2col", "forward", TINY, "float32", H200)
+    fused = dr.predict("fused", "forward", TINY, "float32", H200)
+    # SM<->L2 requests, kernel by kernel. torchvision's im2col: one 1024-thread block covers 256 rows of
+    # a 4-wide image and reads (256 + 3 + 2 * 1 px reach) / 256 input rows per row; offsets and masks
+    # once per channel (1 here); the GEMM reads W, the columns and out_buf (read and written: addmm_).
+    assert _requested(tv) == pytest.approx({
+        "zeros(out)": OUT, "zeros(out_buf)": OUT, "zeros(columns)": COLUMNS,
+        "im2col": INPUT * (256 + 3 + 2) / 256 + OFFSET + MASK + COLUMNS,
+        "gemm out_buf (addmm_)": WEIGHT + COLUMNS + 2 * OUT,
+        "copy out_buf -> out (transpose)": 2 * OUT, "out + bias": 2 * OUT + BIAS})
+    # ours: 256-thread blocks (64 rows of 4) walk the input once per tap: 9 x (64 + 1 + 2) / 64.
+    assert _requested(ours) == pytest.approx({
+        "im2col": 9 * INPUT * (64 + 1 + 2) / 64 + OFFSET + MASK + COLUMNS,
+        "copy bias -> out (baddbmm)": BIAS + OUT, "gemm (baddbmm)": WEIGHT + COLUMNS + 2 * OUT})
+    # DRAM, everything fitting in L2: each input once, each output once, plus torchvision's three
+    # zero-filled buffers (out, out_buf, columns) and ours' columns; the fused kernel moves exactly
+    # the necessary bytes.
+    assert tv.dram_bytes == pytest.approx(NECESSARY + OUT + OUT + COLUMNS)
+    assert ours.dram_bytes == pytest.approx(NECESSARY + COLUMNS)
+    assert fused.dram_bytes == pytest.approx(NECESSARY)
+    assert fused.total("gemm_flops") == 2 * 1 * 1 * 9 * P  # C_out x C_in x 9 MACs per pixel
+
+
+def test_two_channels_reread_offsets_per_channel_in_torchvision_only():
+    layer = dr.Layer("tiny 2ch@4^2 b1", 1, 2, 4)
+    tv = _requested(dr.predict("torchvision", "forward", layer, "float32", H200))
+    ours = _requested(dr.predict("im2col", "forward", layer, "float32", H200))
+    assert tv["im2col"] == pytest.approx(2 * INPUT * 261 / 256 + 2 * OFFSET + 2 * MASK + 2 * COLUMNS)
+    assert ours["im2col"] == pytest.approx(9 * 2 * INPUT * 67 / 64 + OFFSET + MASK + 2 * COLUMNS)
+
+
+def test_offset_rereads_come_from_dram_when_l2_is_small():
+    """torchvision's im2col at 16ch@256^2 b2 fp32 re-reads offsets and masks once per channel; between
+    two re-reads it touches 19.4 MB (offsets, masks, a channel's columns rows and input plane): they
+    hit the H200's L2 (30 MB usable) but miss the 1080 Ti's (1.4 MB)."""
+    layer, px = dr.ISSUE_LAYER, 256 * 256
+    inp, off, msk, cols = 2 * 16 * px * 4, 2 * 18 * px * 4, 2 * 9 * px * 4, 2 * 16 * 9 * px * 4
+    for gpu, walks in ((H200, 1), (GPUS["gtx1080ti"], 16)):
+        pred = dr.predict("torchvision", "forward", layer, "float32", gpu)
+        im2col = next(k for k in pred.kernels if k.name == "im2col")
+        assert im2col.dram_bytes == pytest.approx(inp + walks * (off + msk) + cols), gpu.key
+
+
+def test_issue_example_columns_buffer_and_necessary_traffic():
+    check = dr.issue_check(Assumptions())
+    assert check["columns_bytes"] == 2 * 16 * 9 * 256 * 256 * 4 == 75_497_472  # the issue's 75 MB
+    px = 256 * 256
+    necessary = 2 * 16 * px * 4 * 2 + 2 * 27 * px * 4 + 16 * 16 * 9 * 4 + 16 * 4  # in, out, offset+mask, W, b
+    assert check["necessary_forward_bytes"] == necessary
+    assert round(necessary / 1e6) == 31  # the issue's ~31 MB
+    assert check["forward_dram_bytes"]["fused"] == pytest.approx(necessary)
+    assert check["forward_dram_bytes"]["torchvision"] > check["forward_dram_bytes"]["im2col"] > 2 * 75e6
+    text = dr.issue_check_text(check)
+    assert "75.5 MB" in text and "30.9 MB" in text
+
+
+def test_predicted_time_is_monotone_in_bytes_and_flops():
+    asm = Assumptions()
+    times = [kernel_cost(Kernel("k", (Access("x", b),)), b, H200, False, asm).time_s for b in range(0, 10**9, 10**8)]
+    assert times == sorted(times) and times[-1] > times[0]
+    flops = [kernel_cost(Kernel("k", (), gemm_flops=f), 0.0, H200, False, asm).time_s for f in (0, 1e9, 1e10, 1e11)]
+    assert flops == sorted(flops) and flops[-1] > flops[0]
+    for algo in dr.ALGOS:  # more images: more bytes and more time
+        t = [dr.predict(algo, "full", dr.Layer("x", b, 16, 64), "float32", H200).time_s for b in (1, 2, 4, 8)]
+        assert t == sorted(t), algo
+
+
+def test_l2_model_streams_big_buffers_and_absorbs_rewrites():
+    l2 = L2Model(100.0)
+    assert l2.access(Access("a", 60)) == (60, 0)        # cold read
+    assert l2.access(Access("a", 60)) == (0, 0)         # fits: hit
+    assert l2.access(Access("big", 500, "w")) == (0, 500)
+    assert l2.access(Access("big", 500)) == (500, 0)    # larger than L2: its re-read misses
+    assert l2.access(Access("a", 60)) == (60, 0)        # ... and it evicted a
+    assert l2.access(Access("c", 40, "w")) == (0, 40)
+    assert l2.access(Access("c", 40, "w")) == (0, 0)    # overwritten while dirty in L2: one write-back
+    # a buffer walked 3 times: re-walks hit when what is touched between them fits, else miss
+    assert L2Model(100.0).access(Access("x", 10, sweeps=3, span=50)) == (10, 0)
+    assert L2Model(100.0).access(Access("x", 10, sweeps=3, span=150)) == (30, 0)
+
+
+def test_fused_plan_mirrors_the_header():
+    header = (ROOT / "csrc" / "deform_conv2d" / "deform_conv2d_fused_plan.h").read_text()
+    consts = {m.group(1): int(m.group(2)) for m in re.finditer(r"constexpr int(?:64_t)? (k\w+) = (\d+)", header)}
+    assert consts["kFusedThreads"] == dr.FUSED_THREADS and consts["kFusedPairs"] == dr.FUSED_PAIRS
+    assert consts["kFusedOutputs"] == dr.FUSED_OUTPUTS and consts["kFusedWeightOutputs"] == dr.FUSED_WEIGHT_OUTPUTS
+    assert consts["kFusedItemChunks"] == dr.FUSED_ITEM_CHUNKS
+    assert consts["kFusedAutoMaxChannels"] == dr.FUSED_AUTO_MAX_CHANNELS
+    assert "kFusedSmemBytes = 48 * 1024" in header and dr.FUSED_SMEM_BYTES == 48 * 1024
+    # by hand from plan_fused_forward / plan_fused_backward: 9 taps x 64 pixels > 256 threads x 2 pairs,
+    # so 32-pixel tiles; tile_co = min(C, 256 x 8 / 32); the chunks are the largest of 16, 8, ... that fit.
+    expect = {16: (32, 16, 16, 32, 16, 16, 32), 40: (32, 40, 16, 32, 16, 8, 32), 80: (32, 64, 8, 32, 8, 4, 32),
+              256: (32, 64, 8, 32, 1, 1, 32)}
+    for c, plan in expect.items():
+        got = dr.fused_plan(dr.Layer("x", 2, c, 64))
+        assert (got.tile_p, got.tile_co, got.chunk_c, got.tile_p_bwd, got.chunk_a, got.chunk_b, got.item_chunks) == plan
+    assert [dr.auto_algo(dr.Layer("x", 2, c, 64)) for c in (16, 128, 129)] == ["fused", "fused", "im2col"]
+
+
+def test_block_rules():
+    assert [dr.tv_block_images(n) for n in (1, 2, 8, 32, 33, 37, 64)] == [1, 2, 8, 32, 11, 1, 32]
+    assert all(dr.ours_block_images(layer, "float32") == 1 for layer in dr.benchmark_layers())
+    assert dr.ours_block_images(dr.Layer("x", 8, 16, 16), "float32") == 8  # 256 pixels: 16 images fill 4096 columns
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="algo"):
+        dr.predict("cudnn", "forward", TINY, "float32", H200)
+    with pytest.raises(ValueError, match="mode"):
+        dr.predict("im2col", "sideways", TINY, "float32", H200)
+    with pytest.raises(ValueError, match="dtype"):
+        dr.predict("im2col", "forward", TINY, "float64", H200)
+    with pytest.raises(ValueError, match="torchvision has no bfloat16"):
+        dr.predict("torchvision", "forward", TINY, "bfloat16", H200)
+
+
+def test_gpu_profiles_from_device_names():
+    assert gpu_for_device_name("NVIDIA H200").key == "h200"
+    assert gpu_for_device_name("NVIDIA H100 80GB HBM3").key == "h100"
+    assert gpu_for_device_name("NVIDIA GeForce GTX 1080 Ti").key == "gtx1080ti"
+    assert gpu_for_device_name("NVIDIA H100 PCIe") is None and gpu_for_device_name("AMD EPYC") is None
+    assert H200.clock_hz == pytest.approx(1.98e9, rel=0.01)
+
+
+def test_cli_writes_json_with_the_expected_keys(tmp_path, capsys):
+    path = tmp_path / "roofline.json"
+    assert dr.main(["--gpus", "h200", "gtx1080ti", "--dtypes", "float32", "bfloat16", "--modes", "full",
+                    "--traffic", "--breakdown", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Predicted on H200 (model, not measured)" in out and "Predicted on GTX 1080 Ti" in out
+    assert "Issue #16 check" in out and "| DRAM (MB) |" in out
+    assert "| fused backward B (grad_weight partials) |" in out and "torchvision time shares" in out
+    payload = json.loads(path.read_text())
+    assert set(payload) == {"model", "kind", "assumptions", "ops_per_item", "gpus", "issue_check",
+                            "torchvision_shares", "predictions", "measured"}
+    assert payload["kind"] == "prediction (model, not measured)" and set(payload["gpus"]) == {"h200", "gtx1080ti"}
+    rows = payload["predictions"]
+    assert len(rows) == 2 * 4 * 2  # gpus x cases x dtypes (one mode)
+    for r in rows:
+        assert set(r) == {"gpu", "case", "batch", "channels", "size", "dtype", "mode", "algos", "speedup"}
+        assert set(r["algos"]) == set(dr.ALGOS) and set(r["speedup"]) == set(dr.ALGOS[1:])
+        for algo, a in r["algos"].items():
+            if r["dtype"] == "bfloat16" and algo == "torchvision":
+                assert a is None and r["speedup"]["im2col"] is None
+                continue
+            assert set(a) == {"time_us", "dram_bytes", "l2_bytes", "gemm_flops", "alu_ops", "launches", "bound"}
+            assert a["time_us"] > 0 and a["dram_bytes"] > 0 and a["launches"] >= 1
+    assert sum(payload["torchvision_shares"]["h200"].values()) == pytest.approx(1.0)
+
+
+def test_cli_measured_cpu_file_prints_the_measurement_only(capsys):
+    assert dr.main(["--gpus", "h200", "--dtypes", "float32", "--modes", "forward",
+                    "--measured", str(CPU_RESULTS)]) == 0
+    out = capsys.readouterr().out
+    assert "the model is for GPUs: measured numbers only" in out
+    rows = json.loads(CPU_RESULTS.read_text())["rows"]
+    assert f"| {rows[0]['case']} | forward | float32 | {rows[0]['ours']['p50_ms']:.3f} |" in out
+    assert f"{rows[0]['speedup']:.2f}x" in out
+
+
+def test_measured_gpu_file_is_set_beside_the_prediction(tmp_path):
+    payload = json.loads(CPU_RESULTS.read_text())
+    payload["environment"].update(device="cuda", device_name="NVIDIA H200")  # as gpu_verify.sh writes it
+    gpu, rows = dr.compare_measured(payload, Assumptions())
+    assert gpu.key == "h200" and len(rows) == len(payload["rows"])
+    for r in rows:
+        assert r["auto"] == dr.auto_algo(dr.layer_of_case(r["case"]))
+        assert set(r["predicted"]) == set(dr.ALGOS) and all(v > 0 for v in r["predicted"].values())
+    table = dr.measured_table("x.json", payload, gpu, rows)
+    assert "predicted ours (ms)" in table and "(fused)" in table and "(im2col)" in table
+    path = tmp_path / "h200.json"
+    path.write_text(json.dumps(payload))
+    assert dr.main(["--gpus", "h200", "--dtypes", "float32", "--modes", "full", "--measured", str(path)]) == 0
+
+
+@pytest.mark.parametrize("content, match", [("{not json", "not JSON"),
+                                            (json.dumps({"benchmark": "mixconv", "rows": []}), "not a deform_conv2d")])
+def test_cli_measured_bad_file_is_a_clear_error(tmp_path, capsys, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        dr.main(["--measured", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and match in err
+    with pytest.raises(SystemExit):
+        dr.main(["--measured", str(tmp_path / "missing.json")])
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_case_names_parse():
+    layer = dr.layer_of_case("detection 256ch@64^2 b8")
+    assert (layer.batch, layer.channels, layer.size) == (8, 256, 64)
+    assert dr.layer_of_case("something else") is None
+    assert math.isclose(dr.Sizes.of(layer, "float16").input, 256 * 64 * 64 * 2)
+
+
+def test_fused_grad_weight_kernel_bank_conflict_and_grid_are_modelled():
+    """Kernel B as built: per warp-wide FMA, one broadcast grad_out load and a 32-way conflicted sample
+    load (samples[r * 32 + pp], lanes along r) = 33 wavefronts; a grid of 32 item chunks x 16 / 16
+    channel chunks = 32 blocks on 132 SMs. The target variant: 0.25 wavefront, a grid filling the GPU."""
+    layer = dr.ISSUE_LAYER
+    samples = 16 * 9 * 256 * 256 * 2
+    macs = 16 * samples
+    built = {k.name: k for k in dr.fused_backward(layer, "float32", H200, Assumptions())}
+    b = built["fused backward B (grad_weight partials)"]
+    assert b.smem_wavefronts == pytest.approx((macs * 33 + samples) / 32) and b.blocks == 32
+    assert b.gemm_flops == 2 * macs
+    cost = kernel_cost(b, 0.0, H200, False, Assumptions())
+    assert cost.bound == "smem"
+    assert cost.t_smem == pytest.approx(b.smem_wavefronts / (132 * H200.clock_hz) * 132 / 32)
+    target = {k.name: k for k in dr.fused_backward(layer, "float32", H200, Assumptions(), dr.FUSED_TARGET)}
+    tb = target["fused backward B (grad_weight partials)"]
+    assert tb.smem_wavefronts == pytest.approx((macs * 0.25 + samples) / 32) and tb.blocks == 2 * 132
+    # the built forward: 2 wavefronts per warp-wide FMA (a broadcast weight and a sample per FMA)
+    fwd = dr.fused_forward(layer, "float32", Assumptions())[0]
+    assert fwd.smem_wavefronts == pytest.approx((macs * 2 + samples) / 32) and fwd.blocks == 2 * 2048
+
+
+def test_warm_l2_reads_small_layers_from_l2():
+    layer = dr.Layer("x", 2, 80, 64)  # all of its tensors fit the H200's usable L2
+    cold = dr.predict("fused", "forward", layer, "float32", H200)
+    warm = dr.predict("fused", "forward", layer, "float32", H200, Assumptions(steady_state=True))
+    # input, offset + mask, output of 2 images, weight, bias: each once
+    assert cold.dram_bytes == pytest.approx(2 * (80 + 27 + 80) * 4096 * 4 + 80 * 80 * 9 * 4 + 80 * 4)
+    assert warm.dram_bytes == 0.0 and warm.time_s <= cold.time_s
