@@ -148,6 +148,16 @@ class Kernel:
         return sum(a.l2_bytes for a in self.accesses)
 
 
+def bank_wavefronts(words: Iterable[int], banks: int = 32) -> int:
+    """Shared-memory wavefronts of one warp-wide access to 32-bit ``words`` (the active lanes' word
+    addresses): the most distinct words that fall into one of the ``banks`` banks (lanes reading the
+    same word share it: a broadcast); 0 when no lane is active."""
+    per_bank: dict[int, set[int]] = {}
+    for w in words:
+        per_bank.setdefault(w % banks, set()).add(w)
+    return max((len(v) for v in per_bank.values()), default=0)
+
+
 def per_image(tensor: str, nbytes: float, images: Iterable[int], **kw) -> list[Access]:
     """Accesses to ``tensor``'s per-image slices ``tensor#b`` (``nbytes`` each)."""
     return [Access(f"{tensor}#{b}", nbytes, **kw) for b in images]

@@ -29,19 +29,29 @@ their sources: ``benchmarks/_roofline.py``). ``--measured`` sets a results file 
   col2im scatter (fp32 atomics into an fp32 buffer), im2col again and ``baddbmm_`` into an fp32
   grad_weight; fp16/bf16 convert the fp32 buffers at the end; grad_bias = grad_out.sum.
 * ``fused`` -- ours as built (``deform_conv2d_fused_cuda.cuh``, ``deform_conv2d_fused_backward_cuda.cuh``,
-  plan ``deform_conv2d_fused_plan.h``, mirrored by ``fused_plan``): no columns in global memory.
-  Forward: a block per (image, 32 pixels, up to 64 output channels) samples channel chunks into
-  shared memory and contracts them with the weight slice there. Backward: kernel A forms grad_columns
-  tiles in shared memory, reduces grad_offset / grad_mask in registers and scatters grad_input with
-  fp32 atomics; kernel B re-samples channel chunks and sums grad_out x samples into 32 item-chunk
-  partials of grad_weight; a reduction sums them. HYBRIDOPS_DCN_ALGO=auto runs it up to 128 channels
-  (``auto_algo``). Its micro-GEMMs do one FMA per two shared-memory loads, and B's
-  ``samples[r * tile_p + pp]`` with lanes along r is a 32-way bank conflict at tile_p = 32, on a grid
-  of only 32 x C / chunk_b blocks: the model puts B far above everything else (see ``FusedVariant``).
-* ``fused_target`` -- the same passes and bytes with the micro-kernels the issue plans: register-tiled
-  (8x8 outputs a thread, 128-bit shared-memory loads), conflict-free, a grid that fills the GPU, tensor cores for
-  fp16/bf16 where the GPU has them. The gap between ``fused`` and ``fused_target`` is what tuning
-  the built kernels can win; ``fused_target`` against ``torchvision`` is the issue's 2x / 4x goal.
+  plan ``deform_conv2d_fused_plan.h``, mirrored by ``fused_plan``; as of 87d0eeb): no columns in global
+  memory. Forward: a block per (image, 32 pixels, up to 64 output channels) samples channel chunks
+  into shared memory; per (channel, tap) row a thread loads its pixel's sample once and a broadcast
+  weight for each of its up to 8 outputs. Backward: kernel A forms grad_columns tiles in shared
+  memory (one broadcast weight and one grad_out load per FMA), reduces grad_offset / grad_mask in
+  registers and scatters grad_input with fp32 atomics; kernel B re-samples channel chunks into rows
+  padded to 33 and sums grad_out x samples into partials on about 264 blocks (item chunks =
+  min(items, max(32, ceil(264 / channel chunks)))); a reduction sums them. Every shared-memory access
+  of the three micro-GEMMs and of the tile stores is counted warp by warp from the kernels' index
+  expressions (``bank_wavefronts``): forward 1 + 1/outputs a thread wavefronts per warp-wide FMA
+  (1.125-1.5; a partial last channel tile runs its zero-weight channels too: 80 channels = 2 x 64),
+  A 2, B 2.2-5.4 (B's gout[co * 32 + pp] is a k-way conflict when a warp spans k output channels, and
+  a warp whose r wraps past chunk_b x 9 reads two samples per bank). FMA only, no tensor cores.
+  HYBRIDOPS_DCN_ALGO=auto (``auto_algos``, ``predict("auto", ...)``): the fused forward up to 32
+  channels per group, never the fused backward (im2col).
+* ``fused_target`` -- the same passes and bytes with the micro-kernels the issue plans. Beyond the
+  built kernels it assumes: register-tiled micro-GEMMs (8x8 outputs a thread from 128-bit
+  shared-memory loads, as in a tuned SGEMM: 0.25 wavefront per warp-wide FMA; 0.1 with ldmatrix-fed
+  MMA), no bank conflicts, channel tiles without zero-weight padding (only the useful MACs), tensor
+  cores for fp16/bf16 where the GPU has them, and a B grid of at least 2 blocks per SM on every GPU
+  (the built 264 blocks already are on a 132-SM part). The gap between ``fused`` and
+  ``fused_target`` is what tuning the built kernels can win; ``fused_target`` against
+  ``torchvision`` is the issue's 2x / 4x goal.
 
 Per kernel: time = max(DRAM, L2, compute, shared-memory terms) / fill + launches x launch_s; a mode's
 time is the sum over its kernels (one stream, one after another).
@@ -73,7 +83,10 @@ Assumptions (``Assumptions`` in ``_roofline.py``; every one is a parameter):
   model then gives its col2im_coord / col2im / im2col / GEMMs about the shares of the published
   Tesla P4 profile (35% / 26% / 10% / 27%; printed beside it). Hopper's INT32 rate is half its FP32
   rate; the model does not split the two.
-* Shared memory: one 32-bank wavefront per SM and clock; an n-way bank conflict costs n wavefronts.
+* Shared memory: one 32-bank wavefront per SM and clock; an n-way bank conflict costs n wavefronts
+  (a warp access takes as many wavefronts as the most distinct words it touches in one bank).
+  Occupancy and latency are not modelled: a block of 256 threads with 8-16 accumulators a thread is
+  assumed to keep shared memory busy.
 
 What it cannot show: occupancy beyond the fill of a small grid, latency-bound launches, cuBLAS's
 kernel choice (split-K for the skinny grad_weight GEMMs is assumed to fill the GPU), atomic contention
@@ -87,11 +100,12 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from benchmarks._roofline import (GPUS, Access, Assumptions, Gpu, Kernel, Prediction, elementwise, gemm,
-                                  gpu_for_device_name, per_image, run_kernels)
+from benchmarks._roofline import (GPUS, Access, Assumptions, Gpu, Kernel, Prediction, bank_wavefronts, elementwise,
+                                  gemm, gpu_for_device_name, per_image, run_kernels)
 
 ALGOS = ("torchvision", "im2col", "fused", "fused_target")
 MODES = ("forward", "backward", "full")
@@ -410,14 +424,18 @@ FUSED_OUTPUTS = 8
 FUSED_SMEM_BYTES = 48 * 1024
 FUSED_WEIGHT_OUTPUTS = 16
 FUSED_ITEM_CHUNKS = 32
-FUSED_AUTO_MAX_CHANNELS = 128
+FUSED_TARGET_BLOCKS = 264
+FUSED_AUTO_FORWARD_MAX_CHANNELS = 32
+FUSED_AUTO_BACKWARD_MAX_CHANNELS = 0
+WARP = 32
 
 
 @dataclass(frozen=True)
 class FusedPlan:
     """plan_fused_forward / plan_fused_backward of deform_conv2d_fused_plan.h for ``layer`` (one
     weight group, one offset group, fp32 accumulation): pixel tile, output-channel tile, the channel
-    chunks of the forward (c), backward sampling (a) and grad_weight (b) kernels, and B's item chunks."""
+    chunks of the forward (c), backward sampling (a) and grad_weight (b) kernels, B's item chunks and
+    B's shared memory in bytes (sample rows padded to tile_p + 1)."""
     tile_p: int
     tile_co: int
     chunk_c: int
@@ -425,10 +443,13 @@ class FusedPlan:
     chunk_a: int
     chunk_b: int
     item_chunks: int
+    smem_b: int
 
 
 def fused_plan(layer: Layer) -> FusedPlan:
-    """The fused kernels' launch plan (mirrors deform_conv2d_fused_plan.h; ValueError if not covered)."""
+    """The fused kernels' launch plan (mirrors deform_conv2d_fused_plan.h; ValueError if not covered).
+    B's grid: item_chunks = min(items, max(kFusedItemChunks, ceil(kFusedTargetBlocks / channel
+    chunks))), items = batch x pixel tiles, channel chunks = C / chunk_b."""
     k, c, acc = TAPS, layer.channels, ACC_BYTES
     tp = next(t for t in (64, 32, 16, 8, 4) if k * t <= FUSED_THREADS * FUSED_PAIRS)
     tile_co = min(c, FUSED_THREADS * FUSED_OUTPUTS // tp)
@@ -437,39 +458,122 @@ def fused_plan(layer: Layer) -> FusedPlan:
     while t >= 4:
         a = next((cc for cc in (16, 8, 4, 2, 1) if (c * t + cc * k * c + cc * k * t) * acc <= FUSED_SMEM_BYTES), 0)
         b = next((cc for cc in (16, 8, 4, 2, 1) if c % cc == 0 and c * cc * k <= FUSED_THREADS * FUSED_WEIGHT_OUTPUTS
-                  and (cc * k * t + c * t) * acc <= FUSED_SMEM_BYTES), 0)
+                  and (cc * k * (t + 1) + c * t) * acc <= FUSED_SMEM_BYTES), 0)
         if a and b and chunk_c:
             items = layer.batch * math.ceil(layer.pixels / t)
-            return FusedPlan(tp, tile_co, chunk_c, t, a, b, max(1, min(items, FUSED_ITEM_CHUNKS)))
+            wanted = max(FUSED_ITEM_CHUNKS, math.ceil(FUSED_TARGET_BLOCKS / (c // b)))
+            return FusedPlan(tp, tile_co, chunk_c, t, a, b, max(1, min(items, wanted)),
+                             (b * k * (t + 1) + c * t) * acc)
         t //= 2
     raise ValueError(f"layer: the fused kernels do not cover {layer.channels} channels")
 
 
-def auto_algo(layer: Layer) -> str:
-    """What HYBRIDOPS_DCN_ALGO=auto runs on a CUDA device (use_fused): fused up to 128 channels."""
-    return "fused" if layer.channels <= FUSED_AUTO_MAX_CHANNELS else "im2col"
+def auto_algos(layer: Layer) -> tuple[str, str]:
+    """(forward, backward) algorithm HYBRIDOPS_DCN_ALGO=auto runs on a CUDA device (use_fused): fused
+    where the plan covers the layer and it has at most kFusedAutoForwardMaxChannels (32) channels per
+    group, resp. kFusedAutoBackwardMaxChannels (0: never) for the backward; else im2col."""
+    try:
+        fused_plan(layer)
+    except ValueError:
+        return "im2col", "im2col"
+    return tuple("fused" if layer.channels <= limit else "im2col"
+                 for limit in (FUSED_AUTO_FORWARD_MAX_CHANNELS, FUSED_AUTO_BACKWARD_MAX_CHANNELS))
+
+
+def auto_label(layer: Layer, mode: str) -> str:
+    """What auto runs in a benchmark mode: 'fused' / 'im2col', or 'fused fwd + im2col bwd' (full)."""
+    fwd, bwd = auto_algos(layer)
+    if mode == "forward":
+        return fwd
+    if mode == "backward":
+        return bwd
+    return fwd if fwd == bwd else f"{fwd} fwd + {bwd} bwd"
 
 
 @dataclass(frozen=True)
 class FusedVariant:
-    """How the fused kernels' micro-GEMMs run. ``built``: as in deform_conv2d_fused_*cuda.cuh: one FMA
-    per two 32-bit shared-memory loads (a broadcast weight and a sample), no register tiling, so 2
-    wavefronts per warp-wide FMA (1.25 if the compiler turns the weight loads into 128-bit ones: check
-    the SASS for LDS.128); grad_weight's ``samples[r * tile_p + pp]`` with lanes along r is a
-    gcd(tile_p, 32)-way bank conflict; 32 item chunks; FMA only. ``target``: the issue's plan on the
-    same passes and bytes: register-tiled micro-GEMMs (8x8 outputs a thread, 128-bit shared loads, as
-    in a tuned SGEMM: 0.25 wavefront per warp-wide FMA; ~0.1 with ldmatrix-fed tensor-core MMA),
-    conflict-free, item chunks that give every SM two blocks, tensor cores for fp16/bf16 where the GPU
-    has them."""
-    wavefronts_per_warp_mac: float  # shared-memory wavefronts per warp-wide FMA of a micro-GEMM
-    wavefronts_per_warp_mac_mma: float  # the same when the micro-GEMM runs on tensor cores
-    conflict_free: bool
+    """How the fused kernels' micro-GEMMs use shared memory and the FMA units.
+
+    ``wavefronts_per_warp_mac`` None (``FUSED_BUILT``): the kernels as built; every shared-memory
+    access is counted warp by warp from the kernels' index expressions (``forward_block_wavefronts``,
+    ``sampling_block_wavefronts``, ``weight_grad_block_wavefronts``: ``bank_wavefronts`` of the lanes'
+    words), and the FMAs are those executed (whole tiles, zero-weight channels of a partial channel
+    tile included). A number (``FUSED_TARGET``): that many wavefronts per warp-wide FMA of the useful
+    MACs (0.25: register-tiled, 8x8 outputs a thread from 128-bit loads as in a tuned SGEMM; 0.1 with
+    ldmatrix-fed tensor-core MMA), plus one per 32 samples stored. ``fill_grid``: B gets at least
+    ``blocks_per_sm`` blocks per SM of the GPU at hand. ``tensor_cores``: fp16/bf16 micro-GEMMs on
+    tensor cores where the GPU has them."""
+    wavefronts_per_warp_mac: Optional[float]
+    wavefronts_per_warp_mac_mma: Optional[float]
     fill_grid: bool
     tensor_cores: bool
 
 
-FUSED_BUILT = FusedVariant(2.0, 2.0, False, False, False)
-FUSED_TARGET = FusedVariant(0.25, 0.1, True, True, True)
+FUSED_BUILT = FusedVariant(None, None, False, False)
+FUSED_TARGET = FusedVariant(0.25, 0.1, True, True)
+
+
+def _strided_wavefronts(count: int, word: Callable[[int], int]) -> int:
+    """Wavefronts of a block loop ``for (i = t; i < count; i += kFusedThreads)`` whose iteration i
+    touches shared word ``word(i)``: each warp's trip is 32 consecutive i."""
+    return sum(bank_wavefronts(word(i) for i in range(b, min(count, b + WARP))) for b in range(0, count, WARP))
+
+
+def _chunks(channels: int, chunk: int) -> list[int]:
+    """The channel chunks a block walks (one group, one offset group): ``chunk`` each, then the rest."""
+    return [chunk] * (channels // chunk) + ([channels % chunk] if channels % chunk else [])
+
+
+@lru_cache(maxsize=None)
+def forward_block_wavefronts(tile_p: int, tile_co: int, cc: int, k: int) -> tuple[int, int]:
+    """(micro-GEMM, stores) shared-memory wavefronts of one fused_forward_kernel block for one chunk of
+    ``cc`` channels. Micro-GEMM: for each of the chunk's rk = cc x k rows r, every warp loads
+    samples[r * tile_p + t % tile_p] once and, for each output j it has (t + 256 j < tile_co x tile_p),
+    the weight w0[j * co_step * rk + r] (w0 = wtile + (t / tile_p) * rk, co_step = 256 / tile_p).
+    Stores: samples[ci * k * tile_p + q] for the pairs q < k x tile_p of each channel, and the
+    [tile_co][rk] weight tile. Counted at r = 0 (a shift by r moves every lane alike)."""
+    rk, outputs, co_step = cc * k, tile_co * tile_p, FUSED_THREADS // tile_p
+    per_r = 0
+    for w in range(0, FUSED_THREADS, WARP):
+        lanes = range(w, w + WARP)
+        per_r += bank_wavefronts(t % tile_p for t in lanes)
+        for j in range(FUSED_OUTPUTS):
+            per_r += bank_wavefronts((t // tile_p) * rk + j * co_step * rk
+                                     for t in lanes if t + j * FUSED_THREADS < outputs)
+    stores = cc * _strided_wavefronts(k * tile_p, int) + _strided_wavefronts(tile_co * rk, int)
+    return rk * per_r, stores
+
+
+@lru_cache(maxsize=None)
+def sampling_block_wavefronts(tile_p: int, cout_g: int, cc: int, k: int) -> tuple[int, int]:
+    """(micro-GEMM, other) wavefronts of one fused_backward_sampling_kernel (A) block for one chunk of
+    ``cc`` channels. Micro-GEMM: gcol[i], i < rk x tile_p (r = i / tile_p, pp = i % tile_p), sums over
+    co wchunk[r * cout_g + co] x gout[co * tile_p + pp] (counted at co = 0, times cout_g). Other: the
+    [rk][cout_g] weight chunk's stores, gcol's stores and its loads by the pairs' owners
+    (gcol[ci * k * tile_p + q] for each channel)."""
+    rk = cc * k
+    n = rk * tile_p
+    gemm = sum(bank_wavefronts((i // tile_p) * cout_g for i in range(b, min(n, b + WARP)))
+               + bank_wavefronts(i % tile_p for i in range(b, min(n, b + WARP))) for b in range(0, n, WARP))
+    other = (_strided_wavefronts(rk * cout_g, int) + _strided_wavefronts(n, int)
+             + cc * _strided_wavefronts(k * tile_p, int))
+    return cout_g * gemm, other
+
+
+@lru_cache(maxsize=None)
+def weight_grad_block_wavefronts(tile_p: int, ld: int, cout_g: int, cc: int, k: int) -> tuple[int, int]:
+    """(micro-GEMM, stores) wavefronts of one fused_weight_grad_partial_kernel (B) block for one item
+    (image, pixel tile). Micro-GEMM: entry e = t + 256 j < cout_g x rk (co = e / rk, r = e % rk) sums
+    over pp gout[co * tile_p + pp] x samples[r * ld + pp] (counted at pp = 0, times tile_p); ld =
+    tile_p + 1 as built (tile_p: the layout before the padding). Stores: the sample rows
+    samples[(ci * k + q / tile_p) * ld + q % tile_p] of the pairs q of each channel, and gout."""
+    rk = cc * k
+    n = cout_g * rk
+    gemm = sum(bank_wavefronts((e // rk) * tile_p for e in range(b, min(n, b + WARP)))
+               + bank_wavefronts((e % rk) * ld for e in range(b, min(n, b + WARP))) for b in range(0, n, WARP))
+    stores = (cc * _strided_wavefronts(k * tile_p, lambda q: (q // tile_p) * ld + q % tile_p)
+              + _strided_wavefronts(cout_g * tile_p, int))
+    return tile_p * gemm, stores
 
 
 def _window(layer: Layer, tile_p: int, reach: float) -> float:
@@ -479,72 +583,89 @@ def _window(layer: Layer, tile_p: int, reach: float) -> float:
     return (rows + 3 + 2 * reach) * (cols + 3 + 2 * reach) / (rows * cols)
 
 
+def _smem(variant: FusedVariant, built: float, macs: float, stored: float) -> tuple[float, Optional[float]]:
+    """(wavefronts, wavefronts on tensor cores) of a fused kernel: ``built`` (counted) for the built
+    variant, else the variant's rate per warp-wide FMA of ``macs`` plus ``stored`` samples / 32."""
+    if variant.wavefronts_per_warp_mac is None:
+        return built, None
+    return ((macs * variant.wavefronts_per_warp_mac + stored) / WARP,
+            (macs * variant.wavefronts_per_warp_mac_mma + stored) / WARP)
+
+
 def fused_forward(layer: Layer, dtype: str, asm: Assumptions, variant: FusedVariant = FUSED_BUILT) -> list[Kernel]:
     """fused_forward_kernel: a block per (image, tile_p pixels, tile_co output channels); corners once
     per (tap, pixel) and block, channel chunks sampled into shared memory, contracted with the weight
-    slice there, bias fused. Every block reads its whole weight slice (weight x pixel tiles in L2)."""
+    slice there (one sample load per r for all of a thread's outputs), bias fused. Every block reads
+    its whole weight slice (weight x pixel tiles in L2)."""
     z, c, everything, fp = Sizes.of(layer, dtype), layer.channels, _all(layer), fused_plan(layer)
     tiles = layer.batch * math.ceil(layer.pixels / fp.tile_p)
     co_tiles = math.ceil(c / fp.tile_co)
+    blocks = tiles * co_tiles
     acc = (per_image("input", z.input, everything, l2_passes=_window(layer, fp.tile_p, asm.offset_reach_px) * co_tiles)
            + per_image("offset", z.offset, everything, l2_passes=co_tiles)
            + per_image("mask", z.mask, everything, l2_passes=co_tiles)
            + [Access("weight", z.weight, l2_passes=tiles), Access("bias", z.bias, l2_passes=tiles)]
            + per_image("out", z.out, everything, op="w"))
     n = layer.samples(layer.batch)
-    macs = c * n
+    built = variant.wavefronts_per_warp_mac is None
+    macs = blocks * fp.tile_co * fp.tile_p * c * TAPS if built else c * n  # executed (whole tiles) / useful
+    counted = blocks * sum(sum(forward_block_wavefronts(fp.tile_p, fp.tile_co, cc, TAPS))
+                           for cc in _chunks(c, fp.chunk_c)) if built else 0.0
+    wf, wf_mma = _smem(variant, counted, macs, co_tiles * n)
     return [Kernel("fused forward", tuple(acc), gemm_flops=2.0 * macs,
                    alu_ops=co_tiles * (OPS["fused_tap"] * layer.taps(layer.batch) + OPS["fused_sample"] * n),
-                   smem_wavefronts=(macs * variant.wavefronts_per_warp_mac + co_tiles * n) / 32,
-                   smem_wavefronts_mma=(macs * variant.wavefronts_per_warp_mac_mma + co_tiles * n) / 32,
-                   blocks=tiles * co_tiles, tensor_cores=variant.tensor_cores)]
+                   smem_wavefronts=wf, smem_wavefronts_mma=wf_mma, blocks=blocks, tensor_cores=variant.tensor_cores)]
 
 
 def _fused_sampling_kernel(layer: Layer, z: Sizes, fp: FusedPlan, asm: Assumptions, variant: FusedVariant) -> Kernel:
     """fused_backward_sampling_kernel (A): grad_columns = W^T grad_out per channel chunk in shared memory,
     offset/mask gradients in registers, grad_input scattered with fp32 atomics."""
-    c, everything = layer.channels, _all(layer)
-    tiles = layer.batch * math.ceil(layer.pixels / fp.tile_p_bwd)
+    c, everything, tp = layer.channels, _all(layer), fp.tile_p_bwd
+    tiles = layer.batch * math.ceil(layer.pixels / tp)
     acc = (per_image("grad_out", z.out, everything)
-           + per_image("input", z.input, everything, l2_passes=_window(layer, fp.tile_p_bwd, asm.offset_reach_px))
+           + per_image("input", z.input, everything, l2_passes=_window(layer, tp, asm.offset_reach_px))
            + _offset_mask(z, everything) + [Access("weight", z.weight, l2_passes=tiles)]
            + per_image("grad_input_acc", z.acc, everything, op="rw", l2_passes=0)
            + per_image("grad_offset", z.offset, everything, op="w")
            + per_image("grad_mask", z.mask, everything, op="w"))
     n = layer.samples(layer.batch)
-    return Kernel("fused backward A (grad_columns, offset/mask, scatter)", tuple(acc), gemm_flops=2.0 * c * n,
+    built = variant.wavefronts_per_warp_mac is None
+    macs = tiles * tp * c * TAPS * c if built else c * n
+    counted = tiles * (_strided_wavefronts(c * tp, int) + sum(sum(sampling_block_wavefronts(tp, c, cc, TAPS))
+                                                               for cc in _chunks(c, fp.chunk_a))) if built else 0.0
+    wf, wf_mma = _smem(variant, counted, macs, n)
+    return Kernel("fused backward A (grad_columns, offset/mask, scatter)", tuple(acc), gemm_flops=2.0 * macs,
                   alu_ops=OPS["fused_tap"] * layer.taps(layer.batch) + OPS["fused_grad"] * n,
-                  smem_wavefronts=(c * n * variant.wavefronts_per_warp_mac + n) / 32,
-                  smem_wavefronts_mma=(c * n * variant.wavefronts_per_warp_mac_mma + n) / 32, atomics=4 * n,
+                  smem_wavefronts=wf, smem_wavefronts_mma=wf_mma, atomics=4 * n,
                   atomic_elem=ACC_BYTES, blocks=tiles, tensor_cores=variant.tensor_cores)
 
 
 def _fused_weight_kernels(layer: Layer, z: Sizes, fp: FusedPlan, gpu: Gpu, asm: Assumptions,
                           variant: FusedVariant) -> list[Kernel]:
     """fused_weight_grad_partial_kernel (B): a block per (item chunk, chunk_b channels) re-samples its
-    channels for every item of its chunk and sums grad_out x samples into fp32 partials; then
-    fused_weight_grad_reduce_kernel sums the partials in chunk order."""
-    c, everything = layer.channels, _all(layer)
+    channels for every item of its chunk into padded rows and sums grad_out x samples into fp32
+    partials; then fused_weight_grad_reduce_kernel sums the partials in chunk order."""
+    c, everything, tp = layer.channels, _all(layer), fp.tile_p_bwd
     chunks_c = c // fp.chunk_b
+    items = layer.batch * math.ceil(layer.pixels / tp)
     item_chunks = fp.item_chunks
     if variant.fill_grid:
-        items = layer.batch * math.ceil(layer.pixels / fp.tile_p_bwd)
         item_chunks = max(item_chunks, min(items, math.ceil(asm.blocks_per_sm * gpu.sms / chunks_c)))
     partials = item_chunks * c * c * TAPS * ACC_BYTES
-    window = _window(layer, fp.tile_p_bwd, asm.offset_reach_px)
+    window = _window(layer, tp, asm.offset_reach_px)
     acc = (per_image("grad_out", z.out, everything, l2_passes=chunks_c)
            + per_image("input", z.input, everything, l2_passes=window)
            + per_image("offset", z.offset, everything, l2_passes=chunks_c)
            + per_image("mask", z.mask, everything, l2_passes=chunks_c)
            + [Access("partials", partials, "w")])
     n = layer.samples(layer.batch)
-    conflict = 1 if variant.conflict_free else math.gcd(fp.tile_p_bwd, 32)
-    per_mac = variant.wavefronts_per_warp_mac if variant.conflict_free else 1 + conflict
-    per_mac_mma = variant.wavefronts_per_warp_mac_mma if variant.conflict_free else 1 + conflict
-    b = Kernel("fused backward B (grad_weight partials)", tuple(acc), gemm_flops=2.0 * c * n,
+    built = variant.wavefronts_per_warp_mac is None
+    macs = items * tp * c * TAPS * c if built else c * n
+    counted = items * chunks_c * sum(weight_grad_block_wavefronts(tp, tp + 1, c, fp.chunk_b, TAPS)) if built else 0.0
+    wf, wf_mma = _smem(variant, counted, macs, n)
+    b = Kernel("fused backward B (grad_weight partials)", tuple(acc), gemm_flops=2.0 * macs,
                alu_ops=chunks_c * OPS["fused_tap"] * layer.taps(layer.batch) + OPS["fused_sample"] * n,
-               smem_wavefronts=(c * n * per_mac + n) / 32, smem_wavefronts_mma=(c * n * per_mac_mma + n) / 32,
-               blocks=item_chunks * chunks_c,
+               smem_wavefronts=wf, smem_wavefronts_mma=wf_mma, blocks=item_chunks * chunks_c,
                tensor_cores=variant.tensor_cores)
     reduce = Kernel("grad_weight partials reduce", (Access("partials", partials), Access("grad_weight", z.weight, "w")),
                     blocks=math.ceil(c * c * TAPS / 256))
@@ -576,13 +697,17 @@ def supported(algo: str, dtype: str) -> bool:
 
 
 def plan(algo: str, layer: Layer, dtype: str, gpu: Gpu, asm: Assumptions) -> tuple[list[Kernel], list[Kernel]]:
-    """(forward kernels, backward kernels) of ``algo`` in launch order."""
-    if algo not in ALGOS:
-        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    """(forward kernels, backward kernels) of ``algo`` (one of ``ALGOS``, or "auto": ``auto_algos``) in
+    launch order."""
+    if algo not in (*ALGOS, "auto"):
+        raise ValueError(f"algo: expected one of {(*ALGOS, 'auto')}, got {algo!r}")
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype: expected one of {tuple(DTYPE_BYTES)}, got {dtype!r}")
     if not supported(algo, dtype):
         raise ValueError(f"algo: {algo} has no {dtype} kernel")
+    if algo == "auto":  # what HYBRIDOPS_DCN_ALGO=auto runs: each direction its own algorithm
+        fwd, bwd = auto_algos(layer)
+        return plan(fwd, layer, dtype, gpu, asm)[0], plan(bwd, layer, dtype, gpu, asm)[1]
     if algo == "torchvision":
         return torchvision_forward(layer, dtype, asm), torchvision_backward(layer, dtype, asm)
     if algo == "im2col":
@@ -757,7 +882,8 @@ def read_measured(path: str) -> dict:
 def compare_measured(payload: dict, asm: Assumptions) -> tuple[Optional[Gpu], list[dict]]:
     """(the GPU profile matched from the file's device, or None, and one row per measured row: the
     measured p50s and speedup (torchvision / ours) and, with a profile, each algorithm's predicted
-    milliseconds and the algorithm HYBRIDOPS_DCN_ALGO=auto runs now (``auto_algo``))."""
+    milliseconds, "auto" among them, and ``auto`` = what HYBRIDOPS_DCN_ALGO=auto runs in the row's
+    mode (``auto_label``: forward and backward each by their own rule))."""
     env = payload.get("environment", {})
     gpu = gpu_for_device_name(env.get("device_name", "")) if str(env.get("device", "")).startswith("cuda") else None
     out = []
@@ -767,9 +893,9 @@ def compare_measured(payload: dict, asm: Assumptions) -> tuple[Optional[Gpu], li
                "peer_ms": peer.get("p50_ms"), "speedup": r.get("speedup"), "auto": None, "predicted": None}
         layer = layer_of_case(r["case"])
         if gpu is not None and layer is not None and r["dtype"] in DTYPE_BYTES and r["mode"] in MODES:
-            row["auto"] = auto_algo(layer)
+            row["auto"] = auto_label(layer, r["mode"])
             row["predicted"] = {a: predict(a, r["mode"], layer, r["dtype"], gpu, asm).time_s * 1e3
-                                for a in ALGOS if supported(a, r["dtype"])}
+                                for a in (*ALGOS, "auto") if supported(a, r["dtype"])}
         out.append(row)
     return gpu, out
 
@@ -793,19 +919,22 @@ def measured_table(path: str, payload: dict, gpu: Optional[Gpu], rows: Sequence[
         cuda = str(env.get("device", "")).startswith("cuda")
         return _measured_only(head, "no GPU profile for this device" if cuda else "the model is for GPUs", rows)
     others = ALGOS[1:]
-    lines = [head, f"(profile {gpu.name}; 'predicted ours' is the algorithm HYBRIDOPS_DCN_ALGO=auto runs at this "
-                   "commit; files from before the fused kernels (4810f9e) measured im2col)", "",
+    lines = [head, f"(profile {gpu.name}; 'predicted ours' is what HYBRIDOPS_DCN_ALGO=auto runs at this commit: "
+                   f"the fused forward up to {FUSED_AUTO_FORWARD_MAX_CHANNELS} channels per group, the fused backward "
+                   f"up to {FUSED_AUTO_BACKWARD_MAX_CHANNELS} (never), else im2col; files from before the fused "
+                   "kernels (4810f9e) measured im2col, files from 4810f9e to 87d0eeb the fused kernels up to 128 "
+                   "channels)", "",
              "| case | mode | dtype | ours (ms) | torchvision (ms) | measured speedup | predicted ours (ms) | "
              "predicted torchvision (ms) | predicted speedup | predicted speedup " + " / ".join(others) + " |",
              "|" + " --- |" * 10]
     for r in rows:
         p, auto = r["predicted"] or {}, r["auto"]
         tv = p.get("torchvision")
-        ours = f"{p[auto]:.3f} ({auto})" if auto in p else "n/a"
+        ours = f"{p['auto']:.3f} ({auto})" if "auto" in p else "n/a"
         each = " / ".join(_ratio(tv / p[a]) if tv and a in p else "n/a" for a in others)
         peer = "-" if r["peer_ms"] is None else f"{r['peer_ms']:.3f}"
         tv_ms = "n/a" if tv is None else f"{tv:.3f}"
-        predicted = _ratio(tv / p[auto] if tv and auto in p else None)
+        predicted = _ratio(tv / p["auto"] if tv and "auto" in p else None)
         lines.append(f"| {r['case']} | {r['mode']} | {r['dtype']} | {r['ours_ms']:.3f} | {peer} | "
                      f"{_ratio(r['speedup'])} | {ours} | {tv_ms} | {predicted} | {each} |")
     return "\n".join(lines)

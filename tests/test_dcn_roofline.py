@@ -55,7 +55,9 @@ def test_tiny_case_forward_bytes_match_hand_count():
     assert tv.dram_bytes == pytest.approx(NECESSARY + OUT + OUT + COLUMNS)
     assert ours.dram_bytes == pytest.approx(NECESSARY + COLUMNS)
     assert fused.dram_bytes == pytest.approx(NECESSARY)
-    assert fused.total("gemm_flops") == 2 * 1 * 1 * 9 * P  # C_out x C_in x 9 MACs per pixel
+    # C_out x C_in x 9 MACs per pixel, over the block's whole 32-pixel tile: the kernel runs its 16
+    # padded pixels too (zero samples), so 2 x 1 x 1 x 9 x 32 FLOPs executed for 2 x 9 x 16 useful.
+    assert fused.total("gemm_flops") == 2 * 1 * 1 * 9 * 32
 
 
 def test_two_channels_reread_offsets_per_channel_in_torchvision_only():
@@ -122,16 +124,47 @@ def test_fused_plan_mirrors_the_header():
     assert consts["kFusedThreads"] == dr.FUSED_THREADS and consts["kFusedPairs"] == dr.FUSED_PAIRS
     assert consts["kFusedOutputs"] == dr.FUSED_OUTPUTS and consts["kFusedWeightOutputs"] == dr.FUSED_WEIGHT_OUTPUTS
     assert consts["kFusedItemChunks"] == dr.FUSED_ITEM_CHUNKS
-    assert consts["kFusedAutoMaxChannels"] == dr.FUSED_AUTO_MAX_CHANNELS
+    assert consts["kFusedTargetBlocks"] == dr.FUSED_TARGET_BLOCKS
+    assert consts["kFusedAutoForwardMaxChannels"] == dr.FUSED_AUTO_FORWARD_MAX_CHANNELS
+    assert consts["kFusedAutoBackwardMaxChannels"] == dr.FUSED_AUTO_BACKWARD_MAX_CHANNELS
+    assert "kFusedAutoMaxChannels" not in consts
     assert "kFusedSmemBytes = 48 * 1024" in header and dr.FUSED_SMEM_BYTES == 48 * 1024
+    assert "(cc * K * (tp + 1) + co * tp) * acc_size" in header  # B's padded sample rows
     # by hand from plan_fused_forward / plan_fused_backward: 9 taps x 64 pixels > 256 threads x 2 pairs,
-    # so 32-pixel tiles; tile_co = min(C, 256 x 8 / 32); the chunks are the largest of 16, 8, ... that fit.
-    expect = {16: (32, 16, 16, 32, 16, 16, 32), 40: (32, 40, 16, 32, 16, 8, 32), 80: (32, 64, 8, 32, 8, 4, 32),
+    # so 32-pixel tiles; tile_co = min(C, 256 x 8 / 32); the chunks are the largest of 16, 8, ... that
+    # fit (B: C x chunk_b x 9 <= 256 x 16 entries, rows padded to 33); B's item chunks:
+    # min(items = 2 x 4096 / 32 = 256, max(32, ceil(264 / (C / chunk_b)))).
+    expect = {16: (32, 16, 16, 32, 16, 16, 256),  # 1 channel chunk: 264 wanted, 256 items
+              40: (32, 40, 16, 32, 16, 8, 53),    # 5 channel chunks: ceil(264 / 5)
+              80: (32, 64, 8, 32, 8, 4, 32),      # 20: ceil(264 / 20) = 14 < 32
               256: (32, 64, 8, 32, 1, 1, 32)}
     for c, plan in expect.items():
         got = dr.fused_plan(dr.Layer("x", 2, c, 64))
         assert (got.tile_p, got.tile_co, got.chunk_c, got.tile_p_bwd, got.chunk_a, got.chunk_b, got.item_chunks) == plan
-    assert [dr.auto_algo(dr.Layer("x", 2, c, 64)) for c in (16, 128, 129)] == ["fused", "fused", "im2col"]
+    # a small layer: fewer items than wanted, one chunk per item
+    assert dr.fused_plan(dr.Layer("x", 1, 16, 16)).item_chunks == 8  # 256 pixels / 32
+    # chunk_b's padded rows: at 256 channels (9 x 33 + 256 x 32) x 4 = 33,956 B fits 48 KiB
+    assert dr.fused_plan(dr.Layer("x", 2, 256, 64)).smem_b == (9 * 33 + 256 * 32) * 4
+
+
+def test_auto_rule_forward_and_backward_separately():
+    """use_fused with kFusedAutoForwardMaxChannels = 32 and kFusedAutoBackwardMaxChannels = 0: auto
+    runs the fused forward up to 32 channels per group and never the fused backward."""
+    layers = [dr.Layer("x", 2, c, 64) for c in (16, 32, 33, 256)]
+    assert [dr.auto_algos(x) for x in layers] == [("fused", "im2col"), ("fused", "im2col"),
+                                                   ("im2col", "im2col"), ("im2col", "im2col")]
+    small, wide = layers[0], layers[2]
+    assert [dr.auto_label(small, m) for m in dr.MODES] == ["fused", "im2col", "fused fwd + im2col bwd"]
+    assert [dr.auto_label(wide, m) for m in dr.MODES] == ["im2col", "im2col", "im2col"]
+    # predict("auto"): the fused forward's kernels, then the im2col backward's
+    full = dr.predict("auto", "full", small, "float32", H200)
+    fwd = dr.predict("fused", "forward", small, "float32", H200)
+    bwd = dr.predict("im2col", "full", small, "float32", H200)
+    names = [k.name for k in full.kernels]
+    assert names == [k.name for k in fwd.kernels] + [k.name for k in bwd.kernels][len(
+        dr.im2col_forward(small, "float32", Assumptions())):]
+    assert dr.predict("auto", "forward", wide, "float32", H200).time_s == pytest.approx(
+        dr.predict("im2col", "forward", wide, "float32", H200).time_s)
 
 
 def test_block_rules():
@@ -201,10 +234,15 @@ def test_measured_gpu_file_is_set_beside_the_prediction(tmp_path):
     gpu, rows = dr.compare_measured(payload, Assumptions())
     assert gpu.key == "h200" and len(rows) == len(payload["rows"])
     for r in rows:
-        assert r["auto"] == dr.auto_algo(dr.layer_of_case(r["case"]))
-        assert set(r["predicted"]) == set(dr.ALGOS) and all(v > 0 for v in r["predicted"].values())
+        assert r["auto"] == dr.auto_label(dr.layer_of_case(r["case"]), r["mode"])
+        assert set(r["predicted"]) == {*dr.ALGOS, "auto"} and all(v > 0 for v in r["predicted"].values())
     table = dr.measured_table("x.json", payload, gpu, rows)
     assert "predicted ours (ms)" in table and "(fused)" in table and "(im2col)" in table
+    assert "(fused fwd + im2col bwd)" in table  # 16 channels, full: auto's two algorithms
+    # a wide layer's forward and a small layer's backward: im2col; a small layer's forward: fused
+    by = {(r["case"].split()[1], r["mode"]): r["auto"] for r in rows}
+    assert by[("16ch@256^2", "forward")] == "fused" and by[("16ch@256^2", "backward")] == "im2col"
+    assert by[("40ch@128^2", "forward")] == "im2col"
     path = tmp_path / "h200.json"
     path.write_text(json.dumps(payload))
     assert dr.main(["--gpus", "h200", "--dtypes", "float32", "--modes", "full", "--measured", str(path)]) == 0
@@ -232,26 +270,68 @@ def test_case_names_parse():
     assert math.isclose(dr.Sizes.of(layer, "float16").input, 256 * 64 * 64 * 2)
 
 
-def test_fused_grad_weight_kernel_bank_conflict_and_grid_are_modelled():
-    """Kernel B as built: per warp-wide FMA, one broadcast grad_out load and a 32-way conflicted sample
-    load (samples[r * 32 + pp], lanes along r) = 33 wavefronts; a grid of 32 item chunks x 16 / 16
-    channel chunks = 32 blocks on 132 SMs. The target variant: 0.25 wavefront, a grid filling the GPU."""
+def test_bank_wavefronts():
+    assert dr.bank_wavefronts([]) == 0
+    assert dr.bank_wavefronts(range(32)) == 1             # 32 consecutive words
+    assert dr.bank_wavefronts([7] * 32) == 1              # one word: a broadcast
+    assert dr.bank_wavefronts(range(0, 32 * 32, 32)) == 32  # a column of a [.][32] tile
+    assert dr.bank_wavefronts(range(0, 32 * 33, 33)) == 1   # ... of a [.][33] tile
+    assert dr.bank_wavefronts([0, 32, 32, 1]) == 2        # two words in bank 0
+
+
+def test_fused_grad_weight_kernel_has_no_bank_conflict_and_fills_the_grid():
+    """Kernel B as built (16ch@256^2 b2): rows padded to ld = 33, so a warp's samples[r * 33 + pp]
+    (lanes along r) hit 32 distinct banks; gout[co * 32 + pp] is a broadcast. Per pp step, 144 x 16 =
+    2304 entries = 72 warp-slots: 64 take 2 wavefronts; the 8 that straddle an odd multiple of
+    144 (co changes at lane 16) take 2 for gout (co and co + 1 in one bank) and 2 for samples
+    (r = 128..143 and 0..15 share banks) = 4: 160 / 72 = 20/9 per warp-wide FMA (33 before the
+    padding). Grid: ceil(264 / 1 channel chunk) = 264 item chunks (of 4096 items) = 264 blocks."""
     layer = dr.ISSUE_LAYER
+    fp = dr.fused_plan(layer)
+    assert (fp.chunk_b, fp.item_chunks) == (16, 264)
+    gemm, stores = dr.weight_grad_block_wavefronts(32, 33, 16, 16, 9)
+    assert gemm == 32 * 160  # per item: 32 pp steps
+    assert max(dr.bank_wavefronts([r * 33 for r in range(w, w + 32)]) for w in range(0, 144 - 32)) == 1
+    # the layout before the padding (ld = tile_p): every lane's sample in one bank, a 32-way conflict
+    unpadded, _ = dr.weight_grad_block_wavefronts(32, 32, 16, 16, 9)
+    assert unpadded == 32 * (64 * (1 + 32) + 8 * (2 + 32))
     samples = 16 * 9 * 256 * 256 * 2
     macs = 16 * samples
     built = {k.name: k for k in dr.fused_backward(layer, "float32", H200, Assumptions())}
     b = built["fused backward B (grad_weight partials)"]
-    assert b.smem_wavefronts == pytest.approx((macs * 33 + samples) / 32) and b.blocks == 32
-    assert b.gemm_flops == 2 * macs
+    assert b.blocks == 264 and b.gemm_flops == 2 * macs
+    per_item_stores = 16 * 9 + 16  # sample rows (9 warp-slots x 16 channels) and gout (16 x 32 / 32)
+    assert stores == per_item_stores
+    assert b.smem_wavefronts == pytest.approx(4096 * (32 * 160 + per_item_stores))
+    assert 4096 * gemm / (macs / 32) == pytest.approx(20 / 9)  # the micro-GEMM alone
     cost = kernel_cost(b, 0.0, H200, False, Assumptions())
-    assert cost.bound == "smem"
-    assert cost.t_smem == pytest.approx(b.smem_wavefronts / (132 * H200.clock_hz) * 132 / 32)
+    assert cost.t_smem == pytest.approx(b.smem_wavefronts / (132 * H200.clock_hz))  # 264 blocks: full fill
     target = {k.name: k for k in dr.fused_backward(layer, "float32", H200, Assumptions(), dr.FUSED_TARGET)}
     tb = target["fused backward B (grad_weight partials)"]
-    assert tb.smem_wavefronts == pytest.approx((macs * 0.25 + samples) / 32) and tb.blocks == 2 * 132
-    # the built forward: 2 wavefronts per warp-wide FMA (a broadcast weight and a sample per FMA)
+    assert tb.smem_wavefronts == pytest.approx((macs * 0.25 + samples) / 32) and tb.blocks == 264
+
+
+def test_fused_forward_micro_gemm_loads_each_sample_once():
+    """fused_forward_kernel as built: per r, a warp loads one sample row (1 wavefront) and, for each
+    of its outputs j, a broadcast weight (1 wavefront). 16 channels: tile_co = 16, 512 outputs = 2 a
+    thread: (8 warps + 16 weight loads) / 16 warp-FMAs = 1.5 wavefronts per warp-wide FMA (2 before).
+    80 channels: tile_co = 64 twice (the second tile runs 48 zero-weight channels): per r and block
+    8 + 64 wavefronts for 64 warp-FMAs."""
+    layer = dr.ISSUE_LAYER
     fwd = dr.fused_forward(layer, "float32", Assumptions())[0]
-    assert fwd.smem_wavefronts == pytest.approx((macs * 2 + samples) / 32) and fwd.blocks == 2 * 2048
+    blocks, rk = 2 * 2048, 16 * 9
+    assert fwd.blocks == blocks
+    gemm, stores = dr.forward_block_wavefronts(32, 16, 16, 9)
+    assert gemm == rk * (8 + 16)
+    assert stores == 16 * 9 + (16 * rk) // 32  # sample rows (9 warp-slots per channel) + the weight tile
+    assert fwd.smem_wavefronts == pytest.approx(blocks * (gemm + stores))
+    macs = 16 * 16 * 9 * 256 * 256 * 2
+    assert fwd.gemm_flops == 2 * macs
+    assert blocks * gemm / (macs / 32) == pytest.approx(1.5)
+    wide = dr.fused_forward(dr.Layer("x", 2, 80, 64), "float32", Assumptions())[0]
+    assert wide.gemm_flops == 2 * 2 * 4096 * 9 * 80 * 128  # executed: 2 tiles x 64 channels
+    g8, _ = dr.forward_block_wavefronts(32, 64, 8, 9)
+    assert g8 == 8 * 9 * (8 + 64)
 
 
 def test_warm_l2_reads_small_layers_from_l2():
