@@ -43,7 +43,7 @@ their sources: ``benchmarks/_roofline.py``). ``--measured`` sets a results file 
   A 2, B 2.2-5.4 (B's gout[co * 32 + pp] is a k-way conflict when a warp spans k output channels, and
   a warp whose r wraps past chunk_b x 9 reads two samples per bank). FMA only, no tensor cores.
   HYBRIDOPS_DCN_ALGO=auto (``auto_algos``, ``predict("auto", ...)``): the fused forward up to 32
-  channels per group, never the fused backward (im2col).
+  channels per group, the fused backward up to 16 (im2col above).
 * ``fused_target`` -- the same passes and bytes with the micro-kernels the issue plans. Beyond the
   built kernels it assumes: register-tiled micro-GEMMs (8x8 outputs a thread from 128-bit
   shared-memory loads, as in a tuned SGEMM: 0.25 wavefront per warp-wide FMA; 0.1 with ldmatrix-fed
@@ -426,7 +426,7 @@ FUSED_WEIGHT_OUTPUTS = 16
 FUSED_ITEM_CHUNKS = 32
 FUSED_TARGET_BLOCKS = 264
 FUSED_AUTO_FORWARD_MAX_CHANNELS = 32
-FUSED_AUTO_BACKWARD_MAX_CHANNELS = 0
+FUSED_AUTO_BACKWARD_MAX_CHANNELS = 16
 WARP = 32
 
 
@@ -471,7 +471,7 @@ def fused_plan(layer: Layer) -> FusedPlan:
 def auto_algos(layer: Layer) -> tuple[str, str]:
     """(forward, backward) algorithm HYBRIDOPS_DCN_ALGO=auto runs on a CUDA device (use_fused): fused
     where the plan covers the layer and it has at most kFusedAutoForwardMaxChannels (32) channels per
-    group, resp. kFusedAutoBackwardMaxChannels (0: never) for the backward; else im2col."""
+    group, resp. kFusedAutoBackwardMaxChannels for the backward; else im2col."""
     try:
         fused_plan(layer)
     except ValueError:
@@ -921,7 +921,7 @@ def measured_table(path: str, payload: dict, gpu: Optional[Gpu], rows: Sequence[
     others = ALGOS[1:]
     lines = [head, f"(profile {gpu.name}; 'predicted ours' is what HYBRIDOPS_DCN_ALGO=auto runs at this commit: "
                    f"the fused forward up to {FUSED_AUTO_FORWARD_MAX_CHANNELS} channels per group, the fused backward "
-                   f"up to {FUSED_AUTO_BACKWARD_MAX_CHANNELS} (never), else im2col; files from before the fused "
+                   f"up to {FUSED_AUTO_BACKWARD_MAX_CHANNELS}, else im2col; files from before the fused "
                    "kernels (4810f9e) measured im2col, files from 4810f9e to 87d0eeb the fused kernels up to 128 "
                    "channels)", "",
              "| case | mode | dtype | ours (ms) | torchvision (ms) | measured speedup | predicted ours (ms) | "

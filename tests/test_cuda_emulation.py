@@ -200,16 +200,22 @@ def _forward_kernels(args, **kw):
     return out, cuda_emulation.kernels()
 
 
-def test_dcn_auto_takes_the_fused_forward_up_to_32_channels_and_the_im2col_backward(monkeypatch):
-    """auto's rule (deform_conv2d_fused_plan.h): fused forward where the model predicts it wins."""
+def test_dcn_auto_rule(monkeypatch):
+    """auto (deform_conv2d_fused_plan.h), where the traffic model predicts the fused kernels win: the
+    forward up to 32 channels per group, the backward up to 16."""
     monkeypatch.delenv("HYBRIDOPS_DCN_ALGO", raising=False)
+
+    def backward_is_fused(args):
+        cuda_emulation.reset_counters()
+        dcn_outputs(args)
+        return any(k.startswith("fused_backward") for k in cuda_emulation.kernels())
+
     small = make_dcn_inputs(n=1, c_in=16, c_out=16, h=6, w=6, dtype=torch.float32)
-    assert _forward_kernels(small)[1] == ["fused_forward_kernel<scalar_t>"]
+    assert _forward_kernels(small)[1] == ["fused_forward_kernel<scalar_t>"] and backward_is_fused(small)
+    middle = make_dcn_inputs(n=1, c_in=32, c_out=8, h=4, w=4, dtype=torch.float32)
+    assert _forward_kernels(middle)[1] == ["fused_forward_kernel<scalar_t>"] and not backward_is_fused(middle)
     wide = make_dcn_inputs(n=1, c_in=40, c_out=8, h=3, w=3, dtype=torch.float32)
-    assert _forward_kernels(wide)[1] == ["im2col_kernel<scalar_t, int32_t>"]
-    cuda_emulation.reset_counters()
-    dcn_outputs(small)
-    assert not any(k.startswith("fused_backward") for k in cuda_emulation.kernels())
+    assert _forward_kernels(wide)[1] == ["im2col_kernel<scalar_t, int32_t>"] and not backward_is_fused(wide)
 
 
 @pytest.mark.parametrize("device", PROFILES)

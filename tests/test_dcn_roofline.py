@@ -148,12 +148,13 @@ def test_fused_plan_mirrors_the_header():
 
 
 def test_auto_rule_forward_and_backward_separately():
-    """use_fused with kFusedAutoForwardMaxChannels = 32 and kFusedAutoBackwardMaxChannels = 0: auto
-    runs the fused forward up to 32 channels per group and never the fused backward."""
+    """use_fused with kFusedAutoForwardMaxChannels = 32 and kFusedAutoBackwardMaxChannels = 16: auto
+    runs the fused forward up to 32 channels per group and the fused backward up to 16."""
     layers = [dr.Layer("x", 2, c, 64) for c in (16, 32, 33, 256)]
-    assert [dr.auto_algos(x) for x in layers] == [("fused", "im2col"), ("fused", "im2col"),
+    assert [dr.auto_algos(x) for x in layers] == [("fused", "fused"), ("fused", "im2col"),
                                                    ("im2col", "im2col"), ("im2col", "im2col")]
-    small, wide = layers[0], layers[2]
+    assert [dr.auto_label(layers[0], m) for m in dr.MODES] == ["fused", "fused", "fused"]
+    small, wide = layers[1], layers[2]
     assert [dr.auto_label(small, m) for m in dr.MODES] == ["fused", "im2col", "fused fwd + im2col bwd"]
     assert [dr.auto_label(wide, m) for m in dr.MODES] == ["im2col", "im2col", "im2col"]
     # predict("auto"): the fused forward's kernels, then the im2col backward's
@@ -238,10 +239,10 @@ def test_measured_gpu_file_is_set_beside_the_prediction(tmp_path):
         assert set(r["predicted"]) == {*dr.ALGOS, "auto"} and all(v > 0 for v in r["predicted"].values())
     table = dr.measured_table("x.json", payload, gpu, rows)
     assert "predicted ours (ms)" in table and "(fused)" in table and "(im2col)" in table
-    assert "(fused fwd + im2col bwd)" in table  # 16 channels, full: auto's two algorithms
+    assert "(fused fwd + im2col bwd)" not in table  # 16 channels: fused both ways; 40 and up: im2col
     # a wide layer's forward and a small layer's backward: im2col; a small layer's forward: fused
     by = {(r["case"].split()[1], r["mode"]): r["auto"] for r in rows}
-    assert by[("16ch@256^2", "forward")] == "fused" and by[("16ch@256^2", "backward")] == "im2col"
+    assert by[("16ch@256^2", "forward")] == "fused" and by[("16ch@256^2", "backward")] == "fused"
     assert by[("40ch@128^2", "forward")] == "im2col"
     path = tmp_path / "h200.json"
     path.write_text(json.dumps(payload))

@@ -24,12 +24,12 @@ constexpr int kFusedPairs = 2;     // (tap, pixel) pairs whose corners a thread 
 constexpr int kFusedOutputs = 8;   // outputs a thread accumulates
 constexpr int64_t kFusedSmemBytes = 48 * 1024;
 // What auto picks, from the traffic model (benchmarks/dcn_roofline.py; no GPU has timed either
-// path yet): the fused forward up to this many input and output channels per group, where its
-// saving of the columns round trip outweighs its FMA micro-GEMM against cuBLAS (HybridNetSeg's
-// 16-channel layer: predicted 1.8x torchvision against im2col's 1.2x on an H200; at 40 and 80
-// channels the GEMM wins). The fused backward is never auto's pick until a GPU has measured it.
+// path yet): the fused kernels up to this many input and output channels per group, where saving
+// the columns round trip outweighs their FMA micro-GEMMs against cuBLAS. HybridNetSeg's 16-channel
+// layer, H200, fp32: forward predicted 2.24x torchvision (im2col 1.24x), backward 3.1x (im2col
+// 2.2x); at 40 and 80 channels the GEMM path wins both directions.
 constexpr int64_t kFusedAutoForwardMaxChannels = 32;
-constexpr int64_t kFusedAutoBackwardMaxChannels = 0;
+constexpr int64_t kFusedAutoBackwardMaxChannels = 16;
 
 struct FusedPlan {
   int tile_p = 0;   // 0: the fused kernel does not cover this shape
