@@ -93,8 +93,7 @@ def test_plan_selections_name_existing_tests(tmp_path):
                               "tests", "-k", k], capture_output=True, text=True, cwd=ROOT, timeout=120)
         collected = [line for line in res.stdout.splitlines() if "::" in line]
         assert res.returncode == 0 and len(collected) >= minimum, (k, res.stdout[-1000:])
-        backends = {re.search(r"\[(cuda|emu-sm61|emu-h100)-", line).group(1) for line in collected if "[" in line
-                    and re.search(r"\[(cuda|emu-sm61|emu-h100)-", line)}
+        backends = set(re.findall(r"\[(cuda|emu-sm61|emu-h100)-", "\n".join(collected)))
         assert backends == ({"cuda"} if plan is gpu else {"emu-sm61", "emu-h100"})
 
 
