@@ -105,8 +105,10 @@ else
   BACKENDS=(cuda)
   TEST_K="cuda and not emu"
 fi
+[[ $DEADLINE =~ ^[0-9]+$ ]] || { echo "gpu_verify: GPU_VERIFY_DEADLINE must be whole seconds, got '$DEADLINE'" >&2; exit 64; }
 TRITON_K="TestKernels"
-# The sanitizer's curated set: small shapes, forward and every gradient; @ is the backend's id.
+# The sanitizer's curated set: small shapes, forward and every gradient; @ is the backend's id
+# (float32: DCN's dtype1, MixConv's dtype0; tests/test_gpu_verify_script.py checks every id exists).
 SAN_DCN=(
   "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-basic-dtype1]"
   "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-groups_and_offset_groups-dtype1]"

@@ -52,8 +52,13 @@ def test_help_documents_usage_phases_budgets_and_files():
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--phases", "build,lint"], ["--phases"]])
 def test_bad_arguments_are_refused(args):
-    res = _run(*args)
+    res = _run(*args, "--plan")
     assert res.returncode == 64 and "gpu_verify:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bad_deadline_is_refused():
+    res = _run("--plan", env={"GPU_VERIFY_DEADLINE": "9m"})
+    assert res.returncode == 64 and "GPU_VERIFY_DEADLINE must be whole seconds, got '9m'" in res.stderr
 
 
 @pytest.mark.parametrize("dry", [False, True], ids=["gpu", "dry-run"])
