@@ -11,16 +11,22 @@ round (``measure_interleaved``), in the three ``MODES`` (``op_step``):
 Each ``Row`` holds ours and one peer (p50 with p20/p80 in ms, peak MiB on CUDA); ``speedup`` is
 peer p50 / ours p50 (> 1 means we are faster), ``summarize`` gives its geomean/min/max per group.
 ``write_json`` writes rows plus device, versions, git sha and date under ``benchmarks/results/``.
+``TimeLimit`` is every benchmark's ``--time-limit``: no new measurement after that many seconds, and
+SIGTERM (``timeout``'s) or Ctrl-C ends the run early; either way the results measured so far are
+written, with a ``time_limit`` record of what was skipped (``benchmarks/gpu_verify.sh`` relies on it).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -58,6 +64,85 @@ class Row:
     def speedup(self) -> Optional[float]:
         """peer p50 / ours p50 (> 1 means ours is faster); None without a peer timing."""
         return None if self.peer is None else self.peer.p50_ms / self.ours.p50_ms
+
+
+class TimeLimit:
+    """A benchmark's time budget (``--time-limit SECONDS``; None: no limit).
+
+    Each measurement asks ``allow()`` before it starts: the first one always runs (a results file
+    is never empty), later ones only while ``seconds`` have not passed since the limit was made; a
+    refused one, and any ``skip(n)`` the benchmark reports for work it leaves out whole (a case whose
+    set-up it does not start), is counted. A measurement that started runs to its end, so a run can
+    overshoot the limit by one measurement. ``guard()`` ends its block quietly on SIGTERM or Ctrl-C
+    instead, keeping what was measured. ``record()`` is the ``time_limit`` entry of the results file:
+    ``{"time_limit_s", "complete", "measured", "skipped", "interrupted"}``."""
+
+    def __init__(self, seconds: Optional[float] = None):
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"time limit must be > 0 seconds, got {seconds}")
+        self.seconds = seconds
+        self.measured = 0
+        self.skipped = 0
+        self.interrupted = False
+        self._start = time.perf_counter()
+
+    @property
+    def expired(self) -> bool:
+        """Whether the next measurement would be refused."""
+        return (self.seconds is not None and self.measured > 0
+                and time.perf_counter() - self._start >= self.seconds)
+
+    def allow(self) -> bool:
+        """True (and counted as measured) if the next measurement may start, else counted as skipped."""
+        if self.expired:
+            self.skip(1)
+            return False
+        self.measured += 1
+        return True
+
+    def skip(self, n: int) -> None:
+        """Counts ``n`` measurements left out; the first skip prints one line saying so."""
+        if self.skipped == 0 and n > 0:
+            print(f"# time limit of {self.seconds} s reached: the remaining measurements are skipped", flush=True)
+        self.skipped += n
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator["TimeLimit"]:
+        """Runs the block with SIGTERM raising KeyboardInterrupt; a KeyboardInterrupt (SIGTERM or
+        Ctrl-C) ends the block, marks the run ``interrupted`` and is not re-raised, so the caller
+        still writes what was measured. The previous SIGTERM handler is restored afterwards."""
+        def on_sigterm(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield self
+        except KeyboardInterrupt as exc:
+            self.interrupted = True
+            print(f"\n# interrupted ({exc or 'Ctrl-C'}): writing what was measured so far", flush=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def record(self) -> dict:
+        return {"time_limit_s": self.seconds, "complete": self.skipped == 0 and not self.interrupted,
+                "measured": self.measured, "skipped": self.skipped, "interrupted": self.interrupted}
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 (seconds), got {text!r}")
+    return value
+
+
+def add_time_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """``--time-limit SECONDS`` (see ``TimeLimit``); ``TimeLimit(args.time_limit)`` reads it."""
+    parser.add_argument("--time-limit", type=_positive_seconds, default=None, metavar="SECONDS",
+                        help="start no new measurement after SECONDS (the first always runs); SIGTERM or Ctrl-C "
+                             "also stops early; the results so far are written, with a time_limit record of what "
+                             "was skipped (default: no limit)")
 
 
 def _sync(device: torch.device) -> None:

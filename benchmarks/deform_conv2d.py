@@ -1,13 +1,15 @@
 """DCNv2 benchmark: hybridops.deform_conv2d against torchvision.ops.deform_conv2d.
 
     python -m benchmarks.deform_conv2d [--device cpu|cuda] [--quick] [--dtypes float32 float16 ...] [--json PATH]
+                                       [--time-limit SECONDS]
 
 Cases: HybridNetSeg's three DCN layers at batch 2 (3x3, stride 1, padding 1, one offset group)
 and a detection-style layer (256ch@64x64, batch 8). Modes (``benchmarks._harness.MODES``):
 forward (no_grad), backward (the gradients of input, offset, weight, bias and mask, with the
 forward run untimed before each call) and full (forward + backward). Both ops get identical inputs
 and are timed interleaved in the same run (``measure_interleaved``); results are appended as JSON
-under benchmarks/results/.
+under benchmarks/results/. ``--time-limit`` stops early and writes what was measured
+(``benchmarks._harness.TimeLimit``).
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import torch
 from torch import Tensor
 
 import hybridops
-from benchmarks._harness import (MODES, Row, Step, measure_interleaved, op_step, print_table, summarize, try_step,
-                                 write_json)
+from benchmarks._harness import (MODES, Row, Step, TimeLimit, add_time_limit_argument, measure_interleaved, op_step,
+                                 print_table, summarize, try_step, write_json)
 
 PEER_NAME = "torchvision.ops.deform_conv2d"
 
@@ -65,15 +67,23 @@ def _peer() -> tuple[Optional[Callable], str]:
     return tv_deform_conv2d, PEER_NAME
 
 
-def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Row]:
-    """One Row per (case, dtype, mode): ours and torchvision measured interleaved."""
+def run(device: torch.device, dtypes: list[torch.dtype], quick: bool, limit: Optional[TimeLimit] = None,
+        rows: Optional[list[Row]] = None) -> list[Row]:
+    """One Row per (case, dtype, mode): ours and torchvision measured interleaved, appended to
+    ``rows`` (returned) as they come; ``limit`` may stop before the end."""
     tv_deform_conv2d, peer_base = _peer()
+    limit = limit or TimeLimit()
     reps = 5 if quick else (10 if device.type == "cpu" else 50)
-    rows = []
+    rows = [] if rows is None else rows
     for name, batch, channels, size in (QUICK_CASES if quick else CASES):
         for dtype in dtypes:
+            if limit.expired:
+                limit.skip(len(MODES))
+                continue
             inputs = make_inputs(batch, channels, size, dtype, device)
             for mode in MODES:
+                if not limit.allow():
+                    continue
                 steps = {"ours": make_step(hybridops.deform_conv2d, inputs, mode)}
                 peer_name = peer_base
                 if tv_deform_conv2d is not None:
@@ -96,15 +106,19 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", nargs="+", default=None, help="default: float32 (CPU); float32 float16 bfloat16 (CUDA)")
     parser.add_argument("--quick", action="store_true", help="small CI-sized cases")
     parser.add_argument("--json", default=None, help="results path (default: benchmarks/results/...)")
+    add_time_limit_argument(parser)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     names = args.dtypes or (["float32"] if device.type == "cpu" else ["float32", "float16", "bfloat16"])
     dtypes = [getattr(torch, n) for n in names]
-    rows = run(device, dtypes, args.quick)
+    limit, rows = TimeLimit(args.time_limit), []
+    with limit.guard():
+        run(device, dtypes, args.quick, limit, rows)
     print()
     print_table(rows)
     summary = summarize(rows, by=("dtype",))
-    path = write_json(rows, device, "deform_conv2d", args.json, extra={"summary": summary})
+    path = write_json(rows, device, "deform_conv2d", args.json,
+                      extra={"summary": summary, "time_limit": limit.record()})
     print(f"\nwrote {path}")
 
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.latency [--device cpu|cuda] [--quick] [--sizes H W [H W ...]]
                                  [--dtypes float32 float16 bfloat16] [--compile] [--no-train]
-                                 [--no-onnx] [--json PATH]
+                                 [--no-onnx] [--json PATH] [--time-limit SECONDS]
 
 Models: HybridNetSeg on hybridops kernels; HybridNetSeg on the peer ops (torchvision's
 deform_conv2d when installed, else hybridops.reference; MixConv as split/conv/cat) with the same
@@ -15,7 +15,8 @@ the other models). Also a training step (forward + loss + backward) at each
 paper's batch size (HybridNetSeg 2 with the mixed loss, U-Net 2 with BCE+Dice, MSFF 4 with the
 size-adaptive CE), and HybridNetSeg exported to ONNX and run in ONNX Runtime on the CPU (when
 onnxruntime is installed). Prints a Table-5-style table naming the device and writes JSON with
-device, versions, git sha and date under benchmarks/results/.
+device, versions, git sha and date under benchmarks/results/. The timings run most wanted first
+(``run``), so ``--time-limit`` (``benchmarks._harness.TimeLimit``) keeps the table's numbers.
 """
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ import datetime as _dt
 import json
 import os
 import tempfile
-from typing import Callable, Optional
+from functools import partial
+from typing import Optional
 
 import torch
 
 import hybridops
 import models
-from benchmarks._harness import RESULTS_DIR, Timing, environment, measure
+from benchmarks._harness import RESULTS_DIR, TimeLimit, Timing, add_time_limit_argument, environment, measure
 from hybridops import losses
 
 PEER_OPS = {"deform_conv": "torchvision", "mixconv": "reference"}
@@ -115,59 +117,92 @@ def _onnx_cpu(model, size, reps) -> Optional[dict]:
                 onnxruntime_threads=torch.get_num_threads())
 
 
+def _error(exc: Exception) -> dict:
+    return dict(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+
+
+def _time_inference(entry: dict, spec: dict, model, size: tuple[int, int], dtype: torch.dtype, mode: str,
+                    device: torch.device, reps: int) -> None:
+    """Appends to ``entry["inference"]`` the latency of ``model`` in ``dtype`` at batch 1, eager or
+    (any other ``mode``) torch.compile'd; an error is reported in the entry, not raised."""
+    m = model.to(dtype=dtype)
+    x = torch.randn(1, spec["in_chans"], *size, device=device, dtype=dtype)
+    try:
+        if mode != "eager":
+            m = torch.compile(m, mode="reduce-overhead" if device.type == "cuda" else None)
+        res = _timing_dict(_inference(m, x, device, reps))
+    except Exception as exc:  # noqa: BLE001 - report, keep benchmarking
+        res = _error(exc)
+    finally:
+        model.float()
+    print(f"{spec['label']:<55} {size} {str(dtype):<15} {mode:<22} "
+          f"{res.get('p50_ms', float('nan')):10.2f} ms {res.get('error', '')}", flush=True)
+    entry["inference"].append(dict(size=list(size), dtype=str(dtype).replace("torch.", ""), mode=mode, **res))
+
+
+def _time_train(entry: dict, spec: dict, model, size: tuple[int, int], dtype: torch.dtype, device: torch.device,
+                reps: int) -> None:
+    """Appends to ``entry["train_step"]`` the time of one training step (an error is reported in the
+    entry, not raised)."""
+    try:
+        res = _timing_dict(_train_step(spec, model, size, device, dtype, reps))
+    except Exception as exc:  # noqa: BLE001
+        res = _error(exc)
+    print(f"{spec['label']:<55} train step b{spec['batch']} {str(dtype):<15} "
+          f"{res.get('p50_ms', float('nan')):10.2f} ms {res.get('error', '')}", flush=True)
+    entry["train_step"].append(dict(size=list(size), batch=spec["batch"], dtype=str(dtype).replace("torch.", ""),
+                                    **res))
+
+
+def _time_onnx(entry: dict, model, size: tuple[int, int], device: torch.device, reps: int) -> None:
+    """``entry["onnxruntime_cpu"]``: ``_onnx_cpu`` (an error is reported in the entry, not raised);
+    ``model`` goes back to ``device`` afterwards."""
+    try:
+        entry["onnxruntime_cpu"] = _onnx_cpu(model, size, reps)
+    except Exception as exc:  # noqa: BLE001
+        entry["onnxruntime_cpu"] = _error(exc)
+    finally:
+        model.to(device)
+
+
 def run(device: torch.device, sizes: list[tuple[int, int]], dtypes: list[torch.dtype], compile_: bool, train: bool,
-        onnx: bool, quick: bool, keys: Optional[list[str]] = None) -> dict:
+        onnx: bool, quick: bool, keys: Optional[list[str]] = None, limit: Optional[TimeLimit] = None,
+        results: Optional[list[dict]] = None) -> dict:
+    """Every model's static columns, then its timings, most wanted first so that a ``limit`` keeps
+    the Table-5 numbers: eager inference (every model in the first dtype before the next dtype),
+    training steps, compiled inference (every dtype for HybridNetSeg on hybridops, the first dtype
+    for the others: each compile costs tens of seconds), ONNX Runtime. The entries go into
+    ``results`` (one dict per model, filled as the timings come) and ``{"models": results}`` is returned."""
+    limit = limit or TimeLimit()
     reps = 3 if quick else (5 if device.type == "cpu" else 50)
-    results = []
+    results = [] if results is None else results
+    built = []
     for spec in model_specs():
         if keys and spec["key"] not in keys:
             continue
         torch.manual_seed(0)
         model = spec["build"]().to(device).eval()
         cx = models.complexity(model, (spec["in_chans"], *sizes[0]))
-        entry = dict(model=spec["key"], label=spec["label"], params_m=cx.params / 1e6,
-                     gmacs=cx.macs_ptflops / 1e9, gmacs_conv_only=cx.macs_conv / 1e9, size_mb=cx.state_dict_mb,
-                     gmacs_at=list(sizes[0]), inference=[], train_step=[])
-        for size in sizes:
-            for dtype in dtypes:
-                m = model.to(dtype=dtype)
-                x = torch.randn(1, spec["in_chans"], *size, device=device, dtype=dtype)
-                variants: list[tuple[str, Callable]] = [("eager", m)]
-                # Compiled variants: every dtype for HybridNetSeg on hybridops, the first dtype for the
-                # others (keeps a GPU run within minutes: each compile costs tens of seconds).
-                if compile_ and (spec["key"] == "hybridnetseg" or dtype == dtypes[0]):
-                    mode = "reduce-overhead" if device.type == "cuda" else None
-                    variants.append(("compile" + ("+cudagraphs" if mode else ""), torch.compile(m, mode=mode)))
-                for name, fn in variants:
-                    try:
-                        t = _inference(fn, x, device, reps)
-                        res = _timing_dict(t)
-                    except Exception as exc:  # noqa: BLE001 - report, keep benchmarking
-                        res = dict(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-                    entry["inference"].append(dict(size=list(size), dtype=str(dtype).replace("torch.", ""), mode=name,
-                                                   **res))
-                    print(f"{spec['label']:<55} {size} {str(dtype):<15} {name:<22} "
-                          f"{res.get('p50_ms', float('nan')):10.2f} ms {res.get('error', '')}", flush=True)
-            model.float()
-        if train:
-            for dtype in dtypes:
-                try:
-                    t = _train_step(spec, model, sizes[0], device, dtype, max(2, reps // 2))
-                    res = _timing_dict(t)
-                except Exception as exc:  # noqa: BLE001
-                    res = dict(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-                entry["train_step"].append(dict(size=list(sizes[0]), batch=spec["batch"],
-                                                dtype=str(dtype).replace("torch.", ""), **res))
-                print(f"{spec['label']:<55} train step b{spec['batch']} {str(dtype):<15} "
-                      f"{res.get('p50_ms', float('nan')):10.2f} ms {res.get('error', '')}", flush=True)
-        if onnx and spec["key"] == "hybridnetseg":
-            try:
-                entry["onnxruntime_cpu"] = _onnx_cpu(model, sizes[0], reps)
-            except Exception as exc:  # noqa: BLE001
-                entry["onnxruntime_cpu"] = dict(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-            model.to(device)
-        results.append(entry)
-        del model
+        results.append(dict(model=spec["key"], label=spec["label"], params_m=cx.params / 1e6,
+                            gmacs=cx.macs_ptflops / 1e9, gmacs_conv_only=cx.macs_conv / 1e9, size_mb=cx.state_dict_mb,
+                            gmacs_at=list(sizes[0]), inference=[], train_step=[]))
+        built.append((spec, model, results[-1]))
+    compiled = "compile" + ("+cudagraphs" if device.type == "cuda" else "")
+    work = [partial(_time_inference, entry, spec, model, size, dtype, "eager", device, reps)
+            for dtype in dtypes for spec, model, entry in built for size in sizes]
+    if train:
+        work += [partial(_time_train, entry, spec, model, sizes[0], dtype, device, max(2, reps // 2))
+                 for dtype in dtypes for spec, model, entry in built]
+    if compile_:
+        work += [partial(_time_inference, entry, spec, model, size, dtype, compiled, device, reps)
+                 for dtype in dtypes for spec, model, entry in built for size in sizes
+                 if spec["key"] == "hybridnetseg" or dtype == dtypes[0]]
+    if onnx:
+        work += [partial(_time_onnx, entry, model, sizes[0], device, reps)
+                 for spec, model, entry in built if spec["key"] == "hybridnetseg"]
+    for item in work:
+        if limit.allow():
+            item()
     return dict(models=results)
 
 
@@ -221,6 +256,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=None,
                         help="subset of: hybridnetseg hybridnetseg_peer unet msffnet (default: all)")
     parser.add_argument("--json", default=None)
+    add_time_limit_argument(parser)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.sizes:
@@ -235,9 +271,12 @@ def main(argv=None) -> None:
     names = args.dtypes or (["float32"] if device.type == "cpu" else ["float32", "float16", "bfloat16"])
     dtypes = [getattr(torch, n) for n in names]
     compile_ = args.compile or device.type == "cuda"
-    payload = run(device, sizes, dtypes, compile_, not args.no_train, not args.no_onnx, args.quick,
-                  args.models)
-    payload = dict(benchmark="latency", environment=environment(device), quick=args.quick, **payload)
+    limit, results = TimeLimit(args.time_limit), []
+    with limit.guard():
+        run(device, sizes, dtypes, compile_, not args.no_train, not args.no_onnx, args.quick, args.models, limit,
+            results)
+    payload = dict(benchmark="latency", environment=environment(device), quick=args.quick, models=results,
+                   time_limit=limit.record())
     print_table(payload)
     path = args.json
     if path is None:

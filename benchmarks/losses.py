@@ -1,6 +1,6 @@
 """Benchmark of the fused losses against eager PyTorch and torch.compile of the same eager code.
 
-    python -m benchmarks.losses [--quick] [--device cpu|cuda] [--json PATH] [--reps N]
+    python -m benchmarks.losses [--quick] [--device cpu|cuda] [--json PATH] [--reps N] [--time-limit SECONDS]
 
 Cases (full size; ``--quick`` divides H and W by 4 and takes fewer repetitions):
   * bce_dice:  2x1x512x512 fp32 logits, float32 labels
@@ -31,7 +31,8 @@ Every run also checks ours and compile against eager (loss and gradients; ``max_
 
 Results are printed and written with ``benchmarks/_harness.py`` (device name, torch version, git
 sha, date) to ``benchmarks/results/losses-<device>-<date>.json`` unless ``--json`` names a file.
-On the CPU ``ours`` is the PyTorch path, so a CPU run only checks the harness.
+On the CPU ``ours`` is the PyTorch path, so a CPU run only checks the harness. ``--time-limit``
+stops early and writes what was measured (``benchmarks._harness.TimeLimit``).
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ from typing import Callable, List, Optional
 import torch
 
 import hybridops.losses as L
-from benchmarks._harness import (MODES, Row, Step, copy_bandwidth, measure_interleaved, op_step, print_table,
-                                 summarize, write_json)
+from benchmarks._harness import (MODES, Row, Step, TimeLimit, add_time_limit_argument, copy_bandwidth,
+                                 measure_interleaved, op_step, print_table, summarize, write_json)
 from hybridops.losses import reference as R
 
 
@@ -94,13 +95,19 @@ def _max_abs_diff(fn: Callable, eager: Callable, xs, g) -> dict:
                 grad=max(float((u - v).abs().max()) for u, v in zip(ga, gb)))
 
 
-def run(device: torch.device, quick: bool, reps: Optional[int]) -> List[Row]:
-    """Per case and mode, ours, eager and torch.compile(eager) measured interleaved: 2 Rows."""
+def run(device: torch.device, quick: bool, reps: Optional[int], limit: Optional[TimeLimit] = None,
+        rows: Optional[List[Row]] = None) -> List[Row]:
+    """Per case and mode, ours, eager and torch.compile(eager) measured interleaved: 2 Rows, appended
+    to ``rows`` (returned) as they come; ``limit`` may stop before the end."""
     warmup = 2 if quick else 10
     reps = reps or (5 if quick else 50)
+    limit = limit or TimeLimit()
     bandwidth = copy_bandwidth(device)
-    rows = []
+    rows = [] if rows is None else rows
     for case in make_cases(device, quick):
+        if limit.expired:  # before the case's torch.compile, which takes seconds
+            limit.skip(len(MODES))
+            continue
         xs, g = case["inputs"], case["target"]
         in_bytes = _nbytes(xs) + _nbytes([g])
         t0 = time.perf_counter()
@@ -110,6 +117,8 @@ def run(device: torch.device, quick: bool, reps: Optional[int]) -> List[Row]:
         compile_s = time.perf_counter() - t0
         impls = {"ours": case["ours"], "eager PyTorch": case["eager"], "torch.compile(eager)": compiled}
         for mode in MODES:
+            if not limit.allow():
+                continue
             steps = {name: make_step(fn, xs, g, mode) for name, fn in impls.items()}
             timings = measure_interleaved(steps, device, warmup=warmup, reps=reps, max_seconds=60, flush_l2=True)
             ours = timings["ours"]
@@ -135,11 +144,14 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="results path (default: benchmarks/results/...)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 50, quick 5)")
+    add_time_limit_argument(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
-    rows = run(device, args.quick, args.reps)
+    limit, rows = TimeLimit(args.time_limit), []
+    with limit.guard():
+        run(device, args.quick, args.reps, limit, rows)
     print()
     print_table(rows)
     for r in rows:
@@ -148,7 +160,8 @@ def main(argv=None) -> None:
                   f"({r.extra['floor_bytes'] / 2 ** 20:.1f} MiB at {r.extra['copy_bandwidth_gbs']:.0f} GB/s); "
                   f"peak {r.ours.peak_mib:.1f} MiB vs eager {r.peer.peak_mib:.1f} MiB")
     summary = summarize(rows)
-    path = write_json(rows, device, "losses" + ("-quick" if args.quick else ""), args.json, extra={"summary": summary})
+    path = write_json(rows, device, "losses" + ("-quick" if args.quick else ""), args.json,
+                      extra={"summary": summary, "time_limit": limit.record()})
     print(f"\nwrote {path}")
 
 

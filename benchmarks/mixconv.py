@@ -1,7 +1,7 @@
 """Benchmark of hybridops.mixed_depthwise_conv2d (MixConv) against its PyTorch alternatives.
 
     python -m benchmarks.mixconv [--quick] [--device cpu|cuda] [--json PATH] [--batches 1 2]
-                                 [--shapes NAME ...] [--budget SECONDS]
+                                 [--shapes NAME ...] [--budget SECONDS] [--time-limit SECONDS]
 
 Compares, at the HybridNetSeg MixConv shapes (DESIGN-kernels.md), batch 1 and 2:
 
@@ -16,7 +16,8 @@ in fp32 (and fp16 on CUDA), NCHW and channels-last (NCHW only with --quick), in 
 forward run untimed before each call) and full (forward + backward). The three implementations are
 timed interleaved, round by round, in one ``measure_interleaved`` call per (shape, batch, dtype,
 layout, mode), so that load from other processes on a shared machine hits them alike; ``--budget``
-is the seconds one such call may take (at least 3 rounds).
+is the seconds one such call may take (at least 3 rounds); ``--time-limit`` the seconds after which
+no new measurement starts (``benchmarks._harness.TimeLimit``: what was measured is written).
 
 Peak extra memory: every implementation also runs once more, untimed, for its peak memory above
 what was allocated before the call (``Timing.peak_mib``; the ``peak MiB`` columns). On CUDA that is
@@ -46,8 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import hybridops
-from benchmarks._harness import (MODES, Row, Step, Timing, device_name, measure_interleaved, op_step, summarize,
-                                 write_json)
+from benchmarks._harness import (MODES, Row, Step, TimeLimit, Timing, add_time_limit_argument, device_name,
+                                 measure_interleaved, op_step, summarize, write_json)
 from hybridops import reference
 from hybridops.nn.mixed_conv import split_channels
 
@@ -195,6 +196,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per measurement (3 implementations interleaved, >= 3 rounds); "
                              "default 0.5 (quick) or 1.0")
+    add_time_limit_argument(parser)
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -212,22 +214,30 @@ def main(argv=None) -> int:
     reps = 50 if args.quick else 200
 
     rows: list[Row] = []
+    limit = TimeLimit(args.time_limit)
     _print_header(device)
-    for shape in shapes:
-        name, channels, size, ks, stride = shape
-        for batch in args.batches:
-            for dtype in dtypes:
-                for layout in layouts:
-                    x, ws, w_pad, fns = make_problem(channels, size, ks, stride, batch, dtype, device,
-                                                     layout == "channels_last")
-                    for mode in MODES:
-                        timings = measure_case(x, ws, w_pad, fns, mode, device, reps, budget)
-                        rows += case_rows(shape, batch, dtype, layout, mode, timings)
-                        _print_line(name, batch, dtype, layout, mode, timings)
+    with limit.guard():
+        for shape in shapes:
+            name, channels, size, ks, stride = shape
+            for batch in args.batches:
+                for dtype in dtypes:
+                    for layout in layouts:
+                        if limit.expired:
+                            limit.skip(len(MODES))
+                            continue
+                        x, ws, w_pad, fns = make_problem(channels, size, ks, stride, batch, dtype, device,
+                                                         layout == "channels_last")
+                        for mode in MODES:
+                            if not limit.allow():
+                                continue
+                            timings = measure_case(x, ws, w_pad, fns, mode, device, reps, budget)
+                            rows += case_rows(shape, batch, dtype, layout, mode, timings)
+                            _print_line(name, batch, dtype, layout, mode, timings)
 
     summary = summarize(rows, by=("layout",))
     extra = {"quick": args.quick, "budget_s": budget, "cpu_isa_cap": os.environ.get("HYBRIDOPS_CPU_ISA", ""),
-             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "summary": summary}
+             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "summary": summary,
+             "time_limit": limit.record()}
     path = write_json(rows, device, "mixconv", args.json, extra=extra)
     print(f"\nwrote {path}")
     return 0

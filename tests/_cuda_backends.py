@@ -3,12 +3,15 @@ emulation (hybridops.cuda_emulation) with each device profile ("emu-sm61", "emu-
 
 A test takes the ``cuda_backend`` fixture (deform_conv2d tests also ``dcn_algo``: both algorithms),
 puts its tensors on ``cuda_backend.device`` and makes the calls meant for the GPU inside
-``with cuda_backend.active():``. Autograd records the emulated
-backward op with the forward, so backward passes need no context.
+``with cuda_backend.active():``. Autograd records the emulated backward op with the forward, so
+backward passes need no context. ``HYBRIDOPS_EMU_ORDER=reverse`` in the environment runs every
+emulated test with threads and blocks in reverse order (the dry run of benchmarks/gpu_verify.sh
+does, as its stand-in for compute-sanitizer's racecheck).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,10 +36,12 @@ class CudaBackend:
     def emulated(self) -> bool:
         return self.emu_device is not None
 
-    def active(self, order: str = "forward"):
-        """The context in which hybridops' ops run on this backend."""
+    def active(self, order: Optional[str] = None):
+        """The context in which hybridops' ops run on this backend; on the emulation in ``order``
+        (default: ``$HYBRIDOPS_EMU_ORDER``, else ``"forward"``)."""
         if not self.emulated:
             return contextlib.nullcontext()
+        order = order or os.environ.get("HYBRIDOPS_EMU_ORDER", "forward")
         return cuda_emulation.emulated_cuda(self.emu_device, order)
 
     def to(self, t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -260,3 +260,92 @@ def test_geomean_stays_within_min_and_max():
     rows = [_row("forward", "nchw", "p", 1.0, x)]
     s = summarize(rows, show=False)["forward | p"]
     assert s["min"] <= s["geomean"] <= s["max"]
+
+
+# ------------------------------------------------------------------------------------- --time-limit
+
+def test_time_limit_runs_the_first_measurement_then_counts_what_it_skips():
+    limit = _harness.TimeLimit(1e-9)
+    assert not limit.expired            # nothing started yet: the first measurement always runs
+    assert limit.allow() and limit.expired
+    assert not limit.allow()
+    limit.skip(3)
+    assert limit.record() == {"time_limit_s": 1e-9, "complete": False, "measured": 1, "skipped": 4,
+                              "interrupted": False}
+    unlimited = _harness.TimeLimit(None)
+    assert all(unlimited.allow() for _ in range(5)) and not unlimited.expired
+    assert unlimited.record()["complete"] is True
+    with pytest.raises(ValueError, match="time limit must be > 0"):
+        _harness.TimeLimit(0)
+
+
+def test_time_limit_guard_ends_the_block_quietly_on_sigterm(capsys):
+    import os
+    import signal
+    import time
+
+    before = signal.getsignal(signal.SIGTERM)
+    limit = _harness.TimeLimit(None)
+    done = []
+    with limit.guard():
+        limit.allow()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        done.append("not reached")
+    assert done == [] and limit.interrupted and limit.record()["complete"] is False
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "interrupted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_time_limit_flag_rejects_bad_values(value, capsys):
+    with pytest.raises(SystemExit):
+        deform_conv2d.main(["--device", "cpu", "--time-limit", value])
+    err = capsys.readouterr().err
+    assert "argument --time-limit: must be a number > 0" in err and repr(value) in err
+
+
+def test_deform_conv2d_time_limit_writes_what_it_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(deform_conv2d, "QUICK_CASES", [("tiny 4ch@16^2 b1", 1, 4, 16), ("tiny 4ch@8^2 b1", 1, 4, 8)])
+    path = tmp_path / "dcn.json"
+    deform_conv2d.main(["--quick", "--device", "cpu", "--time-limit", "1e-9", "--json", str(path)])
+    payload = json.loads(path.read_text())
+    assert [(r["case"], r["mode"]) for r in payload["rows"]] == [("tiny 4ch@16^2 b1", "forward")]
+    assert payload["time_limit"] == {"time_limit_s": 1e-9, "complete": False, "measured": 1, "skipped": 5,
+                                     "interrupted": False}
+
+
+def test_mixconv_time_limit_writes_what_it_measured(tmp_path, monkeypatch):
+    from benchmarks import mixconv
+
+    monkeypatch.setattr(mixconv, "SHAPES", [("tiny 6@12 k3,5 s2", 6, 12, (3, 5), 2)])
+    path = tmp_path / "mixconv.json"
+    assert mixconv.main(["--device", "cpu", "--batches", "1", "2", "--budget", "0", "--time-limit", "1e-9",
+                         "--json", str(path)]) == 0
+    payload = json.loads(path.read_text())
+    assert {(r["case"], r["mode"]) for r in payload["rows"]} == {("tiny 6@12 k3,5 s2 b1 nchw", "forward")}
+    assert payload["time_limit"]["measured"] == 1 and payload["time_limit"]["skipped"] == 2 * 2 * 3 - 1
+
+
+def test_losses_time_limit_writes_what_it_measured(tmp_path, monkeypatch):
+    from benchmarks import losses
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # the limit is under test, not inductor
+    path = tmp_path / "losses.json"
+    losses.main(["--quick", "--device", "cpu", "--reps", "2", "--time-limit", "1e-9", "--json", str(path)])
+    payload = json.loads(path.read_text())
+    assert {(r["op"], r["mode"]) for r in payload["rows"]} == {("bce_dice", "forward")}
+    assert payload["time_limit"]["measured"] == 1 and payload["time_limit"]["skipped"] == 3 * 3 - 1
+
+
+def test_latency_time_limit_keeps_eager_float32_first(tmp_path):
+    path = tmp_path / "latency.json"
+    latency.main(["--quick", "--no-onnx", "--models", "hybridnetseg", "unet", "--time-limit", "1e-9",
+                  "--json", str(path)])
+    payload = json.loads(path.read_text())
+    by_key = {m["model"]: m for m in payload["models"]}
+    assert [(r["dtype"], r["mode"]) for r in by_key["hybridnetseg"]["inference"]] == [("float32", "eager")]
+    assert by_key["unet"]["inference"] == [] and by_key["unet"]["train_step"] == []
+    assert by_key["unet"]["params_m"] > 30  # the table's static columns are always there
+    assert payload["time_limit"] == {"time_limit_s": 1e-9, "complete": False, "measured": 1, "skipped": 3,
+                                     "interrupted": False}

@@ -30,6 +30,17 @@ def _as_int(value: object) -> int:
     return operator.index(value)
 
 
+def _pair_items(value: object, wrong_type: TypeError, name: str, op: str) -> list[int]:
+    """The two ints of an iterable ``value``; ``wrong_type`` if it is not one of ints."""
+    try:
+        out = [_as_int(v) for v in list(value)]  # type: ignore[call-overload]
+    except TypeError:
+        raise wrong_type from None
+    if len(out) != 2:
+        raise InvalidArgumentError(f"{op}: {name} must have 2 values, got {len(out)}: {value!r}")
+    return out
+
+
 def pair(value: IntPair, name: str, op: str, minimum: int, maximum: int = MAX_INT_ARG) -> list[int]:
     """``value`` as two ints (an int is used for both), each in ``[minimum, maximum]``.
 
@@ -38,16 +49,15 @@ def pair(value: IntPair, name: str, op: str, minimum: int, maximum: int = MAX_IN
     wrong_type = TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, (str, bytes)):
         raise wrong_type
-    try:
-        out = [_as_int(value)] * 2
-    except TypeError:
+    if isinstance(value, (list, tuple)):
+        # Lists and tuples never go through operator.index first: torch 2.11's dynamo cannot trace
+        # that builtin raising inside try/except (torch.compile(fullgraph=True) failed there).
+        out = _pair_items(value, wrong_type, name, op)
+    else:
         try:
-            items = list(value)  # type: ignore[arg-type]
-            out = [_as_int(v) for v in items]
+            out = [_as_int(value)] * 2
         except TypeError:
-            raise wrong_type from None
-        if len(out) != 2:
-            raise InvalidArgumentError(f"{op}: {name} must have 2 values, got {len(out)}: {value!r}") from None
+            out = _pair_items(value, wrong_type, name, op)
     if min(out) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise InvalidArgumentError(f"{op}: {name} must be {kind}, got {tuple(out)}")
