@@ -29,7 +29,7 @@
 #             ones), then the Triton selection (skipped on the CPU: it proves the selection collects).
 #   sanitize  compute-sanitizer memcheck (PYTORCH_NO_CUDA_MEMORY_CACHING=1, so every tensor is its own
 #             allocation) on a curated set of DCN and MixConv tests (small shapes, forward and every
-#             gradient), then racecheck on its MixConv tests (the kernels with shared memory, barriers
+#             gradient), then racecheck on its MixConv and fused-DCN tests (the kernels with shared memory, barriers
 #             and warp shuffles). Dry run: STAND-IN, no compute-sanitizer: the same set on the
 #             emulation (both profiles) with HYBRIDOPS_EMU_ORDER=reverse (threads and blocks in
 #             reverse order, which a missing barrier or a race between blocks turns into wrong values).
@@ -110,10 +110,16 @@ TRITON_K="TestKernels"
 # The sanitizer's curated set: small shapes, forward and every gradient; @ is the backend's id
 # (float32: DCN's dtype1, MixConv's dtype0; tests/test_gpu_verify_script.py checks every id exists).
 SAN_DCN=(
-  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-basic-dtype1]"
-  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-groups_and_offset_groups-dtype1]"
-  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-tiny_input_large_offsets-dtype1]"
-  "tests/test_deform_conv2d.py::test_cuda_low_precision[@-dtype0-0.01]"
+  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-im2col-basic-dtype1]"
+  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-im2col-groups_and_offset_groups-dtype1]"
+  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-im2col-tiny_input_large_offsets-dtype1]"
+  "tests/test_deform_conv2d.py::test_cuda_low_precision[@-im2col-dtype0-0.01]"
+)
+# The fused DCN kernels use shared memory and barriers too: memcheck and racecheck.
+SAN_DCN_FUSED=(
+  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-fused-basic-dtype1]"
+  "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-fused-groups_and_offset_groups-dtype1]"
+  "tests/test_deform_conv2d.py::test_cuda_low_precision[@-fused-dtype0-0.01]"
 )
 SAN_MDC=(
   "tests/test_mixed_depthwise_conv2d.py::test_cuda_matches_cpu[@-dtype0-unequal-split]"
@@ -128,8 +134,8 @@ ids() {  # ids BACKEND... -- IDS...: every id with @ replaced by each backend
   while [ "$1" != -- ]; do b+=("$1"); shift; done; shift
   for i in "$@"; do for x in "${b[@]}"; do echo "${i/@/$x}"; done; done
 }
-mapfile -t SAN_ALL < <(ids "${BACKENDS[@]}" -- "${SAN_DCN[@]}" "${SAN_MDC[@]}")
-mapfile -t SAN_RACE < <(ids "${BACKENDS[@]}" -- "${SAN_MDC[@]}")
+mapfile -t SAN_ALL < <(ids "${BACKENDS[@]}" -- "${SAN_DCN[@]}" "${SAN_DCN_FUSED[@]}" "${SAN_MDC[@]}")
+mapfile -t SAN_RACE < <(ids "${BACKENDS[@]}" -- "${SAN_DCN_FUSED[@]}" "${SAN_MDC[@]}")
 PYTEST=("$PY" -m pytest -p no:cacheprovider -rfEs)
 BUILD_CMD=("$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e .)
 
@@ -168,7 +174,7 @@ print_plan() {
   if [ $DRY = 1 ]; then
     echo "  sanitize (STAND-IN: HYBRIDOPS_EMU_ORDER=reverse on the emulation, no compute-sanitizer): ${#SAN_ALL[@]} tests"
   else
-    echo "  sanitize: compute-sanitizer --tool memcheck on ${#SAN_ALL[@]} tests, --tool racecheck on ${#SAN_RACE[@]} (MixConv)"
+    echo "  sanitize: compute-sanitizer --tool memcheck on ${#SAN_ALL[@]} tests, --tool racecheck on ${#SAN_RACE[@]} (MixConv, fused DCN)"
   fi
   printf '            %s\n' "${SAN_ALL[@]}"
   for i in "${!BENCHES[@]}"; do
