@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "deform_conv2d/deform_conv2d_algo.h"
+#include "deform_conv2d/deform_conv2d_cpu_fused.h"
 #include "deform_conv2d/deform_conv2d_driver.h"
 
 namespace hybridops {
@@ -112,10 +114,27 @@ struct CpuBackend {
   }
 };
 
+// Which CPU forward runs (HYBRIDOPS_DCN_ALGO, deform_conv2d_algo.h). "auto" takes the fused forward
+// (deform_conv2d_cpu_fused.h) for every shape and dtype: measured against the im2col path it is
+// faster at every benchmarked shape (benchmarks/deform_conv2d.py --algo), and it covers all of
+// them (groups, offset groups, stride, dilation, any kernel size, no mask, batch 0).
+// The backward always runs the im2col algorithm.
+bool use_fused_forward(const ForwardArgs& /*args*/) {
+  switch (requested_algo()) {
+    case Algo::kIm2col:
+      return false;
+    case Algo::kFused:
+    case Algo::kAuto:
+      return true;
+  }
+  return true;
+}
+
 at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  return forward<CpuBackend>(input, offset, weight, mask, bias, stride, padding, dilation);
+  const ForwardArgs args = forward_args(input, offset, weight, mask, bias, stride, padding, dilation);
+  return use_fused_forward(args) ? forward_fused_cpu(args) : forward<CpuBackend>(args);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cpu(
