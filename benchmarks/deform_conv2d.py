@@ -1,6 +1,7 @@
 """DCNv2 benchmark: hybridops.deform_conv2d against torchvision.ops.deform_conv2d.
 
-    python -m benchmarks.deform_conv2d [--device cpu|cuda] [--quick] [--dtypes float32 float16 ...] [--json PATH]
+    python -m benchmarks.deform_conv2d [--device cpu|cuda] [--quick] [--dtypes float32 float16 ...]
+                                       [--algo fused im2col] [--json PATH]
 
 Cases: HybridNetSeg's three DCN layers at batch 2 (3x3, stride 1, padding 1, one offset group)
 and a detection-style layer (256ch@64x64, batch 8). Modes (``benchmarks._harness.MODES``):
@@ -8,10 +9,14 @@ forward (no_grad), backward (the gradients of input, offset, weight, bias and ma
 forward run untimed before each call) and full (forward + backward). Both ops get identical inputs
 and are timed interleaved in the same run (``measure_interleaved``); results are appended as JSON
 under benchmarks/results/.
+``--algo`` times ours once per HYBRIDOPS_DCN_ALGO value (fused, im2col, auto), all in the same
+interleaved run as the peer; each row then carries ``extra["algo"]`` and its case name ends in
+``[algo]``. Without it ours runs with the environment as it is (the ``auto`` heuristic by default).
 """
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -22,6 +27,8 @@ from benchmarks._harness import (MODES, Row, Step, measure_interleaved, op_step,
                                  write_json)
 
 PEER_NAME = "torchvision.ops.deform_conv2d"
+ALGO_ENV = "HYBRIDOPS_DCN_ALGO"
+ALGOS = ("fused", "im2col", "auto")
 
 # (case name, batch, channels, height/width)
 CASES = [
@@ -56,6 +63,28 @@ def make_step(op: Callable, inputs: Sequence[Tensor], mode: str) -> Step:
     return op_step(lambda: op(x, offset, weight, bias, 1, 1, 1, mask), leaves, mode)
 
 
+def with_algo(step: Step, algo: Optional[str]) -> Step:
+    """``step`` with HYBRIDOPS_DCN_ALGO set to ``algo`` around each of its calls (its previous value
+    restored after); ``algo=None`` returns ``step`` unchanged."""
+    if algo is None:
+        return step
+
+    def scoped(fn: Callable) -> Callable:
+        def call(*args):
+            previous = os.environ.get(ALGO_ENV)
+            os.environ[ALGO_ENV] = algo
+            try:
+                return fn(*args)
+            finally:
+                if previous is None:
+                    del os.environ[ALGO_ENV]
+                else:
+                    os.environ[ALGO_ENV] = previous
+        return call
+
+    return Step(run=scoped(step.run), prepare=scoped(step.prepare) if step.prepare is not None else None)
+
+
 def _peer() -> tuple[Optional[Callable], str]:
     """torchvision's deform_conv2d and the peer name (which says when it is not installed)."""
     try:
@@ -65,8 +94,11 @@ def _peer() -> tuple[Optional[Callable], str]:
     return tv_deform_conv2d, PEER_NAME
 
 
-def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Row]:
-    """One Row per (case, dtype, mode): ours and torchvision measured interleaved."""
+def run(device: torch.device, dtypes: list[torch.dtype], quick: bool,
+        algos: Optional[Sequence[str]] = None) -> list[Row]:
+    """One Row per (case, dtype, mode, algo): ours (under each of ``algos``, see ``with_algo``; None:
+    once, as the environment says) and torchvision measured interleaved."""
+    variants = list(algos) if algos else [None]
     tv_deform_conv2d, peer_base = _peer()
     reps = 5 if quick else (10 if device.type == "cpu" else 50)
     rows = []
@@ -74,7 +106,8 @@ def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Ro
         for dtype in dtypes:
             inputs = make_inputs(batch, channels, size, dtype, device)
             for mode in MODES:
-                steps = {"ours": make_step(hybridops.deform_conv2d, inputs, mode)}
+                steps = {f"ours[{a}]": with_algo(make_step(hybridops.deform_conv2d, inputs, mode), a)
+                         for a in variants}
                 peer_name = peer_base
                 if tv_deform_conv2d is not None:
                     peer_step = make_step(tv_deform_conv2d, inputs, mode)
@@ -84,9 +117,11 @@ def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Ro
                     else:
                         peer_name += f" (failed: {error[:60]})"
                 timings = measure_interleaved(steps, device, warmup=2, reps=reps)
-                rows.append(Row("deform_conv2d", name, mode, str(dtype).replace("torch.", ""), timings["ours"],
-                                peer_name, timings.get("peer")))
-                print_table(rows[-1:], header=len(rows) == 1)
+                for a in variants:
+                    rows.append(Row("deform_conv2d", name if a is None else f"{name} [{a}]", mode,
+                                    str(dtype).replace("torch.", ""), timings[f"ours[{a}]"], peer_name,
+                                    timings.get("peer"), extra={} if a is None else {"algo": a}))
+                    print_table(rows[-1:], header=len(rows) == 1)
     return rows
 
 
@@ -95,15 +130,17 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", nargs="+", default=None, help="default: float32 (CPU); float32 float16 bfloat16 (CUDA)")
     parser.add_argument("--quick", action="store_true", help="small CI-sized cases")
+    parser.add_argument("--algo", nargs="+", choices=ALGOS, default=None,
+                        help="time ours under each HYBRIDOPS_DCN_ALGO value in the same run (default: as set)")
     parser.add_argument("--json", default=None, help="results path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     names = args.dtypes or (["float32"] if device.type == "cpu" else ["float32", "float16", "bfloat16"])
     dtypes = [getattr(torch, n) for n in names]
-    rows = run(device, dtypes, args.quick)
+    rows = run(device, dtypes, args.quick, args.algo)
     print()
     print_table(rows)
-    summary = summarize(rows, by=("dtype",))
+    summary = summarize(rows, by=("dtype", "algo") if args.algo else ("dtype",))
     path = write_json(rows, device, "deform_conv2d", args.json, extra={"summary": summary})
     print(f"\nwrote {path}")
 
