@@ -102,6 +102,24 @@ def test_fused_matches_im2col(name, cfg, dtype, tol, monkeypatch):
     torch.testing.assert_close(fused, im2col, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("name,cfg", ALL_CONFIGS, ids=[c[0] for c in ALL_CONFIGS])
+def test_fused_samples_bit_identical_to_im2col(name, cfg, dtype, monkeypatch):
+    """With one-hot weights (output channel o of a group reads exactly column o of the group's
+    columns) the GEMM is exact, so the output is the sampled columns themselves: both algorithms
+    sample bit-identical values, in every dtype."""
+    x, offset, weight, _, mask = make_dcn_inputs(**cfg, dtype=dtype)
+    groups = cfg.get("groups", 1)
+    cin_g, kh, kw = weight.shape[1:]
+    rows_g = cin_g * kh * kw
+    one_hot = torch.eye(rows_g, dtype=dtype).view(rows_g, cin_g, kh, kw).repeat(groups, 1, 1, 1)
+    args = (x, offset, one_hot, None, mask)
+    fused = _forward(monkeypatch, "fused", args, cfg)
+    im2col = _forward(monkeypatch, "im2col", args, cfg)
+    assert torch.equal(fused, im2col)
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_fused_independent_of_thread_count(threads, monkeypatch):
     """The fused forward gives the same bits whatever the number of threads (tiles change, the

@@ -103,19 +103,6 @@ HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> tap_corners(const Geometry& g
                                                   it.k % kernel_w, m);
 }
 
-// col[c * col_step] = mask * bilinear(plane + c * plane_step) for c in [0, n): one sampling point
-// read from n channels with its neighbours and weights computed once (im2col and the CPU's fused
-// forward write their columns with it, so both paths sample bit-identical values).
-template <typename scalar_t, typename acc_t, typename index_t>
-HOST_DEVICE_INLINE void sample_channels(const BilinearCorners<acc_t, index_t>& c4, acc_t m, const scalar_t* plane,
-                                        index_t plane_step, scalar_t* col, index_t col_step, index_t n) {
-  for (index_t c = 0; c < n; ++c) {
-    *col = static_cast<scalar_t>(m * c4.sample(plane));
-    plane += plane_step;
-    col += col_step;
-  }
-}
-
 // columns[c * K + k, b * P + p] = mask * bilinear(input[b, c], point) for every channel c of the
 // item's offset group: the four neighbours and weights are computed once and reused per channel.
 template <typename scalar_t, typename acc_t, typename index_t>
@@ -125,7 +112,36 @@ HOST_DEVICE_INLINE void im2col_item(const Geometry& g, const scalar_t* input, co
   acc_t m;
   const BilinearCorners<acc_t, index_t> c4 = tap_corners<scalar_t, acc_t, index_t>(g, offset, mask, it, m);
   const ChannelWalk<index_t> w = channel_walk(g, it);
-  sample_channels<scalar_t, acc_t, index_t>(c4, m, input + w.plane, w.plane_step, columns + w.col, w.col_step, w.cpg);
+  const scalar_t* plane = input + w.plane;
+  scalar_t* col = columns + w.col;
+  for (index_t c = 0; c < w.cpg; ++c) {
+    *col = static_cast<scalar_t>(m * c4.sample(plane));
+    plane += w.plane_step;
+    col += w.col_step;
+  }
+}
+
+// The same values for channels stored contiguously (an NHWC image, `pixels` = its [H * W, stride]
+// rows offset to the first channel): v[c] = mask * bilinear(channel c, point) for c in [0, n),
+// with BilinearCorners::sample's arithmetic in its order (so bit-identical to im2col_item), the
+// corner loop outside the channel loop so the channel loop is a contiguous vector loop.
+template <typename scalar_t, typename acc_t, typename index_t>
+HOST_DEVICE_INLINE void sample_point_contiguous(const BilinearCorners<acc_t, index_t>& c4, acc_t m,
+                                                const scalar_t* pixels, index_t stride, index_t n, acc_t* v) {
+  if (!c4.inside) {
+    const acc_t value = m * c4.outside;
+    for (index_t c = 0; c < n; ++c) v[c] = value;
+    return;
+  }
+  for (index_t c = 0; c < n; ++c) v[c] = acc_t(0);
+HYBRIDOPS_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    if (c4.idx[i] < 0) continue;
+    const scalar_t* p = pixels + c4.idx[i] * stride;
+    const acc_t w = c4.w[i];
+    for (index_t c = 0; c < n; ++c) v[c] += w * static_cast<acc_t>(p[c]);
+  }
+  for (index_t c = 0; c < n; ++c) v[c] = m * v[c];
 }
 
 // Gradients of the sampling point (offset) and of the modulation (mask) for one (b, og, k, p):
