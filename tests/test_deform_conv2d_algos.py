@@ -135,17 +135,27 @@ def test_fused_independent_of_thread_count(threads, monkeypatch):
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("algo_name,gemm_op", [("fused", "aten::addmm_"), ("im2col", "aten::baddbmm")])
-def test_env_var_selects_the_algorithm(algo_name, gemm_op, monkeypatch):
-    """HYBRIDOPS_DCN_ALGO really switches the path: the fused forward multiplies per tile
-    (addmm_), the im2col forward once per block of images (baddbmm)."""
-    args = make_dcn_inputs(n=2, c_in=4, c_out=3, h=8, w=10, dtype=torch.float32)
+def _gemm_ops(monkeypatch, algo_name, args):
+    """The GEMM ops one forward under HYBRIDOPS_DCN_ALGO=algo_name calls: addmm_ per pixel tile
+    (fused, with bias) or baddbmm per block of images (im2col)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         _forward(monkeypatch, algo_name, args, {})
-    names = {e.key for e in prof.key_averages()}
-    assert gemm_op in names
-    other = "aten::baddbmm" if algo_name == "fused" else "aten::addmm_"
-    assert other not in names
+    return {e.key for e in prof.key_averages()} & {"aten::addmm_", "aten::baddbmm"}
+
+
+@pytest.mark.parametrize("algo_name,gemm_op", [("fused", "aten::addmm_"), ("im2col", "aten::baddbmm"),
+                                               ("auto", "aten::addmm_")])
+def test_env_var_selects_the_algorithm(algo_name, gemm_op, monkeypatch):
+    """HYBRIDOPS_DCN_ALGO really switches the path (auto: fused at a HybridNetSeg-like shape)."""
+    args = make_dcn_inputs(n=2, c_in=16, c_out=16, h=8, w=10, dtype=torch.float32)
+    assert _gemm_ops(monkeypatch, algo_name, args) == {gemm_op}
+
+
+def test_auto_takes_im2col_for_a_weight_too_large_for_the_cache(monkeypatch):
+    """auto: a 1024x1024x3x3 fp32 weight (38 MB > 16 MB) would be re-read once per pixel tile."""
+    args = make_dcn_inputs(n=1, c_in=1024, c_out=1024, h=3, w=3, dtype=torch.float32)
+    assert _gemm_ops(monkeypatch, "auto", args) == {"aten::baddbmm"}
+    assert _gemm_ops(monkeypatch, "fused", args) == {"aten::addmm_"}
 
 
 @pytest.mark.parametrize("value", ["bogus", "FUSED", "im2col "])

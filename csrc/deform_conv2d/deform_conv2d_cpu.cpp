@@ -114,20 +114,21 @@ struct CpuBackend {
   }
 };
 
-// Which CPU forward runs (HYBRIDOPS_DCN_ALGO, deform_conv2d_algo.h). "auto" takes the fused forward
-// (deform_conv2d_cpu_fused.h) for every shape and dtype: measured against the im2col path it is
-// faster at every benchmarked shape (benchmarks/deform_conv2d.py --algo), and it covers all of
-// them (groups, offset groups, stride, dilation, any kernel size, no mask, batch 0).
-// The backward always runs the im2col algorithm.
-bool use_fused_forward(const ForwardArgs& /*args*/) {
+// Which CPU forward runs: HYBRIDOPS_DCN_ALGO=fused|im2col forces one (deform_conv2d_algo.h); unset
+// or "auto" takes the fused forward (deform_conv2d_cpu_fused.h, which covers every shape, dtype,
+// groups, offset groups and mask setting) unless its weight is too large to stay in cache
+// (fused_forward_preferred: over kFusedMaxWeightBytes = 16 MB, e.g. 1024 channels with a 3x3
+// kernel in fp32). The backward always runs the im2col algorithm.
+bool use_fused_forward(const ForwardArgs& args) {
   switch (requested_algo()) {
     case Algo::kIm2col:
       return false;
     case Algo::kFused:
-    case Algo::kAuto:
       return true;
+    case Algo::kAuto:
+      break;
   }
-  return true;
+  return fused_forward_preferred(args);
 }
 
 at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,

@@ -41,6 +41,19 @@ constexpr int64_t kFusedTileBytes = int64_t(256) << 10;
 // Fewest pixels per tile, so the GEMM keeps a useful width even when C * K is large.
 constexpr int64_t kFusedMinTilePixels = 32;
 
+// HYBRIDOPS_DCN_ALGO=auto on the CPU takes the fused forward for every dtype and shape except when
+// the weight (Cout x C/G x kH x kW, in the input's dtype) is larger than this: every pixel tile
+// multiplies by the whole weight, so a weight that cannot stay in the last-level cache is re-read
+// from memory once per tile. Measured side by side (2 threads, benchmarks/deform_conv2d.py and
+// 1-2 image probes): fused vs im2col forward 2.6-4x faster at HybridNetSeg's fp32 shapes (weights
+// up to 0.23 MB), 6-19x in fp16/bf16, 2.2x at 256ch@64^2 b8 (2.4 MB), 1.5x at 512ch@32^2 b2
+// (9.4 MB), but 0.63x at 1024ch@16^2 b1 (38 MB).
+constexpr int64_t kFusedMaxWeightBytes = int64_t(16) << 20;
+
+inline bool fused_forward_preferred(const ForwardArgs& a) {
+  return a.weight.numel() * a.weight.element_size() <= kFusedMaxWeightBytes;
+}
+
 // Pixels per tile: as many as the tile budget holds (a multiple of 16), at most one image, and
 // small enough that there are at least four tasks per thread (for the dynamic balance).
 inline int64_t fused_tile_pixels(const Geometry& g, int64_t element_size, int64_t threads) {
