@@ -1,7 +1,7 @@
 """DCNv2 benchmark: hybridops.deform_conv2d against torchvision.ops.deform_conv2d.
 
-    python -m benchmarks.deform_conv2d [--device cpu|cuda] [--quick] [--dtypes float32 float16 ...] [--json PATH]
-                                       [--time-limit SECONDS]
+    python -m benchmarks.deform_conv2d [--device cpu|cuda] [--quick] [--dtypes float32 float16 ...]
+                                       [--algo fused im2col] [--json PATH] [--time-limit SECONDS]
 
 Cases: HybridNetSeg's three DCN layers at batch 2 (3x3, stride 1, padding 1, one offset group)
 and a detection-style layer (256ch@64x64, batch 8). Modes (``benchmarks._harness.MODES``):
@@ -10,10 +10,14 @@ forward run untimed before each call) and full (forward + backward). Both ops ge
 and are timed interleaved in the same run (``measure_interleaved``); results are appended as JSON
 under benchmarks/results/. ``--time-limit`` stops early and writes what was measured
 (``benchmarks._harness.TimeLimit``).
+``--algo`` times ours once per HYBRIDOPS_DCN_ALGO value (fused, im2col, auto), all in the same
+interleaved run as the peer; each row then carries ``extra["algo"]`` and its case name ends in
+``[algo]``. Without it ours runs with the environment as it is (the ``auto`` heuristic by default).
 """
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -24,6 +28,8 @@ from benchmarks._harness import (MODES, Row, Step, TimeLimit, add_time_limit_arg
                                  print_table, summarize, try_step, write_json)
 
 PEER_NAME = "torchvision.ops.deform_conv2d"
+ALGO_ENV = "HYBRIDOPS_DCN_ALGO"
+ALGOS = ("fused", "im2col", "auto")
 
 # (case name, batch, channels, height/width)
 CASES = [
@@ -58,6 +64,28 @@ def make_step(op: Callable, inputs: Sequence[Tensor], mode: str) -> Step:
     return op_step(lambda: op(x, offset, weight, bias, 1, 1, 1, mask), leaves, mode)
 
 
+def with_algo(step: Step, algo: Optional[str]) -> Step:
+    """``step`` with HYBRIDOPS_DCN_ALGO set to ``algo`` around each of its calls (its previous value
+    restored after); ``algo=None`` returns ``step`` unchanged."""
+    if algo is None:
+        return step
+
+    def scoped(fn: Callable) -> Callable:
+        def call(*args):
+            previous = os.environ.get(ALGO_ENV)
+            os.environ[ALGO_ENV] = algo
+            try:
+                return fn(*args)
+            finally:
+                if previous is None:
+                    del os.environ[ALGO_ENV]
+                else:
+                    os.environ[ALGO_ENV] = previous
+        return call
+
+    return Step(run=scoped(step.run), prepare=scoped(step.prepare) if step.prepare is not None else None)
+
+
 def _peer() -> tuple[Optional[Callable], str]:
     """torchvision's deform_conv2d and the peer name (which says when it is not installed)."""
     try:
@@ -68,9 +96,11 @@ def _peer() -> tuple[Optional[Callable], str]:
 
 
 def run(device: torch.device, dtypes: list[torch.dtype], quick: bool, limit: Optional[TimeLimit] = None,
-        rows: Optional[list[Row]] = None) -> list[Row]:
-    """One Row per (case, dtype, mode): ours and torchvision measured interleaved, appended to
-    ``rows`` (returned) as they come; ``limit`` may stop before the end."""
+        rows: Optional[list[Row]] = None, algos: Optional[Sequence[str]] = None) -> list[Row]:
+    """One Row per (case, dtype, mode, algo): ours (under each of ``algos``, see ``with_algo``; None:
+    once, as the environment says) and torchvision measured interleaved, appended to ``rows``
+    (returned) as they come; ``limit`` may stop before the end."""
+    variants = list(algos) if algos else [None]
     tv_deform_conv2d, peer_base = _peer()
     limit = limit or TimeLimit()
     reps = 5 if quick else (10 if device.type == "cpu" else 50)
@@ -84,7 +114,8 @@ def run(device: torch.device, dtypes: list[torch.dtype], quick: bool, limit: Opt
             for mode in MODES:
                 if not limit.allow():
                     continue
-                steps = {"ours": make_step(hybridops.deform_conv2d, inputs, mode)}
+                steps = {f"ours[{a}]": with_algo(make_step(hybridops.deform_conv2d, inputs, mode), a)
+                         for a in variants}
                 peer_name = peer_base
                 if tv_deform_conv2d is not None:
                     peer_step = make_step(tv_deform_conv2d, inputs, mode)
@@ -94,9 +125,11 @@ def run(device: torch.device, dtypes: list[torch.dtype], quick: bool, limit: Opt
                     else:
                         peer_name += f" (failed: {error[:60]})"
                 timings = measure_interleaved(steps, device, warmup=2, reps=reps)
-                rows.append(Row("deform_conv2d", name, mode, str(dtype).replace("torch.", ""), timings["ours"],
-                                peer_name, timings.get("peer")))
-                print_table(rows[-1:], header=len(rows) == 1)
+                for a in variants:
+                    rows.append(Row("deform_conv2d", name if a is None else f"{name} [{a}]", mode,
+                                    str(dtype).replace("torch.", ""), timings[f"ours[{a}]"], peer_name,
+                                    timings.get("peer"), extra={} if a is None else {"algo": a}))
+                    print_table(rows[-1:], header=len(rows) == 1)
     return rows
 
 
@@ -105,6 +138,8 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", nargs="+", default=None, help="default: float32 (CPU); float32 float16 bfloat16 (CUDA)")
     parser.add_argument("--quick", action="store_true", help="small CI-sized cases")
+    parser.add_argument("--algo", nargs="+", choices=ALGOS, default=None,
+                        help="time ours under each HYBRIDOPS_DCN_ALGO value in the same run (default: as set)")
     parser.add_argument("--json", default=None, help="results path (default: benchmarks/results/...)")
     add_time_limit_argument(parser)
     args = parser.parse_args(argv)
@@ -113,10 +148,10 @@ def main(argv=None) -> None:
     dtypes = [getattr(torch, n) for n in names]
     limit, rows = TimeLimit(args.time_limit), []
     with limit.guard():
-        run(device, dtypes, args.quick, limit, rows)
+        run(device, dtypes, args.quick, limit, rows, args.algo)
     print()
     print_table(rows)
-    summary = summarize(rows, by=("dtype",))
+    summary = summarize(rows, by=("dtype", "algo") if args.algo else ("dtype",))
     path = write_json(rows, device, "deform_conv2d", args.json,
                       extra={"summary": summary, "time_limit": limit.record()})
     print(f"\nwrote {path}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -32,6 +33,35 @@ def test_deform_conv2d_benchmark_harness(tmp_path, monkeypatch):
     assert [r["mode"] for r in rows] == list(MODES)
     assert all(r["ours"]["p50_ms"] > 0 for r in rows)
     assert {v["mode"] for v in payload["summary"].values()} <= set(MODES)
+
+
+def test_deform_conv2d_benchmark_algo_flag(tmp_path, monkeypatch):
+    """--algo fused im2col: one row per algorithm in the same interleaved run (same peer timing),
+    grouped by algorithm in the summary; HYBRIDOPS_DCN_ALGO is set only around our calls."""
+    monkeypatch.setattr(deform_conv2d, "QUICK_CASES", [("tiny 4ch@16^2 b1", 1, 4, 16)])
+    monkeypatch.delenv("HYBRIDOPS_DCN_ALGO", raising=False)
+    path = tmp_path / "dcn.json"
+    deform_conv2d.main(["--quick", "--device", "cpu", "--algo", "fused", "im2col", "--json", str(path)])
+    payload = json.loads(path.read_text())
+    rows = payload["rows"]
+    assert [(r["mode"], r["extra"]["algo"]) for r in rows] == [(m, a) for m in MODES for a in ("fused", "im2col")]
+    assert all(r["case"].endswith(f"[{r['extra']['algo']}]") for r in rows)
+    for mode in MODES:  # one peer measurement per mode, shared by both algorithms' rows
+        assert len({json.dumps(r["peer"]) for r in rows if r["mode"] == mode}) == 1
+    assert {(v["mode"], v["algo"]) for v in payload["summary"].values()} == {(m, a) for m in MODES
+                                                                             for a in ("fused", "im2col")}
+    assert "HYBRIDOPS_DCN_ALGO" not in os.environ
+
+
+def test_deform_conv2d_with_algo_sets_env_only_during_the_call(monkeypatch):
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "auto")
+    seen = []
+    step = deform_conv2d.with_algo(_harness.Step(run=lambda _: seen.append(os.environ["HYBRIDOPS_DCN_ALGO"]),
+                                                 prepare=lambda: seen.append(os.environ["HYBRIDOPS_DCN_ALGO"])),
+                                   "im2col")
+    step.run(step.prepare())
+    assert seen == ["im2col", "im2col"] and os.environ["HYBRIDOPS_DCN_ALGO"] == "auto"
+    assert deform_conv2d.with_algo(step, None) is step
 
 
 def test_mixconv_benchmark_runs_and_writes_json(tmp_path, monkeypatch):

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "deform_conv2d/deform_conv2d_algo.h"
+#include "deform_conv2d/deform_conv2d_cpu_fused.h"
 #include "deform_conv2d/deform_conv2d_driver.h"
 
 namespace hybridops {
@@ -112,10 +114,28 @@ struct CpuBackend {
   }
 };
 
+// Which CPU forward runs: HYBRIDOPS_DCN_ALGO=fused|im2col forces one (deform_conv2d_algo.h); unset
+// or "auto" takes the fused forward (deform_conv2d_cpu_fused.h, which covers every shape, dtype,
+// groups, offset groups and mask setting) unless its weight is too large to stay in cache
+// (fused_forward_preferred: over kFusedMaxWeightBytes = 16 MB, e.g. 1024 channels with a 3x3
+// kernel in fp32). The backward always runs the im2col algorithm.
+bool use_fused_forward(const ForwardArgs& args) {
+  switch (requested_algo()) {
+    case Algo::kIm2col:
+      return false;
+    case Algo::kFused:
+      return true;
+    case Algo::kAuto:
+      break;
+  }
+  return fused_forward_preferred(args);
+}
+
 at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  return forward<CpuBackend>(input, offset, weight, mask, bias, stride, padding, dilation);
+  const ForwardArgs args = forward_args(input, offset, weight, mask, bias, stride, padding, dilation);
+  return use_fused_forward(args) ? forward_fused_cpu(args) : forward<CpuBackend>(args);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cpu(

@@ -199,32 +199,52 @@ void col2im_fixed_point(const Geometry& g, const c10::optional<at::Tensor>& mask
   grad_input.add_(result);
 }
 
-template <typename Backend>
-at::Tensor forward(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
-                   const c10::optional<at::Tensor>& mask_, const c10::optional<at::Tensor>& bias_,
-                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
-  const at::Tensor input = input_.contiguous();
-  const at::Tensor offset = offset_.contiguous();
-  const at::Tensor weight = weight_.contiguous();
-  const bool use_mask = g.use_mask;
-  const c10::optional<at::Tensor> mask = use_mask ? c10::optional<at::Tensor>(mask_->contiguous()) : c10::nullopt;
-  const bool use_bias = bias_.has_value() && bias_->defined();
-  const int64_t N = input.size(0), Cout = weight.size(0);
-  if (use_bias) {
-    check_same(*bias_, "bias", input);
-    TORCH_CHECK(bias_->dim() == 1 && bias_->size(0) == Cout, "hybridops.deform_conv2d: bias must be [", Cout,
-                "], got ", bias_->sizes());
+// The checked, contiguous arguments of a forward call and its geometry: the common start of every
+// forward algorithm (forward<Backend> below, the CPU's fused forward).
+struct ForwardArgs {
+  Geometry g;
+  at::Tensor input, offset, weight;         // contiguous
+  c10::optional<at::Tensor> mask, bias;     // contiguous mask when g.use_mask; bias [Cout] when given
+  int64_t groups;
+};
+
+inline ForwardArgs forward_args(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
+                                const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
+                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  ForwardArgs a{make_geometry(input, offset, weight, mask, stride, padding, dilation), input.contiguous(),
+                offset.contiguous(), weight.contiguous(), c10::nullopt, c10::nullopt, 0};
+  if (a.g.use_mask) a.mask = mask->contiguous();
+  const int64_t Cout = weight.size(0);
+  if (bias.has_value() && bias->defined()) {
+    check_same(*bias, "bias", input);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == Cout, "hybridops.deform_conv2d: bias must be [", Cout,
+                "], got ", bias->sizes());
+    a.bias = bias;
   }
-  const int64_t G = g.channels / weight.size(1);
+  a.groups = a.g.channels / weight.size(1);
+  return a;
+}
+
+// The (uninitialised) output [N, Cout, Ho, Wo] of a forward call.
+inline at::Tensor forward_output(const ForwardArgs& a) {
+  return at::empty({a.input.size(0), a.weight.size(0), a.g.out_h, a.g.out_w}, a.input.options());
+}
+
+template <typename Backend>
+at::Tensor forward(const ForwardArgs& a) {
+  const Geometry& g = a.g;
+  const at::Tensor &input = a.input, &offset = a.offset, &weight = a.weight;
+  const c10::optional<at::Tensor>& mask = a.mask;
+  const bool use_mask = g.use_mask, use_bias = a.bias.has_value();
+  const int64_t N = input.size(0), Cout = weight.size(0), G = a.groups;
   const int64_t P = g.out_pixels();
   const int64_t rows_g = weight.size(1) * g.taps();  // GEMM inner dimension per group
-  at::Tensor out = at::empty({N, Cout, g.out_h, g.out_w}, input.options());
+  at::Tensor out = forward_output(a);
   if (N == 0) return out;
 
   const at::Tensor w_g = weight.view({G, Cout / G, rows_g});
   const c10::optional<at::Tensor> bias_g =
-      use_bias ? c10::optional<at::Tensor>(bias_->view({G, Cout / G, 1})) : c10::nullopt;
+      use_bias ? c10::optional<at::Tensor>(a.bias->view({G, Cout / G, 1})) : c10::nullopt;
   for_each_image_block(g, input, G, [&](int64_t n0, int64_t nb, const Geometry& gb, at::Tensor columns) {
     Backend::im2col(gb, block_of(input, n0, nb), block_of(offset, n0, nb), block_of(mask, use_mask, n0, nb), columns);
     if (nb == 1) {
@@ -242,6 +262,13 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& offset_, const at
     }
   });
   return out;
+}
+
+template <typename Backend>
+at::Tensor forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
+                   const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return forward<Backend>(forward_args(input, offset, weight, mask, bias, stride, padding, dilation));
 }
 
 template <typename Backend>

@@ -74,25 +74,33 @@ HOST_DEVICE_INLINE ChannelWalk<index_t> channel_walk(const Geometry& g, const Sa
                               HW, K * ncols, cpg};
 }
 
-// The sampling point of tap k at output pixel p (offset added), its four neighbours, and the
-// modulation scalar.
+// The sampling point of tap k = (kh, kw) at output pixel p = (ho, wo) (offset added), its four
+// neighbours, and the modulation scalar; for callers that walk pixels and taps in order and so know
+// (ho, wo, kh, kw) without dividing.
 template <typename scalar_t, typename acc_t, typename index_t>
-HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> tap_corners(const Geometry& g, const scalar_t* offset,
-                                                               const scalar_t* mask,
-                                                               const SampleItem<index_t>& it, acc_t& m) {
+HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> tap_corners_at(const Geometry& g, const scalar_t* offset,
+                                                                  const scalar_t* mask, const SampleItem<index_t>& it,
+                                                                  index_t ho, index_t wo, index_t kh, index_t kw,
+                                                                  acc_t& m) {
   const index_t P = static_cast<index_t>(g.out_pixels());
   const index_t K = static_cast<index_t>(g.taps());
   const index_t OG = static_cast<index_t>(g.offset_groups);
-  const index_t ho = it.p / static_cast<index_t>(g.out_w);
-  const index_t wo = it.p % static_cast<index_t>(g.out_w);
-  const index_t kh = it.k / static_cast<index_t>(g.kernel_w);
-  const index_t kw = it.k % static_cast<index_t>(g.kernel_w);
   const scalar_t* off_b = offset + it.b * (OG * 2 * K * P);
   const index_t oy = (it.og * 2 * K + 2 * it.k) * P + it.p;
   const acc_t y = static_cast<acc_t>(ho * g.stride_h - g.pad_h + kh * g.dil_h) + static_cast<acc_t>(off_b[oy]);
   const acc_t x = static_cast<acc_t>(wo * g.stride_w - g.pad_w + kw * g.dil_w) + static_cast<acc_t>(off_b[oy + P]);
   m = g.use_mask ? static_cast<acc_t>(mask[it.b * (OG * K * P) + (it.og * K + it.k) * P + it.p]) : acc_t(1);
   return bilinear_corners<acc_t, index_t>(y, x, static_cast<index_t>(g.height), static_cast<index_t>(g.width));
+}
+
+// tap_corners_at for an item known only by (b, og, k, p).
+template <typename scalar_t, typename acc_t, typename index_t>
+HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> tap_corners(const Geometry& g, const scalar_t* offset,
+                                                               const scalar_t* mask,
+                                                               const SampleItem<index_t>& it, acc_t& m) {
+  const index_t out_w = static_cast<index_t>(g.out_w), kernel_w = static_cast<index_t>(g.kernel_w);
+  return tap_corners_at<scalar_t, acc_t, index_t>(g, offset, mask, it, it.p / out_w, it.p % out_w, it.k / kernel_w,
+                                                  it.k % kernel_w, m);
 }
 
 // columns[c * K + k, b * P + p] = mask * bilinear(input[b, c], point) for every channel c of the
@@ -111,6 +119,29 @@ HOST_DEVICE_INLINE void im2col_item(const Geometry& g, const scalar_t* input, co
     plane += w.plane_step;
     col += w.col_step;
   }
+}
+
+// The same values for channels stored contiguously (an NHWC image, `pixels` = its [H * W, stride]
+// rows offset to the first channel): v[c] = mask * bilinear(channel c, point) for c in [0, n),
+// with BilinearCorners::sample's arithmetic in its order (so bit-identical to im2col_item), the
+// corner loop outside the channel loop so the channel loop is a contiguous vector loop.
+template <typename scalar_t, typename acc_t, typename index_t>
+HOST_DEVICE_INLINE void sample_point_contiguous(const BilinearCorners<acc_t, index_t>& c4, acc_t m,
+                                                const scalar_t* pixels, index_t stride, index_t n, acc_t* v) {
+  if (!c4.inside) {
+    const acc_t value = m * c4.outside;
+    for (index_t c = 0; c < n; ++c) v[c] = value;
+    return;
+  }
+  for (index_t c = 0; c < n; ++c) v[c] = acc_t(0);
+HYBRIDOPS_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    if (c4.idx[i] < 0) continue;
+    const scalar_t* p = pixels + c4.idx[i] * stride;
+    const acc_t w = c4.w[i];
+    for (index_t c = 0; c < n; ++c) v[c] += w * static_cast<acc_t>(p[c]);
+  }
+  for (index_t c = 0; c < n; ++c) v[c] = m * v[c];
 }
 
 // Gradients of the sampling point (offset) and of the modulation (mask) for one (b, og, k, p):
