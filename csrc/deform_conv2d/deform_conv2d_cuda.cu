@@ -160,8 +160,8 @@ struct CudaBackend {
 };
 
 // The fused kernels (issue #16), chosen per call by use_fused (deform_conv2d_fused_plan.h).
-#include "deform_conv2d/deform_conv2d_fused_backward_cuda.cuh"
 #include "deform_conv2d/deform_conv2d_fused_cuda.cuh"
+#include "deform_conv2d/deform_conv2d_fused_backward_cuda.cuh"  // uses load_pair_corners
 
 at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
                               const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,

@@ -31,7 +31,6 @@ __global__ void __launch_bounds__(kFusedThreads)
   const int64_t n = blockIdx.x / tiles_p;
   const int64_t p0 = (blockIdx.x - n * tiles_p) * tile_p;
   const int64_t cpg = g.channels_per_offset_group();
-  const int pairs = K * tile_p;
 
   BilinearCorners<acc_t, int32_t> corners[kFusedPairs];  // plane offsets fit 32 bits (the plan checks)
   acc_t modulation[kFusedPairs], gy[kFusedPairs], gx[kFusedPairs], gm[kFusedPairs];
@@ -58,17 +57,9 @@ __global__ void __launch_bounds__(kFusedThreads)
     const int cc = static_cast<int>(chunk), rk = cc * K;
     if (og != current_og) {
       if (current_og >= 0) flush(current_og);
+      load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
 #pragma unroll
-      for (int j = 0; j < kFusedPairs; ++j) {
-        const int q = t + j * kFusedThreads;
-        live[j] = q < pairs && p0 + q % tile_p < P;
-        gy[j] = gx[j] = gm[j] = 0;
-        if (live[j]) {
-          const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
-          corners[j] =
-              with_index_type<int32_t>(tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]));
-        }
-      }
+      for (int j = 0; j < kFusedPairs; ++j) gy[j] = gx[j] = gm[j] = 0;
       current_og = og;
     }
     __syncthreads();  // the previous chunk's tiles are consumed

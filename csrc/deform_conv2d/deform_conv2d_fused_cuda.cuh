@@ -17,6 +17,26 @@
 // launch headers) first, then this file inside hybridops::dcn::{anonymous}.
 #pragma once
 
+// The bilinear corners (32-bit plane offsets: the plan keeps planes under 2^31 elements) and the
+// modulation of this thread's (tap, pixel) pairs q = threadIdx.x + j * kFusedThreads, for offset
+// group og of image n and the pixel tile from p0; live[j] is false for pairs past the tile or image.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_pair_corners(const Geometry& g, const scalar_t* offset, const scalar_t* mask,
+                                                  int64_t n, int64_t og, int64_t p0, int tile_p,
+                                                  BilinearCorners<acc_t, int32_t> (&corners)[kFusedPairs],
+                                                  acc_t (&modulation)[kFusedPairs], bool (&live)[kFusedPairs]) {
+  const int pairs = static_cast<int>(g.taps()) * tile_p;
+#pragma unroll
+  for (int j = 0; j < kFusedPairs; ++j) {
+    const int q = threadIdx.x + j * kFusedThreads;
+    live[j] = q < pairs && p0 + q % tile_p < g.out_pixels();
+    if (live[j]) {
+      const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
+      corners[j] = with_index_type<int32_t>(tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]));
+    }
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_forward_kernel(Geometry g, FusedPlan plan, const scalar_t* __restrict__ input,
@@ -56,16 +76,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     chunk = (og + 1) * cpg - c0 < chunk ? (og + 1) * cpg - c0 : chunk;
     const int cc = static_cast<int>(chunk);
     if (og != current_og) {  // the corners of my pairs for this offset group
-#pragma unroll
-      for (int j = 0; j < kFusedPairs; ++j) {
-        const int q = t + j * kFusedThreads;
-        live[j] = q < pairs && p0 + q % tile_p < P;
-        if (live[j]) {
-          const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
-          corners[j] =
-              with_index_type<int32_t>(tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]));
-        }
-      }
+      load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
       current_og = og;
     }
     __syncthreads();  // the previous chunk's tiles are consumed
