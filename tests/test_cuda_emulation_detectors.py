@@ -1,7 +1,8 @@
 """The CUDA emulation's bug detectors catch planted bugs (issue #13, item 4).
 
 tests/emulation/planted_bugs.cpp holds small kernels in the dialect of csrc/**/*.cu, each with one
-bug; it is compiled here against the emulation, once plain and once with AddressSanitizer:
+bug (and correct twins, which also cover static shared memory and warp votes); it is compiled here
+against the emulation, once plain and once with AddressSanitizer:
 
 * out-of-bounds accesses (an off-by-one store into a shared-memory tile, a read one past a global
   array): the AddressSanitizer build, run in a child Python with the ASan runtime preloaded, stops
@@ -63,6 +64,14 @@ def test_correct_kernel_agrees_in_both_orders(planted):
     forward, reverse = _run(planted, "rotate_ok"), _run(planted, "rotate_ok", "reverse")
     assert torch.equal(forward, reverse)
     assert torch.equal(forward, _rotate_reference())
+
+
+def test_static_shared_memory_and_warp_votes(planted):
+    """Static __shared__ arrays (one per block: blocks run one at a time) and ballot/any/all."""
+    for order in ("forward", "reverse"):
+        assert torch.equal(_run(planted, "rotate_static_shared", order), _rotate_reference())
+        # 16 of every warp's 32 values (0, 1, ..., N-1) are odd; any(x > 1000) false; all(x >= 0) true
+        assert torch.equal(_run(planted, "ballot", order), torch.full((N,), 16.0 + 2000.0))
 
 
 def test_missing_barrier_is_caught_by_the_two_orders(planted):

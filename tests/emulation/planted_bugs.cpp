@@ -12,6 +12,9 @@
 //   block_too_large         a launch of 2048 threads per block
 //   smem_over_default       64 KiB of dynamic shared memory without cudaFuncSetAttribute
 //   smem_opt_in             the same after cudaFuncSetAttribute (fine where the device allows it)
+//   rotate_static_shared    rotate_ok through a static __shared__ array instead of dynamic memory
+//   ballot                  out[i] = the number of odd values in i's warp (__ballot_sync)
+//                           + 1000 * __any_sync(x > 1000) + 2000 * __all_sync(x >= 0)
 #include <torch/library.h>
 
 #include <ATen/ATen.h>
@@ -29,6 +32,26 @@ __global__ void rotate_kernel(const float* x, float* out, bool barrier) {
   tile[t] = x[base + t];
   if (barrier) __syncthreads();
   out[base + t] = tile[(t + 1) % kBlock];
+}
+
+__global__ void rotate_static_shared_kernel(const float* x, float* out) {
+  __shared__ float tile[kBlock];
+  const int t = threadIdx.x;
+  const int base = blockIdx.x * kBlock;
+  tile[t] = x[base + t];
+  __syncthreads();
+  out[base + t] = tile[(t + 1) % kBlock];
+}
+
+__global__ void ballot_kernel(const float* x, float* out) {
+  const int i = blockIdx.x * kBlock + threadIdx.x;
+  const int odd = static_cast<int>(x[i]) % 2;
+  const unsigned bits = __ballot_sync(0xffffffffu, odd);
+  int count = 0;
+  for (int l = 0; l < 32; ++l) count += (bits >> l) & 1u;
+  const int any = __any_sync(0xffffffffu, x[i] > 1000.0f);  // no element is: 0
+  const int all = __all_sync(0xffffffffu, x[i] >= 0.0f);    // every element is: 1
+  out[i] = static_cast<float>(count + 1000 * any + 2000 * all);
 }
 
 __global__ void tile_store_past_end_kernel(const float* x, float* out) {
@@ -68,6 +91,10 @@ at::Tensor launch(const at::Tensor& x, const char* which) {
   const size_t tile_bytes = kBlock * sizeof(float);
   if (w == "rotate_ok" || w == "rotate_missing_barrier") {
     HYBRIDOPS_LAUNCH(blocks, kBlock, tile_bytes, stream, rotate_kernel)(in, o, w == "rotate_ok");
+  } else if (w == "rotate_static_shared") {
+    HYBRIDOPS_LAUNCH(blocks, kBlock, 0, stream, rotate_static_shared_kernel)(in, o);
+  } else if (w == "ballot") {
+    HYBRIDOPS_LAUNCH(blocks, kBlock, 0, stream, ballot_kernel)(in, o);
   } else if (w == "tile_store_past_end") {
     HYBRIDOPS_LAUNCH(blocks, kBlock, tile_bytes, stream, tile_store_past_end_kernel)(in, o);
   } else if (w == "global_read_past_end") {
