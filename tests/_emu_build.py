@@ -52,10 +52,10 @@ def build(name: str, sources: Sequence[Path], *, asan: bool, defines: Sequence[s
     of every input) and returns its path; an unchanged build is reused."""
     import torch
     flags = _flags(asan, defines)
-    out_dir = Path(out_dir) if out_dir else CACHE / f"{name}-{_digest(sources, flags)}"
+    digest = _digest(sources, flags)
+    out_dir = Path(out_dir) if out_dir else CACHE / f"{name}-{digest}"
     target = out_dir / f"{name}.so"
     stamp = out_dir / "inputs.sha"
-    digest = _digest(sources, flags)
     if target.exists() and stamp.exists() and stamp.read_text() == digest:
         return target
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backwar
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
     const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation) {
-  return backward<CpuBackend>(grad_out, input, offset, weight, mask, stride, padding, dilation);
+  return backward<CpuBackend>(backward_args(grad_out, input, offset, weight, mask, stride, padding, dilation));
 }
 
 }  // namespace

@@ -167,9 +167,9 @@ at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset,
                               const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   c10::cuda::CUDAGuard guard(input.device());
-  at::Tensor fused = fused_forward_cuda(input, offset, weight, mask, bias, stride, padding, dilation);
-  if (fused.defined()) return fused;
-  return forward<CudaBackend>(input, offset, weight, mask, bias, stride, padding, dilation);
+  const ForwardArgs args = forward_args(input, offset, weight, mask, bias, stride, padding, dilation);
+  at::Tensor fused = fused_forward_cuda(args);
+  return fused.defined() ? fused : forward<CudaBackend>(args);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cuda(
@@ -177,9 +177,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backwar
     const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation) {
   c10::cuda::CUDAGuard guard(input.device());
-  auto fused = fused_backward_cuda(grad_out, input, offset, weight, mask, stride, padding, dilation);
-  if (fused.has_value()) return *fused;
-  return backward<CudaBackend>(grad_out, input, offset, weight, mask, stride, padding, dilation);
+  const BackwardArgs args = backward_args(grad_out, input, offset, weight, mask, stride, padding, dilation);
+  auto fused = fused_backward_cuda(args);
+  return fused.has_value() ? *fused : backward<CudaBackend>(args);
 }
 
 }  // namespace

@@ -264,33 +264,43 @@ at::Tensor forward(const ForwardArgs& a) {
   return out;
 }
 
-template <typename Backend>
-at::Tensor forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
-                   const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
-                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  return forward<Backend>(forward_args(input, offset, weight, mask, bias, stride, padding, dilation));
+// The checked, contiguous arguments of a backward call and its geometry: the common start of every
+// backward algorithm (backward<Backend> below, the fused CUDA backward).
+struct BackwardArgs {
+  Geometry g;
+  at::Tensor grad_out, input, offset, weight;  // contiguous
+  c10::optional<at::Tensor> mask;              // contiguous when g.use_mask
+  int64_t groups;
+};
+
+inline BackwardArgs backward_args(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& offset,
+                                  const at::Tensor& weight, const c10::optional<at::Tensor>& mask,
+                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const Geometry g = make_geometry(input, offset, weight, mask, stride, padding, dilation);
+  check_same(grad_out, "grad_output", input);
+  const int64_t N = input.size(0), Cout = weight.size(0);
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N && grad_out.size(1) == Cout &&
+                  grad_out.size(2) == g.out_h && grad_out.size(3) == g.out_w,
+              "hybridops.deform_conv2d_backward: grad_output must be [", N, ", ", Cout, ", ", g.out_h, ", ", g.out_w,
+              "], got ", grad_out.sizes());
+  return BackwardArgs{g,
+                      grad_out.contiguous(),
+                      input.contiguous(),
+                      offset.contiguous(),
+                      weight.contiguous(),
+                      g.use_mask ? c10::optional<at::Tensor>(mask->contiguous()) : c10::nullopt,
+                      g.channels / weight.size(1)};
 }
 
 template <typename Backend>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
-    const c10::optional<at::Tensor>& mask_, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation) {
-  Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
-  check_same(grad_out_, "grad_output", input_);
-  const int64_t N = input_.size(0), Cout = weight_.size(0);
-  TORCH_CHECK(grad_out_.dim() == 4 && grad_out_.size(0) == N && grad_out_.size(1) == Cout &&
-                  grad_out_.size(2) == g.out_h && grad_out_.size(3) == g.out_w,
-              "hybridops.deform_conv2d_backward: grad_output must be [", N, ", ", Cout, ", ", g.out_h, ", ", g.out_w,
-              "], got ", grad_out_.sizes());
-  const at::Tensor grad_out = grad_out_.contiguous();
-  const at::Tensor input = input_.contiguous();
-  const at::Tensor offset = offset_.contiguous();
-  const at::Tensor weight = weight_.contiguous();
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(const BackwardArgs& a) {
+  const Geometry& g = a.g;
+  const at::Tensor &grad_out = a.grad_out, &input = a.input, &offset = a.offset, &weight = a.weight;
+  const c10::optional<at::Tensor>& mask = a.mask;
   const bool use_mask = g.use_mask;
-  const c10::optional<at::Tensor> mask = use_mask ? c10::optional<at::Tensor>(mask_->contiguous()) : c10::nullopt;
+  const int64_t N = input.size(0), Cout = weight.size(0);
 
-  const int64_t G = g.channels / weight.size(1);
+  const int64_t G = a.groups;
   const int64_t K = g.taps(), P = g.out_pixels();
   const int64_t rows_g = weight.size(1) * K;
   const auto acc_dtype = at::toOpMathType(input.scalar_type());

@@ -187,27 +187,19 @@ __global__ void fused_weight_grad_reduce_kernel(const at::opmath_type<scalar_t>*
   grad_weight[i] = static_cast<scalar_t>(s);
 }
 
-// The fused backward's launcher: forward<CudaBackend>'s backward twin (same arguments and results),
-// or nullopt when the fused kernels do not run for this shape.
+// The fused backward's launcher, from the checked arguments backward<CudaBackend> also takes (same
+// results), or nullopt when use_fused picks the im2col path for this shape.
 inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>> fused_backward_cuda(
-    const at::Tensor& grad_out_, const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
-    const c10::optional<at::Tensor>& mask_, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation) {
-  const Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
-  const int64_t N = input_.size(0), cout = weight_.size(0), groups = g.channels / weight_.size(1);
-  const auto acc_dtype = at::toOpMathType(input_.scalar_type());
+    const BackwardArgs& a) {
+  const Geometry& g = a.g;
+  const at::Tensor &grad_out = a.grad_out, &input = a.input, &offset = a.offset, &weight = a.weight;
+  const c10::optional<at::Tensor>& mask = a.mask;
+  const int64_t N = input.size(0), cout = weight.size(0), groups = a.groups;
+  const auto acc_dtype = at::toOpMathType(input.scalar_type());
   const FusedBackwardPlan plan = plan_fused_backward(g, g.channels / groups, cout / groups, at::elementSize(acc_dtype));
   if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoBackwardMaxChannels)) {
     return c10::nullopt;
   }
-  check_same(grad_out_, "grad_output", input_);
-  TORCH_CHECK(grad_out_.dim() == 4 && grad_out_.size(0) == N && grad_out_.size(1) == cout &&
-                  grad_out_.size(2) == g.out_h && grad_out_.size(3) == g.out_w,
-              "hybridops.deform_conv2d_backward: grad_output must be [", N, ", ", cout, ", ", g.out_h, ", ", g.out_w,
-              "], got ", grad_out_.sizes());
-  const at::Tensor grad_out = grad_out_.contiguous(), input = input_.contiguous(), offset = offset_.contiguous();
-  const at::Tensor weight = weight_.contiguous();
-  const c10::optional<at::Tensor> mask = g.use_mask ? c10::optional<at::Tensor>(mask_->contiguous()) : c10::nullopt;
   at::Tensor grad_input_acc = at::zeros(input.sizes(), input.options().dtype(acc_dtype));
   at::Tensor grad_offset = at::empty(offset.sizes(), offset.options());
   at::Tensor grad_mask = g.use_mask ? at::empty(mask->sizes(), mask->options()) : at::empty({0}, offset.options());

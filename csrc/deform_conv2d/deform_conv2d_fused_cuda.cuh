@@ -120,39 +120,29 @@ __global__ void __launch_bounds__(kFusedThreads)
   }
 }
 
-// The fused forward's launcher: the same arguments and result as forward<CudaBackend>, which has
-// validated nothing yet; returns an undefined tensor when the fused kernel does not run.
-inline at::Tensor fused_forward_cuda(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
-                                     const c10::optional<at::Tensor>& mask_, const c10::optional<at::Tensor>& bias_,
-                                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  const Geometry g = make_geometry(input_, offset_, weight_, mask_, stride, padding, dilation);
-  const int64_t N = input_.size(0), cout = weight_.size(0), groups = g.channels / weight_.size(1);
-  const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(input_.scalar_type())));
+// The fused forward's launcher, from the checked arguments forward<CudaBackend> also takes; an
+// undefined tensor when use_fused picks the im2col path for this shape.
+inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
+  const Geometry& g = a.g;
+  const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
+  const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(a.input.scalar_type())));
   if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoForwardMaxChannels)) {
     return at::Tensor();
   }
-  const bool use_bias = bias_.has_value() && bias_->defined();
-  if (use_bias) {
-    check_same(*bias_, "bias", input_);
-    TORCH_CHECK(bias_->dim() == 1 && bias_->size(0) == cout, "hybridops.deform_conv2d: bias must be [", cout, "], got ",
-                bias_->sizes());
-  }
   const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
   const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
-  at::Tensor out = at::empty({N, cout, g.out_h, g.out_w}, input_.options());
+  at::Tensor out = forward_output(a);
   if (N == 0) return out;
   TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && groups * co_tiles <= 65535,
               "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
-  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous(), weight = weight_.contiguous();
-  const at::Tensor mask = g.use_mask ? mask_->contiguous() : at::Tensor();
-  const at::Tensor bias = use_bias ? bias_->contiguous() : at::Tensor();
+  const at::Tensor bias = a.bias.has_value() ? a.bias->contiguous() : at::Tensor();  // read by index
   auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_fused_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.input.scalar_type(), "deform_conv2d_fused_cuda", [&] {
     const dim3 grid(static_cast<unsigned>(N * tiles_p), static_cast<unsigned>(groups * co_tiles));
     HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_bytes, stream, fused_forward_kernel<scalar_t>)(
-        g, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(),
-        g.use_mask ? mask.data_ptr<scalar_t>() : nullptr, weight.data_ptr<scalar_t>(),
-        use_bias ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), cout, groups);
+        g, plan, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
+        g.use_mask ? a.mask->data_ptr<scalar_t>() : nullptr, a.weight.data_ptr<scalar_t>(),
+        bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), cout, groups);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

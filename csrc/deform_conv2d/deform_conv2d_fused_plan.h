@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 
 #include "deform_conv2d/deform_conv2d_algo.h"
 #include "deform_conv2d/deform_conv2d_kernel.h"
@@ -96,8 +97,6 @@ struct FusedBackwardPlan {
   const char* why_not = nullptr;
 };
 
-inline int64_t gcd64(int64_t a, int64_t b) { return b == 0 ? a : gcd64(b, a % b); }
-
 inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_group, int64_t cout_per_group,
                                              int64_t acc_size) {
   FusedBackwardPlan plan;
@@ -108,7 +107,7 @@ inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_
   }
   const int64_t K = g.taps(), co = cout_per_group;
   // B's channel chunks divide both the group's and the offset group's channels (never cross either).
-  const int64_t common = gcd64(cin_per_group, g.channels_per_offset_group());
+  const int64_t common = std::gcd(cin_per_group, g.channels_per_offset_group());
   for (int tp = fwd.tile_p; tp >= 4 && plan.tile_p == 0; tp /= 2) {
     int a = 0, b = 0;
     for (int cc : {16, 8, 4, 2, 1}) {

@@ -214,7 +214,6 @@ struct Thread {
 };
 
 struct Block {
-  const LaunchConfig* cfg = nullptr;
   void (*body)(void*) = nullptr;
   void* ctx = nullptr;
   bool reverse = false;
@@ -483,7 +482,6 @@ void run_grid(const LaunchConfig& cfg, void (*body)(void*), void* ctx) {
   const int threads = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
   const uint64_t blocks = uint64_t(cfg.grid.x) * cfg.grid.y * cfg.grid.z;
   Block b;
-  b.cfg = &cfg;
   b.body = body;
   b.ctx = ctx;
   b.reverse = reverse;

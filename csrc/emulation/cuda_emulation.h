@@ -121,12 +121,12 @@ struct KernelLaunch {
   }
 };
 
+// A launch's grid or block: a dim3, or an integer converted to unsigned as a real launch does.
 inline dim3 as_dim3(dim3 d) { return d; }
-inline dim3 as_dim3(unsigned v) { return dim3(v); }
-inline dim3 as_dim3(int v) { return dim3(static_cast<unsigned>(v)); }
-inline dim3 as_dim3(long v) { return dim3(static_cast<unsigned>(v)); }
-inline dim3 as_dim3(long long v) { return dim3(static_cast<unsigned>(v)); }
-inline dim3 as_dim3(unsigned long v) { return dim3(static_cast<unsigned>(v)); }
+template <typename I, typename = std::enable_if_t<std::is_integral_v<I>>>
+dim3 as_dim3(I v) {
+  return dim3(static_cast<unsigned>(v));
+}
 
 template <typename G, typename B, typename... P>
 KernelLaunch<P...> make_launch(const char* name, void (*kernel)(P...), G grid, B block, size_t smem, Stream) {
