@@ -265,3 +265,86 @@ def test_dcn_fused_forced_on_an_uncovered_shape_raises(monkeypatch):
     with cuda_emulation.emulated_cuda():
         with pytest.raises(RuntimeError, match="HYBRIDOPS_DCN_ALGO must be 'fused', 'im2col' or 'auto', got 'tiled'"):
             hybridops.deform_conv2d(x, offset, weight, bias, 1, 6, 1, mask)
+
+
+# ---- the fused forward on tensor cores (fp16/bf16, sm_80+; deform_conv2d_fused_tc_cuda.cuh) -------
+TC_KERNEL, FMA_KERNEL = "fused_forward_tc_kernel<scalar_t>", "fused_forward_kernel<scalar_t>"
+
+
+def _emulated_forward(args, device, padding=1):
+    cuda_emulation.reset_counters()
+    x, offset, weight, bias, mask = args
+    with cuda_emulation.emulated_cuda(device):
+        out = hybridops.deform_conv2d(x, offset, weight, bias, 1, padding, 1, mask)
+    return out, cuda_emulation.kernels()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dcn_tensor_cores_only_for_16_bit_types_on_sm80_and_newer(dtype, monkeypatch):
+    """The h100 profile (compute capability 9.0) takes the wmma kernel for fp16/bf16; the sm61 profile,
+    fp32, a kernel of more than 32 taps (pixel tiles under 16) and HYBRIDOPS_DCN_TENSOR_CORES=0 take
+    the FMA kernel; a bad value of the switch raises."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    args = [t.to(dtype) for t in make_dcn_inputs(n=1, c_in=16, c_out=16, h=6, w=7)]
+    assert _emulated_forward(args, "h100")[1] == [TC_KERNEL]
+    assert _emulated_forward(args, "sm61")[1] == [FMA_KERNEL]
+    assert _emulated_forward([t.float() for t in args], "h100")[1] == [FMA_KERNEL]
+    wide = [t.to(dtype) for t in make_dcn_inputs(n=1, c_in=2, c_out=3, h=7, w=7, kh=7, kw=7, padding=(3, 3))]
+    assert _emulated_forward(wide, "h100", padding=3)[1] == [FMA_KERNEL]
+    monkeypatch.setenv("HYBRIDOPS_DCN_TENSOR_CORES", "0")
+    assert _emulated_forward(args, "h100")[1] == [FMA_KERNEL]
+    monkeypatch.setenv("HYBRIDOPS_DCN_TENSOR_CORES", "yes")
+    with pytest.raises(RuntimeError, match="HYBRIDOPS_DCN_TENSOR_CORES must be '0' or '1', got 'yes'"):
+        _emulated_forward(args, "h100")
+
+
+def _exact_samples_case(dtype, init_state: bool):
+    """Inputs whose samples are exact in fp16/bf16, so the wmma kernel's only rounding is the final
+    one: a module at init (offsets 0, mask 0.5 = sigmoid(0)) or integer offsets (some landing
+    outside the image) with mask 1. Values are small integers: every product and partial sum is
+    exact in float too."""
+    g = torch.Generator().manual_seed(5)
+    n, c_in, c_out, h, w = 2, 18, 70, 11, 13
+    x = torch.randint(-4, 5, (n, c_in, h, w), generator=g).double()
+    weight = torch.randint(-3, 4, (c_out, c_in // 2, 3, 3), generator=g).double()
+    bias = torch.randint(-8, 9, (c_out,), generator=g).double()
+    if init_state:
+        offset = torch.zeros(n, 2 * 3 * 9, h, w, dtype=torch.float64)
+        mask = torch.full((n, 3 * 9, h, w), 0.5, dtype=torch.float64)
+    else:
+        offset = torch.randint(-3, 4, (n, 2 * 3 * 9, h, w), generator=g).double()
+        mask = torch.ones(n, 3 * 9, h, w, dtype=torch.float64)
+    return [t.to(dtype) for t in (x, offset, weight, bias, mask)]
+
+
+@pytest.mark.parametrize("init_state", [True, False], ids=["module-at-init", "integer-offsets"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dcn_tensor_cores_exact_where_the_samples_are(dtype, init_state, monkeypatch):
+    """Two weight groups, 3 offset groups (chunks that stop at their borders), 35 channels per group
+    (a padded 48-channel tile), partial pixel tiles: the result is the float64 convolution rounded
+    once to the dtype, as on the FMA kernel, and the same bits in reverse thread order."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    args = _exact_samples_case(dtype, init_state)
+    x, offset, weight, bias, mask = [t.double() for t in args]
+    expected = hybridops.deform_conv2d(x, offset, weight, bias, 1, 1, 1, mask).to(dtype)
+    tc, kernels = _emulated_forward(args, "h100")
+    assert kernels == [TC_KERNEL]
+    assert torch.equal(tc, expected)
+    with cuda_emulation.emulated_cuda("h100", "reverse"):
+        assert torch.equal(hybridops.deform_conv2d(*args[:4], 1, 1, 1, args[4]), tc)
+    monkeypatch.setenv("HYBRIDOPS_DCN_TENSOR_CORES", "0")
+    assert torch.equal(_emulated_forward(args, "h100")[0], expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dcn_tensor_cores_cover_partial_tiles_and_chunks(dtype, monkeypatch):
+    """The shape of test_dcn_fused_covers_partial_tiles_and_chunks (5x5 kernel: pixel tiles of 16,
+    chunks of 8 channels, 35 channels per group) on the wmma kernel, against float64."""
+    args = make_dcn_inputs(n=2, c_in=18, c_out=70, h=11, w=13, offset_groups=3, groups=2, kh=5, kw=5,
+                           padding=(2, 2), dtype=torch.float64)
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    low = [t.to(dtype) for t in args]
+    out, kernels = _emulated_forward(low, "h100", padding=2)
+    assert kernels == [TC_KERNEL]
+    exact = hybridops.deform_conv2d(*[t.double() for t in low[:4]], 1, 2, 1, low[4].double())
+    torch.testing.assert_close(out.double(), exact, rtol=0, atol=2e-2 * exact.abs().max().item())

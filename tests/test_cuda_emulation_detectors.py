@@ -59,6 +59,21 @@ def _rotate_reference():
     return torch.roll(x, -1, dims=1).reshape(-1)
 
 
+# ---- tensor cores (nvcuda::wmma) -----------------------------------------------------------------
+def test_wmma_multiplies_and_checks_its_contract(planted):
+    """The emulated wmma 16x16x16 gives X @ X exactly (integers 0-255 are exact in fp16, the sums in
+    float); a tile pointer off a 256-bit boundary and a load only half the warp makes raise, where a
+    GPU's result would be undefined."""
+    x = torch.arange(N, dtype=torch.float64).view(16, 16)  # N == 256: one 16x16 tile
+    expected = (x @ x).reshape(-1).float()
+    for order in ("forward", "reverse"):
+        assert torch.equal(_run(planted, "wmma_ok", order, "h100"), expected)
+    with pytest.raises(RuntimeError, match="wmma::load_matrix_sync: the pointer must be 256-bit aligned"):
+        _run(planted, "wmma_misaligned", device="h100")
+    with pytest.raises(RuntimeError, match="wmma_kernel.* are at different warp-collective calls"):
+        _run(planted, "wmma_divergent", device="h100")
+
+
 # ---- shared-memory races: two schedules ----------------------------------------------------------
 def test_correct_kernel_agrees_in_both_orders(planted):
     forward, reverse = _run(planted, "rotate_ok"), _run(planted, "rotate_ok", "reverse")

@@ -24,5 +24,16 @@ inline Algo requested_algo() {
   TORCH_CHECK(false, "HYBRIDOPS_DCN_ALGO must be 'fused', 'im2col' or 'auto', got '", s, "'");
 }
 
+// Whether the fused forward may use tensor cores for fp16/bf16 on sm_80+ (default yes);
+// HYBRIDOPS_DCN_TENSOR_CORES=0 keeps the FMA kernel (the same math as on sm_61, float products of
+// the unrounded samples) for comparisons.
+inline bool tensor_cores_requested() {
+  const char* v = std::getenv("HYBRIDOPS_DCN_TENSOR_CORES");
+  if (v == nullptr || v[0] == '\0') return true;
+  const std::string s(v);
+  TORCH_CHECK(s == "0" || s == "1", "HYBRIDOPS_DCN_TENSOR_CORES must be '0' or '1', got '", s, "'");
+  return s == "1";
+}
+
 }  // namespace dcn
 }  // namespace hybridops

@@ -12,6 +12,7 @@
 #include <ATen/OpMathType.h>
 
 #include "common/cuda_launch.h"
+#include "common/cuda_wmma.h"
 
 #include <limits>
 #include <type_traits>
@@ -161,6 +162,7 @@ struct CudaBackend {
 
 // The fused kernels (issue #16), chosen per call by use_fused (deform_conv2d_fused_plan.h).
 #include "deform_conv2d/deform_conv2d_fused_cuda.cuh"
+#include "deform_conv2d/deform_conv2d_fused_tc_cuda.cuh"  // and fused_forward_cuda, which picks
 #include "deform_conv2d/deform_conv2d_fused_backward_cuda.cuh"  // uses load_pair_corners
 
 at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,

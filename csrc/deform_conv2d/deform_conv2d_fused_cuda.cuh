@@ -11,7 +11,8 @@
 //   2. the chunk's weight slice goes to shared memory beside it;
 //   3. each thread accumulates its outputs: sum over (channel, tap) of weight * sample.
 // Then bias, and one store per output. fp16/bf16 are read in their storage type, sampled and
-// accumulated in float. FMA only (portable to sm_61); no tensor cores yet.
+// accumulated in float. FMA only (portable to sm_61); fp16/bf16 on sm_80+ take the tensor-core
+// variant (deform_conv2d_fused_tc_cuda.cuh) unless HYBRIDOPS_DCN_TENSOR_CORES=0.
 //
 // It includes nothing: deform_conv2d_cuda.cu includes deform_conv2d_fused_plan.h (and the ATen and
 // launch headers) first, then this file inside hybridops::dcn::{anonymous}.
@@ -120,21 +121,13 @@ __global__ void __launch_bounds__(kFusedThreads)
   }
 }
 
-// The fused forward's launcher, from the checked arguments forward<CudaBackend> also takes; an
-// undefined tensor when use_fused picks the im2col path for this shape.
-inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
+// Launches the FMA kernel into `out` (forward_output(a)) with `plan`; fused_forward_cuda
+// (deform_conv2d_fused_tc_cuda.cuh) decides between it and the tensor-core kernel.
+inline void launch_fused_forward_fma(const ForwardArgs& a, const FusedPlan& plan, at::Tensor& out) {
   const Geometry& g = a.g;
   const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
-  const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(a.input.scalar_type())));
-  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoForwardMaxChannels)) {
-    return at::Tensor();
-  }
   const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
   const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
-  at::Tensor out = forward_output(a);
-  if (N == 0) return out;
-  TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && groups * co_tiles <= 65535,
-              "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
   const at::Tensor bias = a.bias.has_value() ? a.bias->contiguous() : at::Tensor();  // read by index
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.input.scalar_type(), "deform_conv2d_fused_cuda", [&] {
@@ -145,5 +138,4 @@ inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
         bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), cout, groups);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
 }

@@ -73,6 +73,56 @@ inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, i
   return plan;
 }
 
+// The tensor-core variant of the fused forward (fp16/bf16 on sm_80+, deform_conv2d_fused_tc_cuda.cuh):
+// the FMA plan's grid, pixel tile and channel tile, with shared memory laid out for 16x16x16 wmma
+// tiles: samples in the storage type [rows_pad][tile_p], the weight slice in the storage type
+// [tile_co_pad][rows_pad] (rows = chunk_c * K rounded up to 16, channels to 16; the padding is
+// zero), and a float staging tile [tile_co_pad][tile_p] for the accumulators. Each of the 8 warps
+// owns at most one 16x16 output fragment: tile_co x tile_p <= 2048 outputs (the FMA plan's bound)
+// is at most 8 fragments.
+constexpr int kWmmaTile = 16;
+
+struct FusedTcPlan {
+  FusedPlan base;     // tile_p, tile_co, chunk_c, smem_bytes of this variant; tile_p 0: not covered
+  int rows_pad = 0;   // chunk_c * K rounded up to kWmmaTile
+  int tile_co_pad = 0;
+};
+
+inline int round_up_to_tile(int64_t v) { return static_cast<int>((v + kWmmaTile - 1) / kWmmaTile * kWmmaTile); }
+
+inline FusedTcPlan plan_fused_forward_tc(const Geometry& g, int64_t cout_per_group) {
+  FusedTcPlan tc;
+  tc.base = plan_fused_forward(g, cout_per_group, 4);
+  FusedPlan& plan = tc.base;
+  if (plan.tile_p == 0) return tc;
+  if (plan.tile_p % kWmmaTile != 0) {
+    plan.tile_p = 0;
+    plan.why_not = "a pixel tile smaller than 16 (more than 32 taps)";
+    return tc;
+  }
+  const int64_t K = g.taps();
+  tc.tile_co_pad = round_up_to_tile(plan.tile_co);
+  plan.chunk_c = 0;
+  for (int cc : {16, 8, 4, 2, 1}) {
+    const int rows_pad = round_up_to_tile(cc * K);
+    const int64_t bytes = 2 * (int64_t(rows_pad) * plan.tile_p + int64_t(tc.tile_co_pad) * rows_pad) +
+                          4 * int64_t(tc.tile_co_pad) * plan.tile_p;
+    if (bytes <= kFusedSmemBytes) {
+      plan.chunk_c = cc;
+      plan.smem_bytes = bytes;
+      tc.rows_pad = rows_pad;
+      break;
+    }
+  }
+  if (plan.chunk_c == 0) {
+    plan.tile_p = 0;
+    plan.why_not = "tensor-core tiles that do not fit 48 KiB of shared memory";
+  }
+  TORCH_INTERNAL_ASSERT(tc.tile_co_pad / kWmmaTile * (plan.tile_p / kWmmaTile) <= kFusedThreads / 32,
+                        "a fused tensor-core tile needs more fragments than the block has warps");
+  return tc;
+}
+
 // The fused backward: two sampling kernels and a reduction (deform_conv2d_fused_cuda.cuh).
 //   A (pixel tiles): grad_columns tiles = W^T @ grad_out in shared memory, chunk by chunk; grad_offset
 //     and grad_mask reduced over the offset group's channels in registers by the thread that owns the

@@ -3,6 +3,7 @@
 // exchanges.
 #include "emulation/cuda_emulation.h"
 #include "emulation/fiber_switch.h"
+#include "emulation/wmma_emulation.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -209,7 +210,7 @@ struct Thread {
   ThreadState state;
   Wait wait = Wait::kUnstarted;
   unsigned mask = 0;     // the warp exchange's mask while waiting at one
-  const void* site = nullptr;  // the barrier's call site while waiting at one
+  const void* site = nullptr;  // the call site while waiting at a barrier or a wmma call
   Fiber* fiber = nullptr;
 };
 
@@ -359,6 +360,13 @@ bool release_warp_exchange(Block& b) {
         if (b.threads[t].wait != Wait::kWarp || b.threads[t].mask != th.mask) complete = false;
       }
       if (!complete) continue;
+      for (int l = 0; l < 32; ++l) {
+        if ((th.mask >> l & 1u) && b.threads[w * 32 + l].site != th.site) {
+          b.error = describe(b, w * 32 + lane) + " and " + describe(b, w * 32 + l) +
+                    " are at different warp-collective calls (a wmma call in divergent code)";
+          return false;
+        }
+      }
       const unsigned mask = th.mask;
       ++counters().warp_exchanges;
       for (int j = 0; j < 32; ++j) {
@@ -513,8 +521,11 @@ void run_grid(const LaunchConfig& cfg, void (*body)(void*), void* ctx) {
     b.next_start = 0;
     b.alive = threads;
     // Exact size (ASan's redzones sit right after it), filled with 0xFF: NaN in every float type.
-    std::unique_ptr<unsigned char, void (*)(void*)> smem(
-        static_cast<unsigned char*>(std::malloc(cfg.smem_bytes > 0 ? cfg.smem_bytes : 1)), std::free);
+    // 128-byte aligned, like the start of a GPU block's shared memory (wmma needs 32 bytes).
+    void* smem_block = nullptr;
+    TORCH_CHECK(posix_memalign(&smem_block, 128, cfg.smem_bytes > 0 ? cfg.smem_bytes : 1) == 0,
+                "hybridops CUDA emulation: cannot allocate ", cfg.smem_bytes, " bytes of shared memory");
+    std::unique_ptr<unsigned char, void (*)(void*)> smem(static_cast<unsigned char*>(smem_block), std::free);
     std::memset(smem.get(), 0xFF, cfg.smem_bytes);
     b.smem = smem.get();
     run_block(b);
@@ -562,3 +573,8 @@ unsigned ballot_sync(unsigned mask, int predicate) {
 
 }  // namespace emu
 }  // namespace hybridops
+
+// wmma calls are warp-collective (wmma_emulation.h): all 32 lanes must arrive, at the same call.
+void nvcuda::wmma::detail::warp_arrive(const void* site) {
+  ::hybridops::emu::park(::hybridops::emu::Wait::kWarp, 0xffffffffu, site);
+}

@@ -15,11 +15,16 @@
 //   rotate_static_shared    rotate_ok through a static __shared__ array instead of dynamic memory
 //   ballot                  out[i] = the number of odd values in i's warp (__ballot_sync)
 //                           + 1000 * __any_sync(x > 1000) + 2000 * __all_sync(x >= 0)
+//   wmma_ok                 (one block of 2 warps) out[:256] = X @ X with X = x[:256] as a 16x16 fp16
+//                           matrix, by nvcuda::wmma 16x16x16 (warp 0; warp 1 idles); out[256:] = 0
+//   wmma_misaligned         the same with the A tile read from 2 bytes past a 256-bit boundary
+//   wmma_divergent          the same with the B tile loaded by lanes 0-15 of the warp only
 #include <torch/library.h>
 
 #include <ATen/ATen.h>
 
 #include "common/cuda_launch.h"
+#include "common/cuda_wmma.h"
 
 namespace {
 
@@ -79,6 +84,33 @@ __global__ void shuffle_kernel(const float* x, float* out, unsigned mask) {
   out[i] = __shfl_down_sync(mask, x[i], 1);
 }
 
+enum class WmmaBug { kNone, kMisaligned, kDivergent };
+
+__global__ void wmma_kernel(const float* x, float* out, WmmaBug bug) {
+  namespace wmma = nvcuda::wmma;
+  using half_t = hybridops::WmmaElement<c10::Half>::type;
+  HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem);
+  c10::Half* a = reinterpret_cast<c10::Half*>(smem);  // [16 + 16][16]: X, then one spare row block
+  float* d = reinterpret_cast<float*>(smem + 32 * 16 * sizeof(c10::Half));  // [16][16]
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) a[i] = static_cast<c10::Half>(x[i]);
+  __syncthreads();
+  if (threadIdx.x < 32) {  // warp 0
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, half_t, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, half_t, wmma::row_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    const c10::Half* a_tile = bug == WmmaBug::kMisaligned ? a + 1 : a;  // planted: 2 bytes off
+    wmma::load_matrix_sync(fa, reinterpret_cast<const half_t*>(a_tile), 16);
+    if (bug != WmmaBug::kDivergent || threadIdx.x < 16) {  // planted: half the warp
+      wmma::load_matrix_sync(fb, reinterpret_cast<const half_t*>(a), 16);
+    }
+    wmma::mma_sync(acc, fa, fb, acc);
+    wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) out[i] = d[i];
+}
+
 at::Tensor launch(const at::Tensor& x, const char* which) {
   TORCH_CHECK(x.dim() == 1 && x.scalar_type() == at::kFloat && x.numel() % kBlock == 0 && x.is_contiguous(),
               "planted bugs: x must be a contiguous 1-D float tensor of a multiple of ", kBlock, " elements");
@@ -105,6 +137,10 @@ at::Tensor launch(const at::Tensor& x, const char* which) {
     HYBRIDOPS_LAUNCH(blocks, kBlock, 0, stream, shuffle_kernel)(in, o, 0xffffffffu);
   } else if (w == "shuffle_outside_mask") {
     HYBRIDOPS_LAUNCH(blocks, kBlock, 0, stream, shuffle_kernel)(in, o, 0x0000ffffu);
+  } else if (w == "wmma_ok" || w == "wmma_misaligned" || w == "wmma_divergent") {
+    const WmmaBug bug = w == "wmma_ok" ? WmmaBug::kNone : w == "wmma_misaligned" ? WmmaBug::kMisaligned : WmmaBug::kDivergent;
+    const size_t bytes = 32 * 16 * sizeof(c10::Half) + 256 * sizeof(float);
+    HYBRIDOPS_LAUNCH(1, kBlock, bytes, stream, wmma_kernel)(in, o, bug);
   } else if (w == "block_too_large") {
     HYBRIDOPS_LAUNCH(blocks, 2048, 0, stream, global_read_past_end_kernel)(in, o);
   } else if (w == "smem_over_default" || w == "smem_opt_in") {

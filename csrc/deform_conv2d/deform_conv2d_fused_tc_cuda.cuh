@@ -1,0 +1,156 @@
+// The tensor-core variant of the fused CUDA forward of deform_conv2d (issue #16), for fp16/bf16 on
+// sm_80 and newer, and fused_forward_cuda, which picks it or the FMA kernel
+// (deform_conv2d_fused_cuda.cuh). Included by deform_conv2d_cuda.cu inside its anonymous namespace,
+// after the FMA kernel (it shares load_pair_corners); common/cuda_wmma.h is included at file scope.
+//
+// Block and sampling as in the FMA kernel (same grid, pixel tile and channel tile). Per channel
+// chunk, each thread samples its (tap, pixel) pairs in float (the same per-element math), rounds to
+// the storage type into shared memory [rows_pad][tile_p] -- the value the im2col path writes to its
+// columns buffer -- and the weight slice goes beside it as [tile_co_pad][rows_pad] (padding zero).
+// Warp w owns output fragment (w / (tile_p/16), w % (tile_p/16)) of 16 channels x 16 pixels and
+// runs rows/16 wmma 16x16x16 steps per chunk, accumulating in float. At the end the fragments go
+// to a float staging tile; the threads add the bias and store. The plan: plan_fused_forward_tc.
+// On the GPU the body exists in the sm_80+ device passes only (HYBRIDOPS_WMMA); the launcher runs
+// it only where tensor_cores_available().
+#pragma once
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kFusedThreads)
+    fused_forward_tc_kernel(Geometry g, FusedPlan plan, int rows_pad, int tile_co_pad,
+                            const scalar_t* __restrict__ input, const scalar_t* __restrict__ offset,
+                            const scalar_t* __restrict__ mask, const scalar_t* __restrict__ weight,
+                            const scalar_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t cout,
+                            int64_t groups) {
+#if HYBRIDOPS_WMMA
+  namespace wmma = nvcuda::wmma;
+  using acc_t = float;
+  using mma_t = typename WmmaElement<scalar_t>::type;
+  HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
+  const int tile_p = plan.tile_p, tile_co = plan.tile_co;
+  const int K = static_cast<int>(g.taps());
+  scalar_t* samples = reinterpret_cast<scalar_t*>(smem_raw);  // [rows_pad][tile_p]
+  scalar_t* wtile = samples + rows_pad * tile_p;               // [tile_co_pad][rows_pad]
+  acc_t* staging = reinterpret_cast<acc_t*>(wtile + tile_co_pad * rows_pad);  // [tile_co_pad][tile_p]
+  const int t = threadIdx.x, warp = t / 32;
+  const int64_t P = g.out_pixels(), HW = g.height * g.width;
+  const int64_t tiles_p = (P + tile_p - 1) / tile_p;
+  const int64_t n = blockIdx.x / tiles_p;
+  const int64_t p0 = (blockIdx.x - n * tiles_p) * tile_p;
+  const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
+  const int64_t co_tiles = (cout_g + tile_co - 1) / tile_co;
+  const int64_t gi = blockIdx.y / co_tiles;
+  const int64_t co0 = (blockIdx.y - gi * co_tiles) * tile_co;  // within the group
+  const int64_t c_begin = gi * cin_g, c_end = c_begin + cin_g;
+  const int64_t cpg = g.channels_per_offset_group();
+  const int pairs = K * tile_p;
+  // This warp's output fragment; warps past the last fragment only sample (a warp-uniform test,
+  // so the wmma calls stay convergent).
+  const int frags_p = tile_p / kWmmaTile;
+  const bool has_fragment = warp < (tile_co_pad / kWmmaTile) * frags_p;
+  const int frag_co = warp / frags_p * kWmmaTile, frag_p = warp % frags_p * kWmmaTile;
+
+  BilinearCorners<acc_t, int32_t> corners[kFusedPairs];
+  acc_t modulation[kFusedPairs];
+  bool live[kFusedPairs];
+  wmma::fragment<wmma::accumulator, kWmmaTile, kWmmaTile, kWmmaTile, acc_t> acc;
+  if (has_fragment) wmma::fill_fragment(acc, 0.0f);
+
+  int64_t current_og = -1;
+  for (int64_t c0 = c_begin; c0 < c_end;) {
+    const int64_t og = c0 / cpg;
+    int64_t chunk = c_end - c0 < plan.chunk_c ? c_end - c0 : plan.chunk_c;
+    chunk = (og + 1) * cpg - c0 < chunk ? (og + 1) * cpg - c0 : chunk;
+    const int cc = static_cast<int>(chunk);
+    const int rk = cc * K, rk_pad = (rk + kWmmaTile - 1) / kWmmaTile * kWmmaTile;  // rows; wmma steps x 16
+    if (og != current_og) {
+      load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
+      current_og = og;
+    }
+    __syncthreads();  // the previous chunk's tiles are consumed
+#pragma unroll
+    for (int j = 0; j < kFusedPairs; ++j) {
+      const int q = t + j * kFusedThreads;
+      if (q >= pairs) continue;
+      const scalar_t* plane = input + (n * g.channels + c0) * HW;
+      for (int ci = 0; ci < cc; ++ci, plane += HW) {
+        samples[ci * pairs + q] = static_cast<scalar_t>(live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0));
+      }
+    }
+    for (int i = rk * tile_p + t; i < rk_pad * tile_p; i += kFusedThreads) samples[i] = scalar_t(0);
+    for (int i = t; i < tile_co_pad * rk_pad; i += kFusedThreads) {
+      const int co = i / rk_pad, r = i - co * rk_pad;
+      const int64_t oc = gi * cout_g + co0 + co;
+      wtile[co * rows_pad + r] =
+          co < tile_co && co0 + co < cout_g && r < rk ? weight[oc * cin_g * K + (c0 - c_begin) * K + r] : scalar_t(0);
+    }
+    __syncthreads();
+    if (has_fragment) {
+      for (int k0 = 0; k0 < rk_pad; k0 += kWmmaTile) {
+        wmma::fragment<wmma::matrix_a, kWmmaTile, kWmmaTile, kWmmaTile, mma_t, wmma::row_major> a_frag;
+        wmma::fragment<wmma::matrix_b, kWmmaTile, kWmmaTile, kWmmaTile, mma_t, wmma::row_major> b_frag;
+        wmma::load_matrix_sync(a_frag, reinterpret_cast<const mma_t*>(wtile + frag_co * rows_pad + k0), rows_pad);
+        wmma::load_matrix_sync(b_frag, reinterpret_cast<const mma_t*>(samples + k0 * tile_p + frag_p), tile_p);
+        wmma::mma_sync(acc, a_frag, b_frag, acc);
+      }
+    }
+    c0 += cc;
+  }
+  if (has_fragment) {
+    wmma::store_matrix_sync(staging + frag_co * tile_p + frag_p, acc, tile_p, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int o = t; o < tile_co * tile_p; o += kFusedThreads) {
+    const int64_t co = co0 + o / tile_p, p = p0 + o % tile_p;
+    if (co >= cout_g || p >= P) continue;
+    const int64_t oc = gi * cout_g + co;
+    out[(n * cout + oc) * P + p] = static_cast<scalar_t>(staging[o] + (bias ? static_cast<acc_t>(bias[oc]) : acc_t(0)));
+  }
+#endif
+}
+
+inline void launch_fused_forward_tc(const ForwardArgs& a, const FusedTcPlan& tc, at::Tensor& out) {
+  const Geometry& g = a.g;
+  const FusedPlan& plan = tc.base;
+  const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
+  const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
+  const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
+  const at::Tensor bias = a.bias.has_value() ? a.bias->contiguous() : at::Tensor();
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(a.input.scalar_type(), "deform_conv2d_fused_tc_cuda", [&] {
+    const dim3 grid(static_cast<unsigned>(N * tiles_p), static_cast<unsigned>(groups * co_tiles));
+    HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_bytes, stream, fused_forward_tc_kernel<scalar_t>)(
+        g, plan, tc.rows_pad, tc.tile_co_pad, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
+        g.use_mask ? a.mask->data_ptr<scalar_t>() : nullptr, a.weight.data_ptr<scalar_t>(),
+        bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), cout, groups);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+// The fused forward, from the checked arguments forward<CudaBackend> also takes: the tensor-core
+// kernel for fp16/bf16 on sm_80+ where its plan covers the shape (and HYBRIDOPS_DCN_TENSOR_CORES is
+// not 0), else the FMA kernel; an undefined tensor when use_fused picks the im2col path.
+inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
+  const Geometry& g = a.g;
+  const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
+  const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(a.input.scalar_type())));
+  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoForwardMaxChannels)) {
+    return at::Tensor();
+  }
+  const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
+  const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
+  at::Tensor out = forward_output(a);
+  if (N == 0) return out;
+  // The tensor-core plan has the same tiles (hence the same grid) as the FMA plan.
+  TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && groups * co_tiles <= 65535,
+              "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
+  const bool reduced = a.input.scalar_type() == at::kHalf || a.input.scalar_type() == at::kBFloat16;
+  if (reduced && tensor_cores_requested() && tensor_cores_available()) {
+    const FusedTcPlan tc = plan_fused_forward_tc(g, cout / groups);
+    if (tc.base.tile_p > 0) {
+      launch_fused_forward_tc(a, tc, out);
+      return out;
+    }
+  }
+  launch_fused_forward_fma(a, plan, out);
+  return out;
+}
