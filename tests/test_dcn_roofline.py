@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from pathlib import Path
 
 import pytest
 
+from benchmarks import dcn_layouts as dl
 from benchmarks import dcn_roofline as dr
 from benchmarks._roofline import (GPUS, Access, Assumptions, Kernel, L2Model, gpu_for_device_name, kernel_cost,
                                   run_kernels)
@@ -438,3 +440,109 @@ def test_tensor_core_constants_mirror_the_header_once_built():
         if "Pad" in name:
             assert value == dr.MMA_ROW_PAD_BYTES // dr.MMA_ELEM, name
 
+
+# ------------------------------------------------------------------------------ layout study
+
+def test_gathers_smooth_and_random_offsets():
+    """16ch@256^2 b2, forward tiles (32 pixels, chunks of 16). Random: an NCHW lane gets its own sectors,
+    ~2 rows x (1 + 1/16) sectors of 32 B per fp16 value (~68 B, less the chance collisions in the
+    plane); an NHWC corner is one aligned 32-byte sector for 16 fp16 channels: 4 x 32 / 16 = 8 B a
+    value, 100% of each load useful. Smooth (zero offsets): coalesced rows in both; NCHW's bytes within
+    25% of the main model's window factor."""
+    layer = dr.ISSUE_LAYER
+    nchw, nhwc = (dl.gather_count(layer, "float16", lay, "random", 32, 16) for lay in ("nchw", "nhwc"))
+    assert 55 < nchw.l2_per_value <= 68 and nchw.load_sectors == pytest.approx(32, abs=0.5)
+    assert nhwc.l2_per_value == pytest.approx(8, rel=0.02) and nhwc.load_efficiency == pytest.approx(1.0)
+    smooth = {lay: dl.gather_count(layer, "float16", lay, "smooth", 32, 16) for lay in ("nchw", "nhwc")}
+    assert 2.4 <= smooth["nchw"].load_sectors <= 3.0  # 64 useful bytes, misaligned by the tap's column
+    assert smooth["nchw"].factor == pytest.approx(dr.window_factor(layer, 32, 1.0), rel=0.25)
+    assert smooth["nhwc"].l2_per_value < smooth["nchw"].l2_per_value < 2 * smooth["nhwc"].l2_per_value
+    again = dl.gather_count.__wrapped__(layer, "float16", "nchw", "random", 32, 16)
+    assert again == nchw  # a fixed seed: reproducible
+    with pytest.raises(ValueError, match="layout"):
+        dl.gather_count(dr.Layer("x", 1, 4, 16), "float16", "nhwc", "smooth", 32, 4)  # 8 bytes a pixel
+
+
+def test_smooth_corners_of_a_tile_by_hand():
+    """Zero offsets, a 16x16 image, tap (0, 0): pixel 0 samples (-1, -1), whose only in-plane corner is
+    its bottom-right (0, 0); pixel 1 samples (-1, 0): bottom corners (0, 0) and (0, 1)."""
+    corners = dl._block_corners(dr.Layer("x", 1, 1, 16), "smooth", random.Random(0), 0, 32)
+    assert corners[0][0] == [None, None, None, 0] and corners[0][1] == [None, None, 0, 1]
+    assert corners[4][17] == [17, 18, 33, 34]  # centre tap of pixel (1, 1): rows 1-2, columns 1-2
+    last = dl._block_corners(dr.Layer("x", 1, 1, 16), "smooth", random.Random(0), 224, 32)
+    assert last[4][31] == [255, None, None, None]  # pixel (15, 15), centre tap: samples (15, 15)
+    assert last[8][31] == [None] * 4  # tap (2, 2) samples (16, 16): y = H is outside [-1, H)
+
+
+def test_nhwc_sampling_instructions():
+    """4 scalar corner loads + a pointer step (5 of 12) become 4 / v loads, v = values a 128-bit load."""
+    assert dl.sample_ops("fused_sample", "nchw", "float16", 16) == 12
+    assert dl.sample_ops("fused_sample", "nhwc", "float16", 16) == 12 - 5 + 4 / 8
+    assert dl.sample_ops("fused_sample", "nhwc", "float32", 8) == 12 - 5 + 4 / 4
+    assert dl.sample_ops("fused_sample", "nhwc", "float16", 1) == 12 - 5 + 4  # a 2-byte chunk: scalar loads
+    assert dl.sample_ops("fused_grad", "nhwc", "bfloat16", 16) == 35 - 5 + 0.5
+
+
+def test_layout_copies_per_caller():
+    """A channels_last caller of the NCHW kernels as built: .contiguous() of input, offset, mask and weight
+    (forward), of grad_out, input, offset, mask and weight (backward), and one conversion of each NCHW
+    result by its consumer; a stride-aware driver copies the input only; the NHWC variant nothing. An
+    NCHW caller of the NHWC variant: the input to NHWC, forward and backward."""
+    layer, asm = dr.ISSUE_LAYER, Assumptions()
+
+    def copies(caller, kernels):
+        fwd, bwd = dl.layout_plan("fused", layer, "float16", H200, asm, caller, kernels, "smooth")
+        kinds = (".contiguous()", "consumer to channels_last", "to NCHW", "to NHWC")
+        return [[k.name for k in ks if k.name.split(":")[0] in kinds] for ks in (fwd, bwd)]
+
+    fwd, bwd = copies("channels_last", "nchw")
+    assert fwd == [".contiguous(): input_cl -> input", ".contiguous(): offset_cl -> offset",
+                   ".contiguous(): mask_cl -> mask", ".contiguous(): weight_cl -> weight",
+                   "consumer to channels_last: out -> out_cl"]
+    assert bwd[0] == ".contiguous(): grad_out_cl -> grad_out" and len(bwd) == 5 + 4
+    assert copies("channels_last", "nchw-strided") == [["to NCHW: input_cl -> input"]] * 2
+    assert copies("channels_last", "nhwc") == [[], []]
+    assert copies("nchw", "nchw") == [[], []]
+    assert copies("nchw", "nhwc") == [["to NHWC: input -> input_nhwc"]] * 2
+    fwd, _ = dl.layout_plan("fused", layer, "float16", H200, asm, "nchw", "nhwc", "smooth")
+    copy = fwd[0]
+    assert copy.requested_bytes == 2 * 2 * (16 * 256 * 256 * 2)  # 2 images, read + write
+    assert any(a.buffer == "input_nhwc#0" for a in fwd[1].accesses)  # the kernel gathers the copy
+    with pytest.raises(ValueError, match="caller"):
+        dl.layout_plan("fused", layer, "float16", H200, asm, "nhwc", "nchw", "smooth")
+
+
+def test_layout_verdict_directions():
+    """What the study concludes at HybridNetSeg's 16-channel layer, fp16, on the H200 (model): for an NCHW
+    caller the NHWC variant ties or loses with smooth offsets (the input transpose costs about what its
+    vector loads save) and wins big with random ones; for a channels_last caller it beats the NCHW
+    kernels as built (their 4-5 copies a direction) but only ties a stride-aware NCHW driver in full."""
+    rep = dl.report([dr.ISSUE_LAYER], ["float16"], ["forward", "full"], [H200], scenarios=("smooth", "random"))
+    assert rep["kind"] == "prediction (model, not measured)" and len(rep["rows"]) == 2 * 2
+    by = {(r["mode"], r["offsets"]): r for r in rep["rows"]}
+    for r in rep["rows"]:
+        for key, ratio in r["speedup_nhwc"].items():
+            assert r["call"][key] == ("wins" if ratio > 1.1 else "loses" if ratio < 0.9 else "tie")
+    assert by[("full", "smooth")]["call"]["nchw_caller"] == "tie"
+    assert by[("forward", "smooth")]["speedup_nhwc"]["nchw_caller"] < 1.0
+    assert by[("full", "random")]["speedup_nhwc"]["nchw_caller"] > 2.0
+    assert by[("full", "smooth")]["call"]["cl_caller"] == "wins"
+    assert by[("full", "smooth")]["call"]["cl_caller_strided"] == "tie"
+    assert rep["tally"]["smooth"]["nchw_caller"] == {"wins": 0, "tie": 1, "loses": 0}
+    # NCHW kernels for an NCHW caller: the main model's prediction, the input's window from the sectors
+    ours = by[("full", "smooth")]["us"]["nchw/nchw"]
+    assert ours == pytest.approx(dr.predict("fused", "full", dr.ISSUE_LAYER, "float16", H200).time_s * 1e6, rel=0.05)
+
+
+def test_cli_layouts(tmp_path, capsys):
+    path = tmp_path / "layouts.json"
+    assert dr.main(["--gpus", "h200", "--dtypes", "float16", "--modes", "forward", "--layouts",
+                    "--offsets", "smooth", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Gathers of the fused forward" in out and "Layouts on H200" in out and "Verdict on H200" in out
+    assert "NHWC variant, forward mode" in out
+    payload = json.loads(path.read_text())
+    lay = payload["layouts"]
+    assert lay["algo"] == "fused" and lay["scenarios"] == ["smooth"] and len(lay["rows"]) == 4  # 4 cases
+    assert set(lay["rows"][0]["us"]) == {"nchw/nchw", "nchw/nhwc", "channels_last/nchw",
+                                         "channels_last/nchw-strided", "channels_last/nhwc"}
