@@ -158,6 +158,36 @@ def bank_wavefronts(words: Iterable[int], banks: int = 32) -> int:
     return max((len(v) for v in per_bank.values()), default=0)
 
 
+def matrix_load_wavefronts(stride_bytes: int, rows: int = 16, row_bytes: int = 32) -> int:
+    """Shared-memory wavefronts of one ldmatrix.x4-style load of a ``rows`` x ``row_bytes`` tile (a
+    16x16 fp16/bf16 WMMA operand: 512 bytes, 4 wavefronts at best) whose rows are ``stride_bytes``
+    apart: each 8x8 matrix (8 rows of 16 bytes) is one 128-byte phase, and a phase takes as many
+    wavefronts as the most distinct words its 8 rows put in one bank. Conflict-free when the 8 row
+    starts fall in 8 different 16-byte bank groups ((stride / 16) odd); a stride that is a multiple
+    of 128 bytes puts all 8 rows in one group (8 wavefronts a phase), a 64-byte one 4, 32 bytes 2.
+    (CUDA 13's nvcc compiles wmma::load_matrix_sync of fp16 row-major A and B to LDSM.16.M88.4 /
+    LDSM.16.MT88.4 for sm_80 and sm_90: seen with cuobjdump -sass.)"""
+    total = 0
+    for seg in range(0, row_bytes, 16):
+        for r0 in range(0, rows, 8):
+            total += bank_wavefronts((r * stride_bytes + seg) // 4 + w for r in range(r0, r0 + 8) for w in range(4))
+    return total
+
+
+def accumulator_store_wavefronts(stride_bytes: int) -> int:
+    """Shared-memory wavefronts of wmma::store_matrix_sync of a 16x16 fp32 accumulator (row-major, rows
+    ``stride_bytes`` apart): four warp-wide 64-bit stores (STS.64 in nvcc's sm_80/sm_90 code), assumed
+    in the mma.m16n8k16 accumulator layout (lane l writes row l / 4 (+ 8), columns 2 (l % 4) and
+    2 (l % 4) + 1 (+ 8)). 2 wavefronts a store at best (256 bytes); a 128-byte row stride puts the 8
+    rows of a store in the same 8 banks: 8."""
+    total = 0
+    for r_half in (0, 8):
+        for c_half in (0, 8):
+            total += bank_wavefronts(((lane // 4 + r_half) * stride_bytes) // 4 + c_half + 2 * (lane % 4) + e
+                                     for lane in range(32) for e in (0, 1))
+    return total
+
+
 def per_image(tensor: str, nbytes: float, images: Iterable[int], **kw) -> list[Access]:
     """Accesses to ``tensor``'s per-image slices ``tensor#b`` (``nbytes`` each)."""
     return [Access(f"{tensor}#{b}", nbytes, **kw) for b in images]

@@ -3,6 +3,7 @@
     python -m benchmarks.dcn_roofline [--gpus h100 h200 gtx1080ti] [--dtypes float32 float16 bfloat16]
                                       [--modes forward backward full] [--traffic] [--breakdown] [--warm]
                                       [--json PATH] [--measured FILE.json ...]
+                                      [--layouts [fused|fused_target]] [--offsets smooth benchmark random]
 
 A PREDICTION, not a measurement. For each case of ``benchmarks/deform_conv2d.py`` (3x3, stride 1, pad 1,
 one offset group, with mask and bias), each dtype (fp32; fp16/bf16 storage with fp32 accumulation) and
@@ -41,7 +42,18 @@ their sources: ``benchmarks/_roofline.py``). ``--measured`` sets a results file 
   expressions (``bank_wavefronts``): forward 1 + 1/outputs a thread wavefronts per warp-wide FMA
   (1.125-1.5; a partial last channel tile runs its zero-weight channels too: 80 channels = 2 x 64),
   A 2, B 2.2-5.4 (B's gout[co * 32 + pp] is a k-way conflict when a warp spans k output channels, and
-  a warp whose r wraps past chunk_b x 9 reads two samples per bank). FMA only, no tensor cores.
+  a warp whose r wraps past chunk_b x 9 reads two samples per bank). fp32, and every dtype on the
+  1080 Ti: FMA only. fp16/bf16 on the H100/H200 (sm_80+): the forward is the tensor-core kernel of
+  the issue's spec (being built; modelled from the spec, ``uses_tensor_core_forward``): the same grid,
+  plan, bytes and sampling; samples [rk_pad][tile_p] and weight [tile_co_pad][rk_pad] in the storage
+  type (rk = chunk x 9 and tile_co rounded up to 16, zero-padded), one 16x16 fp32 accumulator per
+  warp (at most 8), per chunk rk_pad / 16 steps of two load_matrix_sync and an mma_sync, then
+  store_matrix_sync into an fp32 staging tile and one store per output. MMA FLOPs (the padded tiles)
+  at the tensor rate; every load counted as an ldmatrix.x4 (what nvcc emits for these wmma loads on
+  sm_80/sm_90) from its row stride: at tile_p = 32 the samples' 64-byte rows are a 4-way bank
+  conflict and the weight's 288- or 160-byte rows a 2-way one (24 wavefronts a step, 8 without
+  conflicts: ``MMA_ROW_PAD_BYTES`` / ``mma_pad`` = 16 models rows padded by 16 bytes), and the
+  accumulator stores into 128-byte staging rows an 8-way one. The backward stays FMA.
   HYBRIDOPS_DCN_ALGO=auto (``auto_algos``, ``predict("auto", ...)``): the fused forward up to 32
   channels per group, the fused backward up to 16 (im2col above).
 * ``fused_target`` -- the same passes and bytes with the micro-kernels the issue plans. Beyond the
@@ -88,6 +100,11 @@ Assumptions (``Assumptions`` in ``_roofline.py``; every one is a parameter):
   Occupancy and latency are not modelled: a block of 256 threads with 8-16 accumulators a thread is
   assumed to keep shared memory busy.
 
+``--layouts``: the channels-last question (``benchmarks/dcn_layouts.py``): would NHWC variants of the
+fused kernels win, for NCHW callers and for channels_last ones, under smooth, N(0, 1) and random
+offsets? It counts the gathers' 32-byte sectors in both layouts, the copies our NCHW driver makes for
+channels_last tensors, and prints a verdict per shape, dtype and GPU.
+
 What it cannot show: occupancy beyond the fill of a small grid, latency-bound launches, cuBLAS's
 kernel choice (split-K for the skinny grad_weight GEMMs is assumed to fill the GPU), atomic contention
 on one address, the memory model. The model is for GPUs; with a CPU results file ``--measured`` prints
@@ -104,8 +121,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from benchmarks._roofline import (GPUS, Access, Assumptions, Gpu, Kernel, Prediction, bank_wavefronts, elementwise,
-                                  gemm, gpu_for_device_name, per_image, run_kernels)
+from benchmarks._roofline import (GPUS, Access, Assumptions, Gpu, Kernel, Prediction, accumulator_store_wavefronts,
+                                  bank_wavefronts, elementwise, gemm, gpu_for_device_name, matrix_load_wavefronts,
+                                  per_image, run_kernels)
 
 ALGOS = ("torchvision", "im2col", "fused", "fused_target")
 MODES = ("forward", "backward", "full")
@@ -519,7 +537,7 @@ def _strided_wavefronts(count: int, word: Callable[[int], int]) -> int:
     return sum(bank_wavefronts(word(i) for i in range(b, min(count, b + WARP))) for b in range(0, count, WARP))
 
 
-def _chunks(channels: int, chunk: int) -> list[int]:
+def channel_chunks(channels: int, chunk: int) -> list[int]:
     """The channel chunks a block walks (one group, one offset group): ``chunk`` each, then the rest."""
     return [chunk] * (channels // chunk) + ([channels % chunk] if channels % chunk else [])
 
@@ -576,7 +594,7 @@ def weight_grad_block_wavefronts(tile_p: int, ld: int, cout_g: int, cc: int, k: 
     return tile_p * gemm, stores
 
 
-def _window(layer: Layer, tile_p: int, reach: float) -> float:
+def window_factor(layer: Layer, tile_p: int, reach: float) -> float:
     """L2 input bytes per input byte of one gather by pixel tiles of ``tile_p`` consecutive pixels
     doing all 9 taps: their rows x columns window with the 3x3 and the offsets' reach."""
     rows, cols = max(1.0, tile_p / layer.size), min(tile_p, layer.size)
@@ -592,28 +610,120 @@ def _smem(variant: FusedVariant, built: float, macs: float, stored: float) -> tu
             (macs * variant.wavefronts_per_warp_mac_mma + stored) / WARP)
 
 
-def fused_forward(layer: Layer, dtype: str, asm: Assumptions, variant: FusedVariant = FUSED_BUILT) -> list[Kernel]:
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+# The tensor-core fused forward (fp16/bf16 on sm_80+), modelled from its spec (issue #16; being built):
+# the FMA kernel's grid and plan, its contraction on WMMA 16x16x16 fragments (fp32 accumulate).
+MMA_TILE = 16                        # WMMA m16n16k16
+MMA_WARPS = FUSED_THREADS // WARP    # 8 warps, at most one accumulator fragment each
+MMA_ELEM = 2                         # fp16/bf16 operands in shared memory
+MMA_ROW_PAD_BYTES = 0                # the spec's tiles are unpadded; 16 = the conflict-free what-if
+
+
+def uses_tensor_core_forward(dtype: str, gpu: Gpu) -> bool:
+    """Whether ``fused`` runs the tensor-core forward: fp16/bf16 on a GPU with tensor cores (the
+    H100/H200 profiles, sm_90); fp32 and the 1080 Ti (sm_61) keep the FMA kernel."""
+    return DTYPE_BYTES[dtype] == 2 and gpu.mma_flops is not None
+
+
+@dataclass(frozen=True)
+class MmaTiles:
+    """The tensor-core forward's shared-memory tiles for one chunk of ``rk`` = chunk x K (channel, tap)
+    rows: samples [rk_pad][tile_p] and the weight slice [tile_co_pad][rk_pad] in the storage type
+    (rk_pad = rk rounded up to 16, the extra rows zero), the fp32 staging tile [tile_co_pad][tile_p];
+    ``fragments`` = (tile_co_pad / 16) x (tile_p / 16) accumulators, one per warp."""
+    rk: int
+    rk_pad: int
+    tile_co_pad: int
+    fragments: int
+    smem_bytes: int
+
+
+def mma_tiles(tile_p: int, tile_co: int, cc: int, k: int, pad: int = MMA_ROW_PAD_BYTES) -> MmaTiles:
+    """``MmaTiles`` of one chunk of ``cc`` channels, every row ``pad`` bytes longer than its data (0 as
+    specified; ValueError where the spec does not apply: tile_p not a multiple of 16, or more fragments
+    than warps)."""
+    rk = cc * k
+    rk_pad, co_pad = _round_up(rk, MMA_TILE), _round_up(tile_co, MMA_TILE)
+    fragments = (co_pad // MMA_TILE) * (tile_p // MMA_TILE)
+    if tile_p % MMA_TILE or fragments > MMA_WARPS:
+        raise ValueError(f"tile_p = {tile_p}, tile_co = {tile_co}: not {MMA_TILE}-aligned tiles of at most "
+                         f"{MMA_WARPS} fragments")
+    smem = rk_pad * (tile_p * MMA_ELEM + pad) + co_pad * (rk_pad * MMA_ELEM + pad) + co_pad * (tile_p * ACC_BYTES + pad)
+    return MmaTiles(rk, rk_pad, co_pad, fragments, smem)
+
+
+@lru_cache(maxsize=None)
+def mma_forward_block_wavefronts(tile_p: int, tile_co: int, cc: int, k: int,
+                                 pad: int = MMA_ROW_PAD_BYTES) -> tuple[int, int]:
+    """(contraction, stores) shared-memory wavefronts of one tensor-core forward block for one chunk of
+    ``cc`` channels. Contraction: each of the ``fragments`` warps does rk_pad / 16 steps of
+    load_matrix_sync(A: weight tile, rows rk_pad x 2 bytes apart) + load_matrix_sync(B: samples, rows
+    tile_p x 2 bytes apart) + mma_sync, each load an ldmatrix.x4 (``matrix_load_wavefronts``: 4 at
+    best; at tile_p = 32 the 64-byte rows of B are a 4-way conflict, 16; rk_pad = 144 or 80 gives A
+    2-way, 8; ``pad`` = 16 bytes more a row makes both conflict-free). Stores: the samples (storage
+    type, 2 lanes a word), the zero rows rk..rk_pad and the [tile_co_pad][rk_pad] weight tile."""
+    t = mma_tiles(tile_p, tile_co, cc, k, pad)
+    ld_a, ld_b = t.rk_pad * MMA_ELEM + pad, tile_p * MMA_ELEM + pad  # row strides in bytes
+    contraction = t.fragments * (t.rk_pad // MMA_TILE) * (matrix_load_wavefronts(ld_a) + matrix_load_wavefronts(ld_b))
+
+    def rows(width: int, ld: int) -> Callable[[int], int]:  # element i of a [.][width] tile of 16-bit elements
+        return lambda i: ((i // width) * ld + (i % width) * MMA_ELEM) // 4
+
+    stores = (cc * _strided_wavefronts(k * tile_p, rows(tile_p, ld_b))
+              + _strided_wavefronts((t.rk_pad - t.rk) * tile_p, lambda i: (t.rk * ld_b) // 4 + rows(tile_p, ld_b)(i))
+              + _strided_wavefronts(t.tile_co_pad * t.rk_pad, rows(t.rk_pad, ld_a)))
+    return contraction, stores
+
+
+def mma_forward_epilogue_wavefronts(tile_p: int, tile_co: int, pad: int = MMA_ROW_PAD_BYTES) -> int:
+    """Wavefronts of a tensor-core forward block's end: store_matrix_sync of each fragment into the fp32
+    staging tile (rows tile_p x 4 + pad bytes apart: 128 bytes at tile_p = 32, an 8-way conflict), then
+    every thread reads its outputs staging[o], o = t + 256 j < tile_co x tile_p (one per warp read)."""
+    t = mma_tiles(tile_p, tile_co, 1, 1, pad)
+    ld = tile_p * ACC_BYTES + pad
+    return (t.fragments * accumulator_store_wavefronts(ld)
+            + _strided_wavefronts(tile_co * tile_p, lambda o: ((o // tile_p) * ld) // 4 + o % tile_p))
+
+
+def fused_forward(layer: Layer, dtype: str, asm: Assumptions, variant: FusedVariant = FUSED_BUILT,
+                  tensor_cores: bool = False, mma_pad: int = MMA_ROW_PAD_BYTES) -> list[Kernel]:
     """fused_forward_kernel: a block per (image, tile_p pixels, tile_co output channels); corners once
     per (tap, pixel) and block, channel chunks sampled into shared memory, contracted with the weight
     slice there (one sample load per r for all of a thread's outputs), bias fused. Every block reads
-    its whole weight slice (weight x pixel tiles in L2)."""
+    its whole weight slice (weight x pixel tiles in L2). ``tensor_cores`` (the built variant only;
+    ``uses_tensor_core_forward``): the tensor-core forward instead -- the same grid, plan, bytes and
+    sampling, the contraction as WMMA fragments over the padded tiles (``mma_tiles``: executed MACs =
+    tile_co_pad x tile_p x rk_pad a chunk, at the tensor rate), its shared memory counted by
+    ``mma_forward_block_wavefronts`` and ``mma_forward_epilogue_wavefronts`` (rows ``mma_pad`` bytes
+    longer than their data: 0 as specified)."""
     z, c, everything, fp = Sizes.of(layer, dtype), layer.channels, _all(layer), fused_plan(layer)
     tiles = layer.batch * math.ceil(layer.pixels / fp.tile_p)
     co_tiles = math.ceil(c / fp.tile_co)
     blocks = tiles * co_tiles
-    acc = (per_image("input", z.input, everything, l2_passes=_window(layer, fp.tile_p, asm.offset_reach_px) * co_tiles)
+    window = window_factor(layer, fp.tile_p, asm.offset_reach_px)
+    acc = (per_image("input", z.input, everything, l2_passes=window * co_tiles)
            + per_image("offset", z.offset, everything, l2_passes=co_tiles)
            + per_image("mask", z.mask, everything, l2_passes=co_tiles)
            + [Access("weight", z.weight, l2_passes=tiles), Access("bias", z.bias, l2_passes=tiles)]
            + per_image("out", z.out, everything, op="w"))
     n = layer.samples(layer.batch)
+    alu = co_tiles * (OPS["fused_tap"] * layer.taps(layer.batch) + OPS["fused_sample"] * n)
     built = variant.wavefronts_per_warp_mac is None
+    if built and tensor_cores:
+        tiles_mma = [mma_tiles(fp.tile_p, fp.tile_co, cc, TAPS, mma_pad) for cc in channel_chunks(c, fp.chunk_c)]
+        macs = blocks * sum(t.tile_co_pad * fp.tile_p * t.rk_pad for t in tiles_mma)
+        wf = blocks * (sum(sum(mma_forward_block_wavefronts(fp.tile_p, fp.tile_co, t.rk // TAPS, TAPS, mma_pad))
+                           for t in tiles_mma) + mma_forward_epilogue_wavefronts(fp.tile_p, fp.tile_co, mma_pad))
+        return [Kernel("fused forward (tensor cores)", tuple(acc), gemm_flops=2.0 * macs, alu_ops=alu,
+                       smem_wavefronts=wf, blocks=blocks, tensor_cores=True)]
     macs = blocks * fp.tile_co * fp.tile_p * c * TAPS if built else c * n  # executed (whole tiles) / useful
     counted = blocks * sum(sum(forward_block_wavefronts(fp.tile_p, fp.tile_co, cc, TAPS))
-                           for cc in _chunks(c, fp.chunk_c)) if built else 0.0
+                           for cc in channel_chunks(c, fp.chunk_c)) if built else 0.0
     wf, wf_mma = _smem(variant, counted, macs, co_tiles * n)
-    return [Kernel("fused forward", tuple(acc), gemm_flops=2.0 * macs,
-                   alu_ops=co_tiles * (OPS["fused_tap"] * layer.taps(layer.batch) + OPS["fused_sample"] * n),
+    return [Kernel("fused forward", tuple(acc), gemm_flops=2.0 * macs, alu_ops=alu,
                    smem_wavefronts=wf, smem_wavefronts_mma=wf_mma, blocks=blocks, tensor_cores=variant.tensor_cores)]
 
 
@@ -623,7 +733,7 @@ def _fused_sampling_kernel(layer: Layer, z: Sizes, fp: FusedPlan, asm: Assumptio
     c, everything, tp = layer.channels, _all(layer), fp.tile_p_bwd
     tiles = layer.batch * math.ceil(layer.pixels / tp)
     acc = (per_image("grad_out", z.out, everything)
-           + per_image("input", z.input, everything, l2_passes=_window(layer, tp, asm.offset_reach_px))
+           + per_image("input", z.input, everything, l2_passes=window_factor(layer, tp, asm.offset_reach_px))
            + _offset_mask(z, everything) + [Access("weight", z.weight, l2_passes=tiles)]
            + per_image("grad_input_acc", z.acc, everything, op="rw", l2_passes=0)
            + per_image("grad_offset", z.offset, everything, op="w")
@@ -631,8 +741,9 @@ def _fused_sampling_kernel(layer: Layer, z: Sizes, fp: FusedPlan, asm: Assumptio
     n = layer.samples(layer.batch)
     built = variant.wavefronts_per_warp_mac is None
     macs = tiles * tp * c * TAPS * c if built else c * n
-    counted = tiles * (_strided_wavefronts(c * tp, int) + sum(sum(sampling_block_wavefronts(tp, c, cc, TAPS))
-                                                               for cc in _chunks(c, fp.chunk_a))) if built else 0.0
+    per_block = _strided_wavefronts(c * tp, int) + sum(sum(sampling_block_wavefronts(tp, c, cc, TAPS))
+                                                       for cc in channel_chunks(c, fp.chunk_a))
+    counted = tiles * per_block if built else 0.0
     wf, wf_mma = _smem(variant, counted, macs, n)
     return Kernel("fused backward A (grad_columns, offset/mask, scatter)", tuple(acc), gemm_flops=2.0 * macs,
                   alu_ops=OPS["fused_tap"] * layer.taps(layer.batch) + OPS["fused_grad"] * n,
@@ -652,7 +763,7 @@ def _fused_weight_kernels(layer: Layer, z: Sizes, fp: FusedPlan, gpu: Gpu, asm: 
     if variant.fill_grid:
         item_chunks = max(item_chunks, min(items, math.ceil(asm.blocks_per_sm * gpu.sms / chunks_c)))
     partials = item_chunks * c * c * TAPS * ACC_BYTES
-    window = _window(layer, tp, asm.offset_reach_px)
+    window = window_factor(layer, tp, asm.offset_reach_px)
     acc = (per_image("grad_out", z.out, everything, l2_passes=chunks_c)
            + per_image("input", z.input, everything, l2_passes=window)
            + per_image("offset", z.offset, everything, l2_passes=chunks_c)
@@ -713,10 +824,11 @@ def plan(algo: str, layer: Layer, dtype: str, gpu: Gpu, asm: Assumptions) -> tup
     if algo == "im2col":
         return im2col_forward(layer, dtype, asm), im2col_backward(layer, dtype, asm)
     variant = FUSED_BUILT if algo == "fused" else FUSED_TARGET
-    return fused_forward(layer, dtype, asm, variant), fused_backward(layer, dtype, gpu, asm, variant)
+    return (fused_forward(layer, dtype, asm, variant, uses_tensor_core_forward(dtype, gpu)),
+            fused_backward(layer, dtype, gpu, asm, variant))
 
 
-def _mode_kernels(fwd: list[Kernel], bwd: list[Kernel], mode: str) -> tuple[list[Kernel], list[Kernel]]:
+def mode_kernels(fwd: list[Kernel], bwd: list[Kernel], mode: str) -> tuple[list[Kernel], list[Kernel]]:
     """(untimed kernels run first, timed kernels) of a benchmark mode."""
     if mode == "forward":
         return [], fwd
@@ -731,7 +843,7 @@ def predict(algo: str, mode: str, layer: Layer, dtype: str, gpu: Gpu, asm: Assum
     """The predicted cost of one benchmark call of ``algo`` in ``mode`` (``run_kernels``: the call's
     kernels through the L2 model, each costed by ``kernel_cost``)."""
     fwd, bwd = plan(algo, layer, dtype, gpu, asm)
-    untimed, timed = _mode_kernels(fwd, bwd, mode)
+    untimed, timed = mode_kernels(fwd, bwd, mode)
     return Prediction(algo, mode, run_kernels(untimed, timed, gpu, DTYPE_BYTES[dtype] == 2, asm))
 
 
@@ -954,6 +1066,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="write the model, its assumptions and predictions here")
     parser.add_argument("--measured", nargs="+", default=[], metavar="FILE.json",
                         help="benchmarks/deform_conv2d.py results files to set beside the predictions")
+    parser.add_argument("--layouts", nargs="?", const="fused", default=None, choices=("fused", "fused_target"),
+                        help="also print the layout study (benchmarks/dcn_layouts.py): would NHWC variants of the "
+                             "fused kernels (default; or fused_target) win, for NCHW and channels_last callers?")
+    parser.add_argument("--offsets", nargs="+", default=None, choices=("smooth", "benchmark", "random"),
+                        help="the layout study's offset fields (default: all three)")
     return parser
 
 
@@ -998,11 +1115,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         gpu, mrows = compare_measured(payload, asm)
         print("\n" + measured_table(path, payload, gpu, mrows))
         compared.append({"file": path, "gpu": gpu.key if gpu else None, "rows": mrows})
+    layouts = None
+    if args.layouts:
+        from benchmarks import dcn_layouts  # imports this module: loaded on demand
+        modes = [m for m in args.modes if m != "backward"] or ["forward", "full"]
+        layouts = dcn_layouts.report(benchmark_layers(), args.dtypes, modes, gpus, asm, args.layouts,
+                                     args.offsets or dcn_layouts.SCENARIOS)
+        print("\n" + dcn_layouts.report_text(layouts, gpus))
     if args.json:
         payload = {"model": "benchmarks.dcn_roofline", "kind": "prediction (model, not measured)",
                    "assumptions": asdict(asm), "ops_per_item": OPS,
                    "gpus": {g.key: asdict(g) for g in gpus}, "issue_check": check,
                    "torchvision_shares": shares, "predictions": rows, "measured": compared}
+        if layouts is not None:
+            payload["layouts"] = layouts
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=1))
         print(f"\nwrote {args.json}")
