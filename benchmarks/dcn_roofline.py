@@ -43,19 +43,22 @@ their sources: ``benchmarks/_roofline.py``). ``--measured`` sets a results file 
   (1.125-1.5; a partial last channel tile runs its zero-weight channels too: 80 channels = 2 x 64),
   A 2, B 2.2-5.4 (B's gout[co * 32 + pp] is a k-way conflict when a warp spans k output channels, and
   a warp whose r wraps past chunk_b x 9 reads two samples per bank). fp32, and every dtype on the
-  1080 Ti: FMA only. fp16/bf16 on the H100/H200 (sm_80+): the forward is the tensor-core kernel of
-  the issue's spec (being built; modelled from the spec, ``uses_tensor_core_forward``): the same grid,
-  plan, bytes and sampling; samples [rk_pad][tile_p] and weight [tile_co_pad][rk_pad] in the storage
-  type (rk = chunk x 9 and tile_co rounded up to 16, zero-padded), one 16x16 fp32 accumulator per
-  warp (at most 8), per chunk rk_pad / 16 steps of two load_matrix_sync and an mma_sync, then
-  store_matrix_sync into an fp32 staging tile and one store per output. MMA FLOPs (the padded tiles)
-  at the tensor rate; every load counted as an ldmatrix.x4 (what nvcc emits for these wmma loads on
-  sm_80/sm_90) from its row stride: at tile_p = 32 the samples' 64-byte rows are a 4-way bank
-  conflict and the weight's 288- or 160-byte rows a 2-way one (24 wavefronts a step, 8 without
-  conflicts: ``MMA_ROW_PAD_BYTES`` / ``mma_pad`` = 16 models rows padded by 16 bytes), and the
-  accumulator stores into 128-byte staging rows an 8-way one. The backward stays FMA.
+  1080 Ti: FMA only. fp16/bf16 on the H100/H200 (sm_80+): the forward is the tensor-core kernel
+  (``deform_conv2d_fused_tc_cuda.cuh``, plan ``plan_fused_forward_tc``, ``uses_tensor_core_forward``):
+  the same grid, pixel and channel tiles, bytes and sampling; its own channel chunk (``mma_chunk``:
+  the largest of 16..1 whose tiles fit 48 KiB); samples [rk_pad][tile_p] and weight
+  [tile_co_pad][rk_pad] in the storage type (rk = chunk x 9 and tile_co rounded up to 16,
+  zero-padded), one 16x16 fp32 accumulator per warp (at most 8), per chunk rk_pad / 16 steps of two
+  load_matrix_sync and an mma_sync, then store_matrix_sync into an fp32 staging tile and one store
+  per output. Every row is ``MMA_ROW_PAD_BYTES`` = 16 bytes longer than its data
+  (kFusedMmaRowPad). MMA FLOPs (the padded tiles) at the tensor rate; every load counted as an
+  ldmatrix.x4 (what nvcc emits for these wmma loads on sm_80/sm_90) from its row stride: with the
+  padding 8 wavefronts a step and 2 a staging store, conflict-free (``mma_pad`` = 0, the unpadded
+  what-if: at tile_p = 32 the samples' 64-byte rows are a 4-way conflict and the weight's 288- or
+  160-byte rows a 2-way one, 24 wavefronts a step; staging stores 8-way). The backward stays FMA.
   HYBRIDOPS_DCN_ALGO=auto (``auto_algos``, ``predict("auto", ...)``): the fused forward up to 32
-  channels per group, the fused backward up to 16 (im2col above).
+  channels per group (up to 192 where it runs on tensor cores: the model puts it ahead of im2col to
+  192 channels, 1.3x, and behind at 256, 0.95x), the fused backward up to 16 (im2col above).
 * ``fused_target`` -- the same passes and bytes with the micro-kernels the issue plans. Beyond the
   built kernels it assumes: register-tiled micro-GEMMs (8x8 outputs a thread from 128-bit
   shared-memory loads, as in a tuned SGEMM: 0.25 wavefront per warp-wide FMA; 0.1 with ldmatrix-fed
@@ -444,6 +447,7 @@ FUSED_WEIGHT_OUTPUTS = 16
 FUSED_ITEM_CHUNKS = 32
 FUSED_TARGET_BLOCKS = 264
 FUSED_AUTO_FORWARD_MAX_CHANNELS = 32
+FUSED_AUTO_TENSOR_CORE_FORWARD_MAX_CHANNELS = 192
 FUSED_AUTO_BACKWARD_MAX_CHANNELS = 16
 WARP = 32
 
@@ -486,21 +490,25 @@ def fused_plan(layer: Layer) -> FusedPlan:
     raise ValueError(f"layer: the fused kernels do not cover {layer.channels} channels")
 
 
-def auto_algos(layer: Layer) -> tuple[str, str]:
+def auto_algos(layer: Layer, dtype: str = "float32", gpu: Optional[Gpu] = None) -> tuple[str, str]:
     """(forward, backward) algorithm HYBRIDOPS_DCN_ALGO=auto runs on a CUDA device (use_fused): fused
     where the plan covers the layer and it has at most kFusedAutoForwardMaxChannels (32) channels per
-    group, resp. kFusedAutoBackwardMaxChannels for the backward; else im2col."""
+    group -- kFusedAutoTensorCoreForwardMaxChannels (192) where the forward runs on tensor cores
+    (fp16/bf16 on a ``gpu`` with them, ``uses_tensor_core_forward``) -- resp.
+    kFusedAutoBackwardMaxChannels for the backward; else im2col."""
     try:
         fused_plan(layer)
     except ValueError:
         return "im2col", "im2col"
+    tensor_cores = gpu is not None and uses_tensor_core_forward(dtype, gpu)
+    forward_limit = FUSED_AUTO_TENSOR_CORE_FORWARD_MAX_CHANNELS if tensor_cores else FUSED_AUTO_FORWARD_MAX_CHANNELS
     return tuple("fused" if layer.channels <= limit else "im2col"
-                 for limit in (FUSED_AUTO_FORWARD_MAX_CHANNELS, FUSED_AUTO_BACKWARD_MAX_CHANNELS))
+                 for limit in (forward_limit, FUSED_AUTO_BACKWARD_MAX_CHANNELS))
 
 
-def auto_label(layer: Layer, mode: str) -> str:
+def auto_label(layer: Layer, mode: str, dtype: str = "float32", gpu: Optional[Gpu] = None) -> str:
     """What auto runs in a benchmark mode: 'fused' / 'im2col', or 'fused fwd + im2col bwd' (full)."""
-    fwd, bwd = auto_algos(layer)
+    fwd, bwd = auto_algos(layer, dtype, gpu)
     if mode == "forward":
         return fwd
     if mode == "backward":
@@ -614,12 +622,12 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-# The tensor-core fused forward (fp16/bf16 on sm_80+), modelled from its spec (issue #16; being built):
+# The tensor-core fused forward (fp16/bf16 on sm_80+; deform_conv2d_fused_tc_cuda.cuh, mirrored):
 # the FMA kernel's grid and plan, its contraction on WMMA 16x16x16 fragments (fp32 accumulate).
 MMA_TILE = 16                        # WMMA m16n16k16
 MMA_WARPS = FUSED_THREADS // WARP    # 8 warps, at most one accumulator fragment each
 MMA_ELEM = 2                         # fp16/bf16 operands in shared memory
-MMA_ROW_PAD_BYTES = 0                # the spec's tiles are unpadded; 16 = the conflict-free what-if
+MMA_ROW_PAD_BYTES = 16               # kFusedMmaRowPad = 8 16-bit elements: every row 16 bytes longer
 
 
 def uses_tensor_core_forward(dtype: str, gpu: Gpu) -> bool:
@@ -642,8 +650,8 @@ class MmaTiles:
 
 
 def mma_tiles(tile_p: int, tile_co: int, cc: int, k: int, pad: int = MMA_ROW_PAD_BYTES) -> MmaTiles:
-    """``MmaTiles`` of one chunk of ``cc`` channels, every row ``pad`` bytes longer than its data (0 as
-    specified; ValueError where the spec does not apply: tile_p not a multiple of 16, or more fragments
+    """``MmaTiles`` of one chunk of ``cc`` channels, every row ``pad`` bytes longer than its data (16 as
+    built; ValueError where the kernel does not apply: tile_p not a multiple of 16, or more fragments
     than warps)."""
     rk = cc * k
     rk_pad, co_pad = _round_up(rk, MMA_TILE), _round_up(tile_co, MMA_TILE)
@@ -653,6 +661,12 @@ def mma_tiles(tile_p: int, tile_co: int, cc: int, k: int, pad: int = MMA_ROW_PAD
                          f"{MMA_WARPS} fragments")
     smem = rk_pad * (tile_p * MMA_ELEM + pad) + co_pad * (rk_pad * MMA_ELEM + pad) + co_pad * (tile_p * ACC_BYTES + pad)
     return MmaTiles(rk, rk_pad, co_pad, fragments, smem)
+
+
+def mma_chunk(tile_p: int, tile_co: int, k: int, pad: int = MMA_ROW_PAD_BYTES) -> int:
+    """The tensor-core forward's own channel chunk (plan_fused_forward_tc): the largest of 16, 8, 4, 2, 1
+    whose tiles (``mma_tiles``) fit the 48 KiB the FMA plan also keeps to."""
+    return next(cc for cc in (16, 8, 4, 2, 1) if mma_tiles(tile_p, tile_co, cc, k, pad).smem_bytes <= FUSED_SMEM_BYTES)
 
 
 @lru_cache(maxsize=None)
@@ -698,7 +712,7 @@ def fused_forward(layer: Layer, dtype: str, asm: Assumptions, variant: FusedVari
     sampling, the contraction as WMMA fragments over the padded tiles (``mma_tiles``: executed MACs =
     tile_co_pad x tile_p x rk_pad a chunk, at the tensor rate), its shared memory counted by
     ``mma_forward_block_wavefronts`` and ``mma_forward_epilogue_wavefronts`` (rows ``mma_pad`` bytes
-    longer than their data: 0 as specified)."""
+    longer than their data: 16 as built)."""
     z, c, everything, fp = Sizes.of(layer, dtype), layer.channels, _all(layer), fused_plan(layer)
     tiles = layer.batch * math.ceil(layer.pixels / fp.tile_p)
     co_tiles = math.ceil(c / fp.tile_co)
@@ -713,7 +727,8 @@ def fused_forward(layer: Layer, dtype: str, asm: Assumptions, variant: FusedVari
     alu = co_tiles * (OPS["fused_tap"] * layer.taps(layer.batch) + OPS["fused_sample"] * n)
     built = variant.wavefronts_per_warp_mac is None
     if built and tensor_cores:
-        tiles_mma = [mma_tiles(fp.tile_p, fp.tile_co, cc, TAPS, mma_pad) for cc in channel_chunks(c, fp.chunk_c)]
+        chunk = mma_chunk(fp.tile_p, fp.tile_co, TAPS, mma_pad)
+        tiles_mma = [mma_tiles(fp.tile_p, fp.tile_co, cc, TAPS, mma_pad) for cc in channel_chunks(c, chunk)]
         macs = blocks * sum(t.tile_co_pad * fp.tile_p * t.rk_pad for t in tiles_mma)
         wf = blocks * (sum(sum(mma_forward_block_wavefronts(fp.tile_p, fp.tile_co, t.rk // TAPS, TAPS, mma_pad))
                            for t in tiles_mma) + mma_forward_epilogue_wavefronts(fp.tile_p, fp.tile_co, mma_pad))
@@ -817,7 +832,7 @@ def plan(algo: str, layer: Layer, dtype: str, gpu: Gpu, asm: Assumptions) -> tup
     if not supported(algo, dtype):
         raise ValueError(f"algo: {algo} has no {dtype} kernel")
     if algo == "auto":  # what HYBRIDOPS_DCN_ALGO=auto runs: each direction its own algorithm
-        fwd, bwd = auto_algos(layer)
+        fwd, bwd = auto_algos(layer, dtype, gpu)
         return plan(fwd, layer, dtype, gpu, asm)[0], plan(bwd, layer, dtype, gpu, asm)[1]
     if algo == "torchvision":
         return torchvision_forward(layer, dtype, asm), torchvision_backward(layer, dtype, asm)
@@ -1005,7 +1020,7 @@ def compare_measured(payload: dict, asm: Assumptions) -> tuple[Optional[Gpu], li
                "peer_ms": peer.get("p50_ms"), "speedup": r.get("speedup"), "auto": None, "predicted": None}
         layer = layer_of_case(r["case"])
         if gpu is not None and layer is not None and r["dtype"] in DTYPE_BYTES and r["mode"] in MODES:
-            row["auto"] = auto_label(layer, r["mode"])
+            row["auto"] = auto_label(layer, r["mode"], r["dtype"], gpu)
             row["predicted"] = {a: predict(a, r["mode"], layer, r["dtype"], gpu, asm).time_s * 1e3
                                 for a in (*ALGOS, "auto") if supported(a, r["dtype"])}
         out.append(row)
@@ -1032,7 +1047,8 @@ def measured_table(path: str, payload: dict, gpu: Optional[Gpu], rows: Sequence[
         return _measured_only(head, "no GPU profile for this device" if cuda else "the model is for GPUs", rows)
     others = ALGOS[1:]
     lines = [head, f"(profile {gpu.name}; 'predicted ours' is what HYBRIDOPS_DCN_ALGO=auto runs at this commit: "
-                   f"the fused forward up to {FUSED_AUTO_FORWARD_MAX_CHANNELS} channels per group, the fused backward "
+                   f"the fused forward up to {FUSED_AUTO_FORWARD_MAX_CHANNELS} channels per group "
+                   f"({FUSED_AUTO_TENSOR_CORE_FORWARD_MAX_CHANNELS} on tensor cores), the fused backward "
                    f"up to {FUSED_AUTO_BACKWARD_MAX_CHANNELS}, else im2col; files from before the fused "
                    "kernels (4810f9e) measured im2col, files from 4810f9e to 87d0eeb the fused kernels up to 128 "
                    "channels)", "",

@@ -317,6 +317,19 @@ def _exact_samples_case(dtype, init_state: bool):
     return [t.to(dtype) for t in (x, offset, weight, bias, mask)]
 
 
+def test_dcn_auto_rule_on_tensor_cores(monkeypatch):
+    """auto takes the tensor-core forward up to 192 channels per group (kFusedAutoTensorCoreForward-
+    MaxChannels, from the model), where the FMA forward stops at 32: 40 channels run fused in fp16 on
+    the h100 profile and im2col in fp32 there, and im2col in fp16 on sm61; 200 channels run im2col."""
+    monkeypatch.delenv("HYBRIDOPS_DCN_ALGO", raising=False)
+    mid = make_dcn_inputs(n=1, c_in=40, c_out=8, h=4, w=4)
+    assert _emulated_forward([t.half() for t in mid], "h100")[1] == [TC_KERNEL]
+    assert _emulated_forward([t.float() for t in mid], "h100")[1] == ["im2col_kernel<scalar_t, int32_t>"]
+    assert _emulated_forward([t.half() for t in mid], "sm61")[1] == ["im2col_kernel<scalar_t, int32_t>"]
+    wide = make_dcn_inputs(n=1, c_in=200, c_out=8, h=3, w=3)
+    assert _emulated_forward([t.bfloat16() for t in wide], "h100")[1] == ["im2col_kernel<scalar_t, int32_t>"]
+
+
 @pytest.mark.parametrize("init_state", [True, False], ids=["module-at-init", "integer-offsets"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dcn_tensor_cores_exact_where_the_samples_are(dtype, init_state, monkeypatch):

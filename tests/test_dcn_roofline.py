@@ -130,6 +130,7 @@ def test_fused_plan_mirrors_the_header():
     assert consts["kFusedTargetBlocks"] == dr.FUSED_TARGET_BLOCKS
     assert consts["kFusedAutoForwardMaxChannels"] == dr.FUSED_AUTO_FORWARD_MAX_CHANNELS
     assert consts["kFusedAutoBackwardMaxChannels"] == dr.FUSED_AUTO_BACKWARD_MAX_CHANNELS
+    assert consts["kFusedAutoTensorCoreForwardMaxChannels"] == dr.FUSED_AUTO_TENSOR_CORE_FORWARD_MAX_CHANNELS
     assert "kFusedAutoMaxChannels" not in consts
     assert "kFusedSmemBytes = 48 * 1024" in header and dr.FUSED_SMEM_BYTES == 48 * 1024
     assert "(cc * K * (tp + 1) + co * tp) * acc_size" in header  # B's padded sample rows
@@ -160,6 +161,12 @@ def test_auto_rule_forward_and_backward_separately():
     small, wide = layers[1], layers[2]
     assert [dr.auto_label(small, m) for m in dr.MODES] == ["fused", "im2col", "fused fwd + im2col bwd"]
     assert [dr.auto_label(wide, m) for m in dr.MODES] == ["im2col", "im2col", "im2col"]
+    # on tensor cores (fp16/bf16, Hopper profiles) the forward's limit is 192 channels; not on the 1080 Ti
+    tc_layers = [dr.Layer("x", 2, c, 64) for c in (80, 192, 193)]
+    assert [dr.auto_algos(x, "float16", H200)[0] for x in tc_layers] == ["fused", "fused", "im2col"]
+    assert [dr.auto_algos(x, "bfloat16", GPUS["h100"])[0] for x in tc_layers] == ["fused", "fused", "im2col"]
+    assert [dr.auto_algos(x, "float16", GPUS["gtx1080ti"])[0] for x in tc_layers] == ["im2col"] * 3
+    assert [dr.auto_algos(x, "float32", H200)[0] for x in tc_layers] == ["im2col"] * 3
     # predict("auto"): the fused forward's kernels, then the im2col backward's
     full = dr.predict("auto", "full", small, "float32", H200)
     fwd = dr.predict("fused", "forward", small, "float32", H200)
@@ -238,7 +245,7 @@ def test_measured_gpu_file_is_set_beside_the_prediction(tmp_path):
     gpu, rows = dr.compare_measured(payload, Assumptions())
     assert gpu.key == "h200" and len(rows) == len(payload["rows"])
     for r in rows:
-        assert r["auto"] == dr.auto_label(dr.layer_of_case(r["case"]), r["mode"])
+        assert r["auto"] == dr.auto_label(dr.layer_of_case(r["case"]), r["mode"], r["dtype"], gpu)
         assert set(r["predicted"]) == {*dr.ALGOS, "auto"} and all(v > 0 for v in r["predicted"].values())
     table = dr.measured_table("x.json", payload, gpu, rows)
     assert "predicted ours (ms)" in table and "(fused)" in table and "(im2col)" in table
@@ -364,16 +371,20 @@ def test_ldmatrix_and_accumulator_store_wavefronts_by_hand():
 def test_tensor_core_forward_tiles_by_hand():
     """rk = chunk x 9 rounded up to 16; tile_co rounded up to 16; (tile_co_pad / 16) x (32 / 16) fragments;
     shared memory = samples and weight in 2 bytes, the fp32 staging tile."""
-    t16 = dr.mma_tiles(32, 16, 16, 9)
+    t16 = dr.mma_tiles(32, 16, 16, 9, 0)
     assert (t16.rk, t16.rk_pad, t16.tile_co_pad, t16.fragments) == (144, 144, 16, 2)
     assert t16.smem_bytes == 144 * 32 * 2 + 16 * 144 * 2 + 16 * 32 * 4
+    # as built (fused_tc_smem_bytes): every row 8 16-bit elements (16 bytes) longer, staging 4 floats
+    assert dr.mma_tiles(32, 16, 16, 9).smem_bytes == 2 * (144 * (32 + 8) + 16 * (144 + 8)) + 4 * 16 * (32 + 4)
+    # the tensor-core plan's own chunk (plan_fused_forward_tc): 16 channels at every benchmark width
+    assert [dr.mma_chunk(32, co, 9) for co in (16, 40, 64)] == [16, 16, 16]
     t40 = [dr.mma_tiles(32, 40, cc, 9) for cc in dr.channel_chunks(40, 16)]  # chunks 16, 16, 8
     assert [(t.rk, t.rk_pad, t.tile_co_pad, t.fragments) for t in t40] == [(144, 144, 48, 6)] * 2 + [(72, 80, 48, 6)]
     t80 = dr.mma_tiles(32, 64, 8, 9)
     assert (t80.rk_pad, t80.tile_co_pad, t80.fragments) == (80, 64, 8)
     for c in range(1, 257):  # every plan keeps one fragment per warp at most and fits 48 KiB
         fp = dr.fused_plan(dr.Layer("x", 1, c, 64))
-        for cc in set(dr.channel_chunks(c, fp.chunk_c)):
+        for cc in set(dr.channel_chunks(c, dr.mma_chunk(fp.tile_p, fp.tile_co, 9))):
             t = dr.mma_tiles(fp.tile_p, fp.tile_co, cc, 9)
             assert t.fragments <= dr.MMA_WARPS == 8 and t.smem_bytes <= dr.FUSED_SMEM_BYTES
     with pytest.raises(ValueError, match="tile_p"):
@@ -393,25 +404,28 @@ def test_tensor_core_forward_runs_for_half_on_hopper_only():
 
 
 def test_tensor_core_forward_counts_by_hand():
-    """16ch@256^2 b2: 2 x 2048 blocks of 2 fragments, one chunk of rk = 144 = 9 steps. A step: A (288-byte
-    rows, 2-way) 8 + B (64-byte rows, 4-way) 16 wavefronts. Stores: 16 channels x 9 warp-slots of
-    samples, 16 x 144 weights (72 slots); end: 2 fragments x 4 stores x 8 (128-byte staging rows) +
-    512 outputs read (16). Same bytes as the FMA kernel; MMA FLOPs = 2 x 16 x 32 x 144 a block."""
+    """16ch@256^2 b2: 2 x 2048 blocks of 2 fragments, one chunk of rk = 144 = 9 steps. Unpadded rows
+    (``mma_pad`` 0): a step is A (288-byte rows, 2-way) 8 + B (64-byte rows, 4-way) 16 wavefronts; the
+    end 2 fragments x 4 stores x 8 (128-byte staging rows) + 512 outputs read (16). As built (rows
+    16 bytes longer): 4 + 4 a step, 2 a store. Stores: 16 channels x 9 warp-slots of samples, 16 x 144
+    weights (72 slots). Same bytes as the FMA kernel; MMA FLOPs = 2 x 16 x 32 x 144 a block."""
     layer, asm = dr.ISSUE_LAYER, Assumptions()
     tc = dr.fused_forward(layer, "float16", asm, tensor_cores=True)[0]
     fma = dr.fused_forward(layer, "float16", asm)[0]
     blocks = 2 * 2048
-    assert dr.mma_forward_block_wavefronts(32, 16, 16, 9) == (2 * 9 * (8 + 16), 16 * 9 + 72)
-    assert dr.mma_forward_epilogue_wavefronts(32, 16) == 2 * 4 * 8 + 16
-    assert tc.smem_wavefronts == blocks * (432 + 216 + 80)
+    assert dr.mma_forward_block_wavefronts(32, 16, 16, 9, 0) == (2 * 9 * (8 + 16), 16 * 9 + 72)
+    assert dr.mma_forward_epilogue_wavefronts(32, 16, 0) == 2 * 4 * 8 + 16
+    padded = dr.mma_forward_block_wavefronts(32, 16, 16, 9)
+    assert padded[0] == 2 * 9 * (4 + 4)
+    assert tc.smem_wavefronts == blocks * (sum(padded) + 2 * 4 * 2 + 16)
     assert tc.gemm_flops == 2 * blocks * 16 * 32 * 144 == fma.gemm_flops  # no padding at 16 channels
     assert tc.accesses == fma.accesses and tc.alu_ops == fma.alu_ops and tc.tensor_cores
     # rows padded by 16 bytes: every load and store conflict-free (8 a step, 2 a store)
     assert dr.mma_forward_block_wavefronts(32, 16, 16, 9, 16)[0] == 2 * 9 * (4 + 4)
     assert dr.mma_forward_epilogue_wavefronts(32, 16, 16) == 2 * 4 * 2 + 16
-    # 80 channels: 64-wide channel tiles of 8 fragments; chunks of 8 channels = 72 rows, padded to 80
+    # 80 channels: 64-wide channel tiles of 8 fragments; 5 chunks of 16 channels = 144 rows
     wide = dr.fused_forward(dr.Layer("x", 2, 80, 64), "float16", asm, tensor_cores=True)[0]
-    assert wide.gemm_flops == 2 * (2 * 128 * 2) * 10 * (64 * 32 * 80)  # blocks x chunks x (co_pad x tile_p x rk_pad)
+    assert wide.gemm_flops == 2 * (2 * 128 * 2) * 5 * (64 * 32 * 144)  # blocks x chunks x (co_pad x tile_p x rk_pad)
 
 
 def test_tensor_core_forward_predicted_faster_than_fma_forward():
@@ -427,7 +441,7 @@ def test_tensor_core_forward_predicted_faster_than_fma_forward():
 def test_tensor_core_constants_mirror_the_header_once_built():
     """The spec's constants (WMMA 16x16x16, one fragment per warp of 256 threads). The kernel is being
     built; once a header names them, they must agree."""
-    assert (dr.MMA_TILE, dr.MMA_WARPS, dr.MMA_ELEM, dr.MMA_ROW_PAD_BYTES) == (16, 8, 2, 0)
+    assert (dr.MMA_TILE, dr.MMA_WARPS, dr.MMA_ELEM, dr.MMA_ROW_PAD_BYTES) == (16, 8, 2, 16)
     sources = "".join(p.read_text() for p in (ROOT / "csrc" / "deform_conv2d").glob("deform_conv2d_fused*"))
     if "wmma" not in sources:
         pytest.skip("no tensor-core fused forward in csrc/deform_conv2d yet (the model follows the issue's spec)")

@@ -31,6 +31,10 @@ constexpr int64_t kFusedSmemBytes = 48 * 1024;
 // 2.2x); at 40 and 80 channels the GEMM path wins both directions.
 constexpr int64_t kFusedAutoForwardMaxChannels = 32;
 constexpr int64_t kFusedAutoBackwardMaxChannels = 16;
+// The tensor-core forward (fp16/bf16 on sm_80+, rows padded against bank conflicts): the same model
+// puts it ahead of im2col up to 192 channels per group (H200 fp16: 21 vs 64 us at 16 channels,
+// 15 vs 33 at 80, 41 vs 54 at 192) and behind at 256 (70 vs 66 us).
+constexpr int64_t kFusedAutoTensorCoreForwardMaxChannels = 192;
 
 struct FusedPlan {
   int tile_p = 0;   // 0: the fused kernel does not cover this shape
@@ -75,38 +79,50 @@ inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, i
 
 // The tensor-core variant of the fused forward (fp16/bf16 on sm_80+, deform_conv2d_fused_tc_cuda.cuh):
 // the FMA plan's grid, pixel tile and channel tile, with shared memory laid out for 16x16x16 wmma
-// tiles: samples in the storage type [rows_pad][tile_p], the weight slice in the storage type
-// [tile_co_pad][rows_pad] (rows = chunk_c * K rounded up to 16, channels to 16; the padding is
-// zero), and a float staging tile [tile_co_pad][tile_p] for the accumulators. Each of the 8 warps
-// owns at most one 16x16 output fragment: tile_co x tile_p <= 2048 outputs (the FMA plan's bound)
-// is at most 8 fragments.
-constexpr int kWmmaTile = 16;
+// tiles: samples in the storage type [rows_pad][tile_p + pad], the weight slice in the storage type
+// [tile_co_pad][rows_pad + pad] (rows = chunk_c * K rounded up to 16, channels to 16; the padding is
+// zero), and a float staging tile [tile_co_pad][tile_p + pad / 2] for the accumulators. Every row is
+// kFusedMmaRowPad 16-bit elements (16 bytes) longer than its data, so the ldmatrix loads of a
+// fragment (8 rows of 16 bytes a phase) and the accumulator stores hit 8 different 16-byte bank
+// groups: no bank conflicts (unpadded, the 64-byte sample rows of a 32-pixel tile are a 4-way
+// conflict; benchmarks/dcn_roofline.py counts both). Each of the 8 warps owns at most one 16x16
+// output fragment: tile_co x tile_p <= 2048 outputs (the FMA plan's bound) is at most 8 fragments.
+// chunk_c is this variant's own: the largest of 16, 8, 4, 2, 1 whose tiles fit 48 KiB.
+constexpr int kFusedMmaTile = 16;
+constexpr int kFusedMmaRowPad = 8;
 
 struct FusedTcPlan {
   FusedPlan base;     // tile_p, tile_co, chunk_c, smem_bytes of this variant; tile_p 0: not covered
-  int rows_pad = 0;   // chunk_c * K rounded up to kWmmaTile
+  int rows_pad = 0;   // chunk_c * K rounded up to kFusedMmaTile
   int tile_co_pad = 0;
 };
 
-inline int round_up_to_tile(int64_t v) { return static_cast<int>((v + kWmmaTile - 1) / kWmmaTile * kWmmaTile); }
+inline int round_up_to_mma_tile(int64_t v) {
+  return static_cast<int>((v + kFusedMmaTile - 1) / kFusedMmaTile * kFusedMmaTile);
+}
+
+// Bytes of the tensor-core tiles (row strides as in the kernel).
+inline int64_t fused_tc_smem_bytes(int tile_p, int tile_co_pad, int rows_pad) {
+  return 2 * (int64_t(rows_pad) * (tile_p + kFusedMmaRowPad) + int64_t(tile_co_pad) * (rows_pad + kFusedMmaRowPad)) +
+         4 * int64_t(tile_co_pad) * (tile_p + kFusedMmaRowPad / 2);
+}
 
 inline FusedTcPlan plan_fused_forward_tc(const Geometry& g, int64_t cout_per_group) {
   FusedTcPlan tc;
   tc.base = plan_fused_forward(g, cout_per_group, 4);
   FusedPlan& plan = tc.base;
   if (plan.tile_p == 0) return tc;
-  if (plan.tile_p % kWmmaTile != 0) {
+  if (plan.tile_p % kFusedMmaTile != 0) {
     plan.tile_p = 0;
     plan.why_not = "a pixel tile smaller than 16 (more than 32 taps)";
     return tc;
   }
   const int64_t K = g.taps();
-  tc.tile_co_pad = round_up_to_tile(plan.tile_co);
+  tc.tile_co_pad = round_up_to_mma_tile(plan.tile_co);
   plan.chunk_c = 0;
   for (int cc : {16, 8, 4, 2, 1}) {
-    const int rows_pad = round_up_to_tile(cc * K);
-    const int64_t bytes = 2 * (int64_t(rows_pad) * plan.tile_p + int64_t(tc.tile_co_pad) * rows_pad) +
-                          4 * int64_t(tc.tile_co_pad) * plan.tile_p;
+    const int rows_pad = round_up_to_mma_tile(cc * K);
+    const int64_t bytes = fused_tc_smem_bytes(plan.tile_p, tc.tile_co_pad, rows_pad);
     if (bytes <= kFusedSmemBytes) {
       plan.chunk_c = cc;
       plan.smem_bytes = bytes;
@@ -118,7 +134,7 @@ inline FusedTcPlan plan_fused_forward_tc(const Geometry& g, int64_t cout_per_gro
     plan.tile_p = 0;
     plan.why_not = "tensor-core tiles that do not fit 48 KiB of shared memory";
   }
-  TORCH_INTERNAL_ASSERT(tc.tile_co_pad / kWmmaTile * (plan.tile_p / kWmmaTile) <= kFusedThreads / 32,
+  TORCH_INTERNAL_ASSERT(tc.tile_co_pad / kFusedMmaTile * (plan.tile_p / kFusedMmaTile) <= kFusedThreads / 32,
                         "a fused tensor-core tile needs more fragments than the block has warps");
   return tc;
 }

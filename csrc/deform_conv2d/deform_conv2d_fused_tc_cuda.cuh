@@ -6,7 +6,8 @@
 // Block and sampling as in the FMA kernel (same grid, pixel tile and channel tile). Per channel
 // chunk, each thread samples its (tap, pixel) pairs in float (the same per-element math), rounds to
 // the storage type into shared memory [rows_pad][tile_p] -- the value the im2col path writes to its
-// columns buffer -- and the weight slice goes beside it as [tile_co_pad][rows_pad] (padding zero).
+// columns buffer -- and the weight slice goes beside it as [tile_co_pad][rows_pad] (padding zero;
+// every row 16 bytes longer, against bank conflicts).
 // Warp w owns output fragment (w / (tile_p/16), w % (tile_p/16)) of 16 channels x 16 pixels and
 // runs rows/16 wmma 16x16x16 steps per chunk, accumulating in float. At the end the fragments go
 // to a float staging tile; the threads add the bias and store. The plan: plan_fused_forward_tc.
@@ -28,9 +29,13 @@ __global__ void __launch_bounds__(kFusedThreads)
   HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
   const int tile_p = plan.tile_p, tile_co = plan.tile_co;
   const int K = static_cast<int>(g.taps());
-  scalar_t* samples = reinterpret_cast<scalar_t*>(smem_raw);  // [rows_pad][tile_p]
-  scalar_t* wtile = samples + rows_pad * tile_p;               // [tile_co_pad][rows_pad]
-  acc_t* staging = reinterpret_cast<acc_t*>(wtile + tile_co_pad * rows_pad);  // [tile_co_pad][tile_p]
+  // Row strides: every row kFusedMmaRowPad 16-bit elements (16 bytes) longer than its data, so
+  // the fragments' 16-byte row pieces fall in different bank groups (deform_conv2d_fused_plan.h).
+  const int ld_s = tile_p + kFusedMmaRowPad, ld_w = rows_pad + kFusedMmaRowPad;
+  const int ld_acc = tile_p + kFusedMmaRowPad / 2;
+  scalar_t* samples = reinterpret_cast<scalar_t*>(smem_raw);  // [rows_pad][ld_s]
+  scalar_t* wtile = samples + rows_pad * ld_s;                 // [tile_co_pad][ld_w]
+  acc_t* staging = reinterpret_cast<acc_t*>(wtile + tile_co_pad * ld_w);  // [tile_co_pad][ld_acc]
   const int t = threadIdx.x, warp = t / 32;
   const int64_t P = g.out_pixels(), HW = g.height * g.width;
   const int64_t tiles_p = (P + tile_p - 1) / tile_p;
@@ -45,14 +50,14 @@ __global__ void __launch_bounds__(kFusedThreads)
   const int pairs = K * tile_p;
   // This warp's output fragment; warps past the last fragment only sample (a warp-uniform test,
   // so the wmma calls stay convergent).
-  const int frags_p = tile_p / kWmmaTile;
-  const bool has_fragment = warp < (tile_co_pad / kWmmaTile) * frags_p;
-  const int frag_co = warp / frags_p * kWmmaTile, frag_p = warp % frags_p * kWmmaTile;
+  const int frags_p = tile_p / kFusedMmaTile;
+  const bool has_fragment = warp < (tile_co_pad / kFusedMmaTile) * frags_p;
+  const int frag_co = warp / frags_p * kFusedMmaTile, frag_p = warp % frags_p * kFusedMmaTile;
 
   BilinearCorners<acc_t, int32_t> corners[kFusedPairs];
   acc_t modulation[kFusedPairs];
   bool live[kFusedPairs];
-  wmma::fragment<wmma::accumulator, kWmmaTile, kWmmaTile, kWmmaTile, acc_t> acc;
+  wmma::fragment<wmma::accumulator, kFusedMmaTile, kFusedMmaTile, kFusedMmaTile, acc_t> acc;
   if (has_fragment) wmma::fill_fragment(acc, 0.0f);
 
   int64_t current_og = -1;
@@ -61,7 +66,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     int64_t chunk = c_end - c0 < plan.chunk_c ? c_end - c0 : plan.chunk_c;
     chunk = (og + 1) * cpg - c0 < chunk ? (og + 1) * cpg - c0 : chunk;
     const int cc = static_cast<int>(chunk);
-    const int rk = cc * K, rk_pad = (rk + kWmmaTile - 1) / kWmmaTile * kWmmaTile;  // rows; wmma steps x 16
+    const int rk = cc * K, rk_pad = (rk + kFusedMmaTile - 1) / kFusedMmaTile * kFusedMmaTile;  // rows; wmma steps x 16
     if (og != current_og) {
       load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
       current_og = og;
@@ -69,41 +74,46 @@ __global__ void __launch_bounds__(kFusedThreads)
     __syncthreads();  // the previous chunk's tiles are consumed
 #pragma unroll
     for (int j = 0; j < kFusedPairs; ++j) {
-      const int q = t + j * kFusedThreads;
+      const int q = t + j * kFusedThreads;  // (tap q / tile_p, pixel q % tile_p): row ci * K + tap
       if (q >= pairs) continue;
       const scalar_t* plane = input + (n * g.channels + c0) * HW;
-      for (int ci = 0; ci < cc; ++ci, plane += HW) {
-        samples[ci * pairs + q] = static_cast<scalar_t>(live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0));
+      scalar_t* dst = samples + (q / tile_p) * ld_s + q % tile_p;
+      for (int ci = 0; ci < cc; ++ci, plane += HW, dst += K * ld_s) {
+        *dst = static_cast<scalar_t>(live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0));
       }
     }
-    for (int i = rk * tile_p + t; i < rk_pad * tile_p; i += kFusedThreads) samples[i] = scalar_t(0);
+    for (int i = t; i < (rk_pad - rk) * tile_p; i += kFusedThreads) {
+      samples[(rk + i / tile_p) * ld_s + i % tile_p] = scalar_t(0);
+    }
     for (int i = t; i < tile_co_pad * rk_pad; i += kFusedThreads) {
       const int co = i / rk_pad, r = i - co * rk_pad;
       const int64_t oc = gi * cout_g + co0 + co;
-      wtile[co * rows_pad + r] =
+      wtile[co * ld_w + r] =
           co < tile_co && co0 + co < cout_g && r < rk ? weight[oc * cin_g * K + (c0 - c_begin) * K + r] : scalar_t(0);
     }
     __syncthreads();
     if (has_fragment) {
-      for (int k0 = 0; k0 < rk_pad; k0 += kWmmaTile) {
-        wmma::fragment<wmma::matrix_a, kWmmaTile, kWmmaTile, kWmmaTile, mma_t, wmma::row_major> a_frag;
-        wmma::fragment<wmma::matrix_b, kWmmaTile, kWmmaTile, kWmmaTile, mma_t, wmma::row_major> b_frag;
-        wmma::load_matrix_sync(a_frag, reinterpret_cast<const mma_t*>(wtile + frag_co * rows_pad + k0), rows_pad);
-        wmma::load_matrix_sync(b_frag, reinterpret_cast<const mma_t*>(samples + k0 * tile_p + frag_p), tile_p);
+      for (int k0 = 0; k0 < rk_pad; k0 += kFusedMmaTile) {
+        wmma::fragment<wmma::matrix_a, kFusedMmaTile, kFusedMmaTile, kFusedMmaTile, mma_t, wmma::row_major> a_frag;
+        wmma::fragment<wmma::matrix_b, kFusedMmaTile, kFusedMmaTile, kFusedMmaTile, mma_t, wmma::row_major> b_frag;
+        wmma::load_matrix_sync(a_frag, reinterpret_cast<const mma_t*>(wtile + frag_co * ld_w + k0), ld_w);
+        wmma::load_matrix_sync(b_frag, reinterpret_cast<const mma_t*>(samples + k0 * ld_s + frag_p), ld_s);
         wmma::mma_sync(acc, a_frag, b_frag, acc);
       }
     }
     c0 += cc;
   }
   if (has_fragment) {
-    wmma::store_matrix_sync(staging + frag_co * tile_p + frag_p, acc, tile_p, wmma::mem_row_major);
+    wmma::store_matrix_sync(staging + frag_co * ld_acc + frag_p, acc, ld_acc, wmma::mem_row_major);
   }
   __syncthreads();
   for (int o = t; o < tile_co * tile_p; o += kFusedThreads) {
-    const int64_t co = co0 + o / tile_p, p = p0 + o % tile_p;
+    const int co_l = o / tile_p, p_l = o % tile_p;
+    const int64_t co = co0 + co_l, p = p0 + p_l;
     if (co >= cout_g || p >= P) continue;
     const int64_t oc = gi * cout_g + co;
-    out[(n * cout + oc) * P + p] = static_cast<scalar_t>(staging[o] + (bias ? static_cast<acc_t>(bias[oc]) : acc_t(0)));
+    out[(n * cout + oc) * P + p] =
+        static_cast<scalar_t>(staging[co_l * ld_acc + p_l] + (bias ? static_cast<acc_t>(bias[oc]) : acc_t(0)));
   }
 #endif
 }
@@ -128,12 +138,19 @@ inline void launch_fused_forward_tc(const ForwardArgs& a, const FusedTcPlan& tc,
 
 // The fused forward, from the checked arguments forward<CudaBackend> also takes: the tensor-core
 // kernel for fp16/bf16 on sm_80+ where its plan covers the shape (and HYBRIDOPS_DCN_TENSOR_CORES is
-// not 0), else the FMA kernel; an undefined tensor when use_fused picks the im2col path.
+// not 0), else the FMA kernel; an undefined tensor when use_fused picks the im2col path (under auto
+// up to kFusedAutoTensorCoreForwardMaxChannels channels per group on tensor cores,
+// kFusedAutoForwardMaxChannels on FMA).
 inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
   const Geometry& g = a.g;
   const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
   const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(a.input.scalar_type())));
-  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoForwardMaxChannels)) {
+  const bool reduced = a.input.scalar_type() == at::kHalf || a.input.scalar_type() == at::kBFloat16;
+  FusedTcPlan tc;
+  if (reduced && tensor_cores_requested() && tensor_cores_available()) tc = plan_fused_forward_tc(g, cout / groups);
+  const bool on_tensor_cores = tc.base.tile_p > 0;
+  if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups,
+                 on_tensor_cores ? kFusedAutoTensorCoreForwardMaxChannels : kFusedAutoForwardMaxChannels)) {
     return at::Tensor();
   }
   const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
@@ -143,14 +160,10 @@ inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
   // The tensor-core plan has the same tiles (hence the same grid) as the FMA plan.
   TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && groups * co_tiles <= 65535,
               "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
-  const bool reduced = a.input.scalar_type() == at::kHalf || a.input.scalar_type() == at::kBFloat16;
-  if (reduced && tensor_cores_requested() && tensor_cores_available()) {
-    const FusedTcPlan tc = plan_fused_forward_tc(g, cout / groups);
-    if (tc.base.tile_p > 0) {
-      launch_fused_forward_tc(a, tc, out);
-      return out;
-    }
+  if (on_tensor_cores) {
+    launch_fused_forward_tc(a, tc, out);
+  } else {
+    launch_fused_forward_fma(a, plan, out);
   }
-  launch_fused_forward_fma(a, plan, out);
   return out;
 }
