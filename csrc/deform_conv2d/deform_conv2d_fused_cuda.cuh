@@ -38,6 +38,40 @@ __device__ __forceinline__ void load_pair_corners(const Geometry& g, const scala
   }
 }
 
+// What a fused forward block computes (both the FMA and the tensor-core kernel): output pixels
+// p0 .. p0 + tile_p of image n, times output channels co0 .. co0 + tile_co (within the group) of
+// weight group gi, whose input channels are c_begin .. c_end.
+struct ForwardBlock {
+  int64_t P, HW, n, p0, cin_g, cout_g, gi, co0, c_begin, c_end, cpg;
+};
+
+__device__ __forceinline__ ForwardBlock forward_block(const Geometry& g, int tile_p, int tile_co, int64_t cout,
+                                                      int64_t groups) {
+  ForwardBlock b;
+  b.P = g.out_pixels();
+  b.HW = g.height * g.width;
+  const int64_t tiles_p = (b.P + tile_p - 1) / tile_p;
+  b.n = blockIdx.x / tiles_p;
+  b.p0 = (blockIdx.x - b.n * tiles_p) * tile_p;
+  b.cin_g = g.channels / groups;
+  b.cout_g = cout / groups;
+  const int64_t co_tiles = (b.cout_g + tile_co - 1) / tile_co;
+  b.gi = blockIdx.y / co_tiles;
+  b.co0 = (blockIdx.y - b.gi * co_tiles) * tile_co;
+  b.c_begin = b.gi * b.cin_g;
+  b.c_end = b.c_begin + b.cin_g;
+  b.cpg = g.channels_per_offset_group();
+  return b;
+}
+
+// The channels of the chunk from c0: at most chunk_c, never past the group's end or into the next
+// offset group.
+__device__ __forceinline__ int forward_chunk(const ForwardBlock& b, int64_t c0, int chunk_c) {
+  int64_t chunk = b.c_end - c0 < chunk_c ? b.c_end - c0 : chunk_c;
+  const int64_t og_end = (c0 / b.cpg + 1) * b.cpg;
+  return static_cast<int>(og_end - c0 < chunk ? og_end - c0 : chunk);
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_forward_kernel(Geometry g, FusedPlan plan, const scalar_t* __restrict__ input,
@@ -51,16 +85,9 @@ __global__ void __launch_bounds__(kFusedThreads)
   acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);       // [chunk_c * K][tile_p]
   acc_t* wtile = samples + plan.chunk_c * K * tile_p;         // [tile_co][chunk_c * K]
   const int t = threadIdx.x;
-  const int64_t P = g.out_pixels(), HW = g.height * g.width;
-  const int64_t tiles_p = (P + tile_p - 1) / tile_p;
-  const int64_t n = blockIdx.x / tiles_p;
-  const int64_t p0 = (blockIdx.x - n * tiles_p) * tile_p;
-  const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
-  const int64_t co_tiles = (cout_g + tile_co - 1) / tile_co;
-  const int64_t gi = blockIdx.y / co_tiles;
-  const int64_t co0 = (blockIdx.y - gi * co_tiles) * tile_co;  // within the group
-  const int64_t c_begin = gi * cin_g, c_end = c_begin + cin_g;
-  const int64_t cpg = g.channels_per_offset_group();
+  const ForwardBlock blk = forward_block(g, tile_p, tile_co, cout, groups);
+  const int64_t P = blk.P, HW = blk.HW, n = blk.n, p0 = blk.p0, cin_g = blk.cin_g, cout_g = blk.cout_g;
+  const int64_t gi = blk.gi, co0 = blk.co0, c_begin = blk.c_begin, c_end = blk.c_end, cpg = blk.cpg;
   const int pairs = K * tile_p, outputs = tile_co * tile_p;
 
   BilinearCorners<acc_t, int32_t> corners[kFusedPairs];  // plane offsets fit 32 bits (the plan checks)
@@ -73,9 +100,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   int64_t current_og = -1;
   for (int64_t c0 = c_begin; c0 < c_end;) {
     const int64_t og = c0 / cpg;
-    int64_t chunk = c_end - c0 < plan.chunk_c ? c_end - c0 : plan.chunk_c;
-    chunk = (og + 1) * cpg - c0 < chunk ? (og + 1) * cpg - c0 : chunk;
-    const int cc = static_cast<int>(chunk);
+    const int cc = forward_chunk(blk, c0, plan.chunk_c);
     if (og != current_og) {  // the corners of my pairs for this offset group
       load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
       current_og = og;

@@ -44,6 +44,19 @@ struct FusedPlan {
   const char* why_not = nullptr;
 };
 
+// The largest channel chunk of 16, 8, 4, 2, 1 whose tiles fit 48 KiB (bytes(cc) their size), 0 if
+// none does; its bytes go to *smem_bytes.
+template <typename Bytes>
+int largest_fitting_chunk(Bytes bytes, int64_t* smem_bytes) {
+  for (int cc : {16, 8, 4, 2, 1}) {
+    if (bytes(cc) <= kFusedSmemBytes) {
+      *smem_bytes = bytes(cc);
+      return cc;
+    }
+  }
+  return 0;
+}
+
 inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, int64_t acc_size) {
   FusedPlan plan;
   const int64_t K = g.taps();
@@ -62,14 +75,9 @@ inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, i
     return plan;
   }
   plan.tile_co = static_cast<int>(std::min<int64_t>(cout_per_group, kFusedThreads * kFusedOutputs / plan.tile_p));
-  for (int cc : {16, 8, 4, 2, 1}) {
-    const int64_t bytes = (int64_t(cc) * K * plan.tile_p + int64_t(plan.tile_co) * cc * K) * acc_size;
-    if (bytes <= kFusedSmemBytes) {
-      plan.chunk_c = cc;
-      plan.smem_bytes = bytes;
-      break;
-    }
-  }
+  plan.chunk_c = largest_fitting_chunk(
+      [&](int cc) { return (int64_t(cc) * K * plan.tile_p + int64_t(plan.tile_co) * cc * K) * acc_size; },
+      &plan.smem_bytes);
   if (plan.chunk_c == 0) {
     plan.tile_p = 0;
     plan.why_not = "tiles that do not fit 48 KiB of shared memory";
@@ -119,17 +127,10 @@ inline FusedTcPlan plan_fused_forward_tc(const Geometry& g, int64_t cout_per_gro
   }
   const int64_t K = g.taps();
   tc.tile_co_pad = round_up_to_mma_tile(plan.tile_co);
-  plan.chunk_c = 0;
-  for (int cc : {16, 8, 4, 2, 1}) {
-    const int rows_pad = round_up_to_mma_tile(cc * K);
-    const int64_t bytes = fused_tc_smem_bytes(plan.tile_p, tc.tile_co_pad, rows_pad);
-    if (bytes <= kFusedSmemBytes) {
-      plan.chunk_c = cc;
-      plan.smem_bytes = bytes;
-      tc.rows_pad = rows_pad;
-      break;
-    }
-  }
+  plan.chunk_c = largest_fitting_chunk(
+      [&](int cc) { return fused_tc_smem_bytes(plan.tile_p, tc.tile_co_pad, round_up_to_mma_tile(cc * K)); },
+      &plan.smem_bytes);
+  tc.rows_pad = round_up_to_mma_tile(plan.chunk_c * K);
   if (plan.chunk_c == 0) {
     plan.tile_p = 0;
     plan.why_not = "tensor-core tiles that do not fit 48 KiB of shared memory";

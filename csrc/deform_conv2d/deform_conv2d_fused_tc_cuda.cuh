@@ -37,16 +37,9 @@ __global__ void __launch_bounds__(kFusedThreads)
   scalar_t* wtile = samples + rows_pad * ld_s;                 // [tile_co_pad][ld_w]
   acc_t* staging = reinterpret_cast<acc_t*>(wtile + tile_co_pad * ld_w);  // [tile_co_pad][ld_acc]
   const int t = threadIdx.x, warp = t / 32;
-  const int64_t P = g.out_pixels(), HW = g.height * g.width;
-  const int64_t tiles_p = (P + tile_p - 1) / tile_p;
-  const int64_t n = blockIdx.x / tiles_p;
-  const int64_t p0 = (blockIdx.x - n * tiles_p) * tile_p;
-  const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
-  const int64_t co_tiles = (cout_g + tile_co - 1) / tile_co;
-  const int64_t gi = blockIdx.y / co_tiles;
-  const int64_t co0 = (blockIdx.y - gi * co_tiles) * tile_co;  // within the group
-  const int64_t c_begin = gi * cin_g, c_end = c_begin + cin_g;
-  const int64_t cpg = g.channels_per_offset_group();
+  const ForwardBlock blk = forward_block(g, tile_p, tile_co, cout, groups);
+  const int64_t P = blk.P, HW = blk.HW, n = blk.n, p0 = blk.p0, cin_g = blk.cin_g, cout_g = blk.cout_g;
+  const int64_t gi = blk.gi, co0 = blk.co0, c_begin = blk.c_begin, c_end = blk.c_end, cpg = blk.cpg;
   const int pairs = K * tile_p;
   // This warp's output fragment; warps past the last fragment only sample (a warp-uniform test,
   // so the wmma calls stay convergent).
@@ -63,9 +56,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   int64_t current_og = -1;
   for (int64_t c0 = c_begin; c0 < c_end;) {
     const int64_t og = c0 / cpg;
-    int64_t chunk = c_end - c0 < plan.chunk_c ? c_end - c0 : plan.chunk_c;
-    chunk = (og + 1) * cpg - c0 < chunk ? (og + 1) * cpg - c0 : chunk;
-    const int cc = static_cast<int>(chunk);
+    const int cc = forward_chunk(blk, c0, plan.chunk_c);
     const int rk = cc * K, rk_pad = (rk + kFusedMmaTile - 1) / kFusedMmaTile * kFusedMmaTile;  // rows; wmma steps x 16
     if (og != current_og) {
       load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
