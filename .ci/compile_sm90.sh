@@ -41,7 +41,8 @@ fi
 NVCC=$CUDA_HOME/bin/nvcc
 [ -x "$NVCC" ] || { echo "compile_sm90.sh: $NVCC not found" >&2; exit 2; }
 export CUDA_HOME
-mapfile -t INCLUDES < <("$PYTHON" - <<'PY'
+# (a command substitution first: under set -e a failing Python stops the script here)
+include_list=$("$PYTHON" - <<'PY'
 import os, sysconfig
 import torch
 from torch.utils.cpp_extension import include_paths
@@ -51,6 +52,7 @@ paths += [p for p in (os.path.join(site, "nvidia", "cu13", "include"),) if os.pa
 print("\n".join(paths))
 PY
 )
+mapfile -t INCLUDES <<< "$include_list"
 mkdir -p "$OUT"
 args=(-std=c++20 -O3 --expt-relaxed-constexpr -cubin -arch="$ARCH" -Xptxas -v
       -U__CUDA_NO_HALF_OPERATORS__ -U__CUDA_NO_HALF_CONVERSIONS__ -U__CUDA_NO_BFLOAT16_CONVERSIONS__

@@ -158,6 +158,19 @@ def bank_wavefronts(words: Iterable[int], banks: int = 32) -> int:
     return max((len(v) for v in per_bank.values()), default=0)
 
 
+def vector_wavefronts(lanes: Iterable[tuple[int, int]], banks: int = 32) -> int:
+    """Shared-memory wavefronts of one warp-wide vector access (64- or 128-bit loads or stores): each
+    active lane touches ``count`` consecutive 32-bit words from ``start`` (``lanes``: (start, count)
+    pairs). Lanes touching the same word share it (a broadcast); the access needs at least one
+    wavefront per 128 bytes of distinct words, and at least as many as the most distinct words that
+    fall into one bank. For 32-bit scalars (count 1) this is ``bank_wavefronts``."""
+    words = {start + i for start, count in lanes for i in range(count)}
+    per_bank: dict[int, int] = {}
+    for w in words:
+        per_bank[w % banks] = per_bank.get(w % banks, 0) + 1
+    return max(-(-len(words) // banks), max(per_bank.values(), default=0))
+
+
 def matrix_load_wavefronts(stride_bytes: int, rows: int = 16, row_bytes: int = 32) -> int:
     """Shared-memory wavefronts of one ldmatrix.x4-style load of a ``rows`` x ``row_bytes`` tile (a
     16x16 fp16/bf16 WMMA operand: 512 bytes, 4 wavefronts at best) whose rows are ``stride_bytes``

@@ -30,17 +30,17 @@ their sources: ``benchmarks/_roofline.py``). ``--measured`` sets a results file 
   col2im scatter (fp32 atomics into an fp32 buffer), im2col again and ``baddbmm_`` into an fp32
   grad_weight; fp16/bf16 convert the fp32 buffers at the end; grad_bias = grad_out.sum.
 * ``fused`` -- ours as built (``deform_conv2d_fused_cuda.cuh``, ``deform_conv2d_fused_backward_cuda.cuh``,
-  plan ``deform_conv2d_fused_plan.h``, mirrored by ``fused_plan``; as of 87d0eeb): no columns in global
-  memory. Forward: a block per (image, 32 pixels, up to 64 output channels) samples channel chunks
-  into shared memory; per (channel, tap) row a thread loads its pixel's sample once and a broadcast
-  weight for each of its up to 8 outputs. Backward: kernel A forms grad_columns tiles in shared
+  plan ``deform_conv2d_fused_plan.h``, mirrored by ``fused_plan``): no columns in global memory.
+  Forward: a block per (image, 32 pixels, up to 64 output channels) samples channel chunks into
+  shared memory beside the transposed weight slice; a thread's register tile is 2 pixels x 4
+  channels, fed per (channel, tap) row by one 64-bit sample and one 128-bit weight load. Backward: kernel A forms grad_columns tiles in shared
   memory (one broadcast weight and one grad_out load per FMA), reduces grad_offset / grad_mask in
   registers and scatters grad_input with fp32 atomics; kernel B re-samples channel chunks into rows
   padded to 33 and sums grad_out x samples into partials on about 264 blocks (item chunks =
   min(items, max(32, ceil(264 / channel chunks)))); a reduction sums them. Every shared-memory access
   of the three micro-GEMMs and of the tile stores is counted warp by warp from the kernels' index
-  expressions (``bank_wavefronts``): forward 1 + 1/outputs a thread wavefronts per warp-wide FMA
-  (1.125-1.5; a partial last channel tile runs its zero-weight channels too: 80 channels = 2 x 64),
+  expressions (``bank_wavefronts``, ``vector_wavefronts``): forward 0.25 wavefront per warp-wide FMA
+  (a partial last channel tile runs its zero-weight channels too: 80 channels = 2 x 64),
   A 2, B 2.2-5.4 (B's gout[co * 32 + pp] is a k-way conflict when a warp spans k output channels, and
   a warp whose r wraps past chunk_b x 9 reads two samples per bank). fp32, and every dtype on the
   1080 Ti: FMA only. fp16/bf16 on the H100/H200 (sm_80+): the forward is the tensor-core kernel
@@ -56,7 +56,7 @@ their sources: ``benchmarks/_roofline.py``). ``--measured`` sets a results file 
   padding 8 wavefronts a step and 2 a staging store, conflict-free (``mma_pad`` = 0, the unpadded
   what-if: at tile_p = 32 the samples' 64-byte rows are a 4-way conflict and the weight's 288- or
   160-byte rows a 2-way one, 24 wavefronts a step; staging stores 8-way). The backward stays FMA.
-  HYBRIDOPS_DCN_ALGO=auto (``auto_algos``, ``predict("auto", ...)``): the fused forward up to 32
+  HYBRIDOPS_DCN_ALGO=auto (``auto_algos``, ``predict("auto", ...)``): the fused forward up to 64
   channels per group (up to 192 where it runs on tensor cores: the model puts it ahead of im2col to
   192 channels, 1.3x, and behind at 256, 0.95x), the fused backward up to 16 (im2col above).
 * ``fused_target`` -- the same passes and bytes with the micro-kernels the issue plans. Beyond the
@@ -126,7 +126,7 @@ from typing import Callable, Optional, Sequence
 
 from benchmarks._roofline import (GPUS, Access, Assumptions, Gpu, Kernel, Prediction, accumulator_store_wavefronts,
                                   bank_wavefronts, elementwise, gemm, gpu_for_device_name, matrix_load_wavefronts,
-                                  per_image, run_kernels)
+                                  per_image, run_kernels, vector_wavefronts)
 
 ALGOS = ("torchvision", "im2col", "fused", "fused_target")
 MODES = ("forward", "backward", "full")
@@ -442,11 +442,13 @@ def im2col_backward(layer: Layer, dtype: str, asm: Assumptions) -> list[Kernel]:
 FUSED_THREADS = 256
 FUSED_PAIRS = 2
 FUSED_OUTPUTS = 8
+FUSED_PIXELS_PER_THREAD = 2     # a thread's register tile: 2 pixels (one 64-bit sample load) x
+FUSED_CHANNELS_PER_THREAD = 4   # 4 channels (one 128-bit weight load) = FUSED_OUTPUTS
 FUSED_SMEM_BYTES = 48 * 1024
 FUSED_WEIGHT_OUTPUTS = 16
 FUSED_ITEM_CHUNKS = 32
 FUSED_TARGET_BLOCKS = 264
-FUSED_AUTO_FORWARD_MAX_CHANNELS = 32
+FUSED_AUTO_FORWARD_MAX_CHANNELS = 64
 FUSED_AUTO_TENSOR_CORE_FORWARD_MAX_CHANNELS = 192
 FUSED_AUTO_BACKWARD_MAX_CHANNELS = 16
 WARP = 32
@@ -468,6 +470,13 @@ class FusedPlan:
     smem_b: int
 
 
+def fused_weight_row_stride(tile_co: int) -> int:
+    """The fused forward's transposed weight tile row (fused_weight_row_stride): tile_co rounded up to
+    whole register tiles of channels, plus one register tile of padding."""
+    cx = FUSED_CHANNELS_PER_THREAD
+    return -(-tile_co // cx) * cx + cx
+
+
 def fused_plan(layer: Layer) -> FusedPlan:
     """The fused kernels' launch plan (mirrors deform_conv2d_fused_plan.h; ValueError if not covered).
     B's grid: item_chunks = min(items, max(kFusedItemChunks, ceil(kFusedTargetBlocks / channel
@@ -475,7 +484,8 @@ def fused_plan(layer: Layer) -> FusedPlan:
     k, c, acc = TAPS, layer.channels, ACC_BYTES
     tp = next(t for t in (64, 32, 16, 8, 4) if k * t <= FUSED_THREADS * FUSED_PAIRS)
     tile_co = min(c, FUSED_THREADS * FUSED_OUTPUTS // tp)
-    chunk_c = next((cc for cc in (16, 8, 4, 2, 1) if (cc * k * tp + tile_co * cc * k) * acc <= FUSED_SMEM_BYTES), 0)
+    ld_w = fused_weight_row_stride(tile_co)
+    chunk_c = next((cc for cc in (16, 8, 4, 2, 1) if (cc * k * tp + ld_w * cc * k) * acc <= FUSED_SMEM_BYTES), 0)
     t = tp
     while t >= 4:
         a = next((cc for cc in (16, 8, 4, 2, 1) if (c * t + cc * k * c + cc * k * t) * acc <= FUSED_SMEM_BYTES), 0)
@@ -492,7 +502,7 @@ def fused_plan(layer: Layer) -> FusedPlan:
 
 def auto_algos(layer: Layer, dtype: str = "float32", gpu: Optional[Gpu] = None) -> tuple[str, str]:
     """(forward, backward) algorithm HYBRIDOPS_DCN_ALGO=auto runs on a CUDA device (use_fused): fused
-    where the plan covers the layer and it has at most kFusedAutoForwardMaxChannels (32) channels per
+    where the plan covers the layer and it has at most kFusedAutoForwardMaxChannels (64) channels per
     group -- kFusedAutoTensorCoreForwardMaxChannels (192) where the forward runs on tensor cores
     (fp16/bf16 on a ``gpu`` with them, ``uses_tensor_core_forward``) -- resp.
     kFusedAutoBackwardMaxChannels for the backward; else im2col."""
@@ -553,20 +563,29 @@ def channel_chunks(channels: int, chunk: int) -> list[int]:
 @lru_cache(maxsize=None)
 def forward_block_wavefronts(tile_p: int, tile_co: int, cc: int, k: int) -> tuple[int, int]:
     """(micro-GEMM, stores) shared-memory wavefronts of one fused_forward_kernel block for one chunk of
-    ``cc`` channels. Micro-GEMM: for each of the chunk's rk = cc x k rows r, every warp loads
-    samples[r * tile_p + t % tile_p] once and, for each output j it has (t + 256 j < tile_co x tile_p),
-    the weight w0[j * co_step * rk + r] (w0 = wtile + (t / tile_p) * rk, co_step = 256 / tile_p).
-    Stores: samples[ci * k * tile_p + q] for the pairs q < k x tile_p of each channel, and the
-    [tile_co][rk] weight tile. Counted at r = 0 (a shift by r moves every lane alike)."""
-    rk, outputs, co_step = cc * k, tile_co * tile_p, FUSED_THREADS // tile_p
+    ``cc`` channels. Micro-GEMM: thread t owns the register tile of pixels my_p = t % (tile_p / 2) x 2
+    (+0, 1) and channels my_co = t / (tile_p / 2) x 4 (+0..3), if my_co < tile_co; for each of the
+    chunk's rk = cc x k rows r it loads 2 samples at samples[r * tile_p + my_p] (64 bits) and 4
+    weights at wtile[r * ld_w + my_co] (128 bits; ld_w = ``fused_weight_row_stride``), counted per
+    warp by ``vector_wavefronts`` (at r = 0: a shift by r moves every lane alike). Stores: the
+    samples (samples[ci * k * tile_p + q] for the pairs q < k x tile_p of each channel) and the
+    transposed weight tile, item i < co_rows x rk storing word r * ld_w + co with co_lo = i % 4,
+    r = i / 4 % rk, co = i / 4 / rk x 4 + co_lo."""
+    px, cx = FUSED_PIXELS_PER_THREAD, FUSED_CHANNELS_PER_THREAD
+    rk, ld_w = cc * k, fused_weight_row_stride(tile_co)
+    co_rows = ld_w - cx
     per_r = 0
     for w in range(0, FUSED_THREADS, WARP):
-        lanes = range(w, w + WARP)
-        per_r += bank_wavefronts(t % tile_p for t in lanes)
-        for j in range(FUSED_OUTPUTS):
-            per_r += bank_wavefronts((t // tile_p) * rk + j * co_step * rk
-                                     for t in lanes if t + j * FUSED_THREADS < outputs)
-    stores = cc * _strided_wavefronts(k * tile_p, int) + _strided_wavefronts(tile_co * rk, int)
+        lanes = [t for t in range(w, w + WARP) if t // (tile_p // px) * cx < tile_co]
+        if lanes:
+            per_r += vector_wavefronts(((t % (tile_p // px) * px, px) for t in lanes))
+            per_r += vector_wavefronts(((t // (tile_p // px) * cx, cx) for t in lanes))
+
+    def weight_word(i: int) -> int:
+        r, co = i // cx % rk, i // cx // rk * cx + i % cx
+        return r * ld_w + co
+
+    stores = cc * _strided_wavefronts(k * tile_p, int) + _strided_wavefronts(co_rows * rk, weight_word)
     return rk * per_r, stores
 
 

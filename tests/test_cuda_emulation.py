@@ -202,7 +202,7 @@ def _forward_kernels(args, **kw):
 
 def test_dcn_auto_rule(monkeypatch):
     """auto (deform_conv2d_fused_plan.h), where the traffic model predicts the fused kernels win: the
-    forward up to 32 channels per group, the backward up to 16."""
+    (FMA) forward up to 64 channels per group, the backward up to 16."""
     monkeypatch.delenv("HYBRIDOPS_DCN_ALGO", raising=False)
 
     def backward_is_fused(args):
@@ -212,9 +212,9 @@ def test_dcn_auto_rule(monkeypatch):
 
     small = make_dcn_inputs(n=1, c_in=16, c_out=16, h=6, w=6, dtype=torch.float32)
     assert _forward_kernels(small)[1] == ["fused_forward_kernel<scalar_t>"] and backward_is_fused(small)
-    middle = make_dcn_inputs(n=1, c_in=32, c_out=8, h=4, w=4, dtype=torch.float32)
+    middle = make_dcn_inputs(n=1, c_in=64, c_out=8, h=4, w=4, dtype=torch.float32)
     assert _forward_kernels(middle)[1] == ["fused_forward_kernel<scalar_t>"] and not backward_is_fused(middle)
-    wide = make_dcn_inputs(n=1, c_in=40, c_out=8, h=3, w=3, dtype=torch.float32)
+    wide = make_dcn_inputs(n=1, c_in=72, c_out=8, h=3, w=3, dtype=torch.float32)
     assert _forward_kernels(wide)[1] == ["im2col_kernel<scalar_t, int32_t>"] and not backward_is_fused(wide)
 
 
@@ -298,66 +298,68 @@ def test_dcn_tensor_cores_only_for_16_bit_types_on_sm80_and_newer(dtype, monkeyp
         _emulated_forward(args, "h100")
 
 
-def _exact_samples_case(dtype, init_state: bool):
+# (kernel size, output channels, weight groups, offset groups): the three pixel tiles (64 for a 1x1
+# kernel, 32 for 3x3, 16 for 5x5), each with two output-channel tiles, the second partial (1x1: 32 +
+# 8; 3x3: 64 + 16; 5x5: 128 + 12), and two weight groups with 3 offset groups (chunks that stop at
+# their borders, a padded 48-channel tile).
+EXACT_SHAPES = [(1, 40, 1, 1), (3, 80, 1, 1), (5, 140, 1, 1), (3, 70, 2, 3)]
+
+
+def _exact_samples_case(dtype, init_state: bool, k: int, c_out: int, groups: int, offset_groups: int):
     """Inputs whose samples are exact in fp16/bf16, so the wmma kernel's only rounding is the final
     one: a module at init (offsets 0, mask 0.5 = sigmoid(0)) or integer offsets (some landing
     outside the image) with mask 1. Values are small integers: every product and partial sum is
     exact in float too."""
     g = torch.Generator().manual_seed(5)
-    n, c_in, c_out, h, w = 2, 18, 70, 11, 13
+    n, c_in, h, w = 2, 18, 11, 13
     x = torch.randint(-4, 5, (n, c_in, h, w), generator=g).double()
-    weight = torch.randint(-3, 4, (c_out, c_in // 2, 3, 3), generator=g).double()
+    weight = torch.randint(-3, 4, (c_out, c_in // groups, k, k), generator=g).double()
     bias = torch.randint(-8, 9, (c_out,), generator=g).double()
+    taps = offset_groups * k * k
     if init_state:
-        offset = torch.zeros(n, 2 * 3 * 9, h, w, dtype=torch.float64)
-        mask = torch.full((n, 3 * 9, h, w), 0.5, dtype=torch.float64)
+        offset = torch.zeros(n, 2 * taps, h, w, dtype=torch.float64)
+        mask = torch.full((n, taps, h, w), 0.5, dtype=torch.float64)
     else:
-        offset = torch.randint(-3, 4, (n, 2 * 3 * 9, h, w), generator=g).double()
-        mask = torch.ones(n, 3 * 9, h, w, dtype=torch.float64)
+        offset = torch.randint(-3, 4, (n, 2 * taps, h, w), generator=g).double()
+        mask = torch.ones(n, taps, h, w, dtype=torch.float64)
     return [t.to(dtype) for t in (x, offset, weight, bias, mask)]
 
 
-def test_dcn_auto_rule_on_tensor_cores(monkeypatch):
-    """auto takes the tensor-core forward up to 192 channels per group (kFusedAutoTensorCoreForward-
-    MaxChannels, from the model), where the FMA forward stops at 32: 40 channels run fused in fp16 on
-    the h100 profile and im2col in fp32 there, and im2col in fp16 on sm61; 200 channels run im2col."""
-    monkeypatch.delenv("HYBRIDOPS_DCN_ALGO", raising=False)
-    mid = make_dcn_inputs(n=1, c_in=40, c_out=8, h=4, w=4)
-    assert _emulated_forward([t.half() for t in mid], "h100")[1] == [TC_KERNEL]
-    assert _emulated_forward([t.float() for t in mid], "h100")[1] == ["im2col_kernel<scalar_t, int32_t>"]
-    assert _emulated_forward([t.half() for t in mid], "sm61")[1] == ["im2col_kernel<scalar_t, int32_t>"]
-    wide = make_dcn_inputs(n=1, c_in=200, c_out=8, h=3, w=3)
-    assert _emulated_forward([t.bfloat16() for t in wide], "h100")[1] == ["im2col_kernel<scalar_t, int32_t>"]
-
-
+@pytest.mark.parametrize("shape", EXACT_SHAPES, ids=lambda s: f"k{s[0]}-co{s[1]}-g{s[2]}-og{s[3]}")
 @pytest.mark.parametrize("init_state", [True, False], ids=["module-at-init", "integer-offsets"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_dcn_tensor_cores_exact_where_the_samples_are(dtype, init_state, monkeypatch):
-    """Two weight groups, 3 offset groups (chunks that stop at their borders), 35 channels per group
-    (a padded 48-channel tile), partial pixel tiles: the result is the float64 convolution rounded
-    once to the dtype, as on the FMA kernel, and the same bits in reverse thread order."""
+def test_dcn_tensor_cores_exact_where_the_samples_are(dtype, init_state, shape, monkeypatch):
+    """The result is the float64 convolution rounded once to the dtype, as on the FMA kernel, and the
+    same bits in reverse thread order."""
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
-    args = _exact_samples_case(dtype, init_state)
+    k = shape[0]
+    args = _exact_samples_case(dtype, init_state, *shape)
     x, offset, weight, bias, mask = [t.double() for t in args]
-    expected = hybridops.deform_conv2d(x, offset, weight, bias, 1, 1, 1, mask).to(dtype)
-    tc, kernels = _emulated_forward(args, "h100")
+    expected = hybridops.deform_conv2d(x, offset, weight, bias, 1, k // 2, 1, mask).to(dtype)
+    tc, kernels = _emulated_forward(args, "h100", padding=k // 2)
     assert kernels == [TC_KERNEL]
     assert torch.equal(tc, expected)
     with cuda_emulation.emulated_cuda("h100", "reverse"):
-        assert torch.equal(hybridops.deform_conv2d(*args[:4], 1, 1, 1, args[4]), tc)
+        assert torch.equal(hybridops.deform_conv2d(*args[:4], 1, k // 2, 1, args[4]), tc)
     monkeypatch.setenv("HYBRIDOPS_DCN_TENSOR_CORES", "0")
-    assert torch.equal(_emulated_forward(args, "h100")[0], expected)
+    fma, kernels = _emulated_forward(args, "h100", padding=k // 2)
+    assert kernels == [FMA_KERNEL] and torch.equal(fma, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dcn_tensor_cores_cover_partial_tiles_and_chunks(dtype, monkeypatch):
     """The shape of test_dcn_fused_covers_partial_tiles_and_chunks (5x5 kernel: pixel tiles of 16,
-    chunks of 8 channels, 35 channels per group) on the wmma kernel, against float64."""
+    35 channels per group) with random fractional offsets: the samples are rounded to the dtype in
+    shared memory as the im2col path rounds its columns, so the two agree to float rounding (a
+    dropped or doubled (channel, tap) row would be off by a whole term)."""
     args = make_dcn_inputs(n=2, c_in=18, c_out=70, h=11, w=13, offset_groups=3, groups=2, kh=5, kw=5,
                            padding=(2, 2), dtype=torch.float64)
-    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
     low = [t.to(dtype) for t in args]
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
     out, kernels = _emulated_forward(low, "h100", padding=2)
     assert kernels == [TC_KERNEL]
-    exact = hybridops.deform_conv2d(*[t.double() for t in low[:4]], 1, 2, 1, low[4].double())
-    torch.testing.assert_close(out.double(), exact, rtol=0, atol=2e-2 * exact.abs().max().item())
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "im2col")
+    ref, kernels = _emulated_forward(low, "h100", padding=2)
+    assert kernels == ["im2col_kernel<scalar_t, int32_t>"]
+    ulp = torch.finfo(dtype).eps * ref.double().abs()  # one unit in the last place of each output
+    assert ((out.double() - ref.double()).abs() <= ulp + 1e-6).all()

@@ -62,8 +62,8 @@ def _rotate_reference():
 # ---- tensor cores (nvcuda::wmma) -----------------------------------------------------------------
 def test_wmma_multiplies_and_checks_its_contract(planted):
     """The emulated wmma 16x16x16 gives X @ X exactly (integers 0-255 are exact in fp16, the sums in
-    float); a tile pointer off a 256-bit boundary and a load only half the warp makes raise, where a
-    GPU's result would be undefined."""
+    float); a tile pointer off a 256-bit boundary, a load only half the warp makes and a pointer that
+    depends on the lane raise, where a GPU's result would be undefined."""
     x = torch.arange(N, dtype=torch.float64).view(16, 16)  # N == 256: one 16x16 tile
     expected = (x @ x).reshape(-1).float()
     for order in ("forward", "reverse"):
@@ -72,6 +72,8 @@ def test_wmma_multiplies_and_checks_its_contract(planted):
         _run(planted, "wmma_misaligned", device="h100")
     with pytest.raises(RuntimeError, match="wmma_kernel.* are at different warp-collective calls"):
         _run(planted, "wmma_divergent", device="h100")
+    with pytest.raises(RuntimeError, match="wmma_kernel.* pass different arguments to one"):
+        _run(planted, "wmma_lane_pointer", device="h100")
 
 
 # ---- shared-memory races: two schedules ----------------------------------------------------------

@@ -126,6 +126,9 @@ def test_fused_plan_mirrors_the_header():
     consts = {m.group(1): int(m.group(2)) for m in re.finditer(r"constexpr int(?:64_t)? (k\w+) = (\d+)", header)}
     assert consts["kFusedThreads"] == dr.FUSED_THREADS and consts["kFusedPairs"] == dr.FUSED_PAIRS
     assert consts["kFusedOutputs"] == dr.FUSED_OUTPUTS and consts["kFusedWeightOutputs"] == dr.FUSED_WEIGHT_OUTPUTS
+    assert consts["kFusedPixelsPerThread"] == dr.FUSED_PIXELS_PER_THREAD
+    assert consts["kFusedChannelsPerThread"] == dr.FUSED_CHANNELS_PER_THREAD
+    assert "(int64_t(cc) * K * plan.tile_p + ld_w * cc * K) * acc_size" in header  # the transposed weight rows
     assert consts["kFusedItemChunks"] == dr.FUSED_ITEM_CHUNKS
     assert consts["kFusedTargetBlocks"] == dr.FUSED_TARGET_BLOCKS
     assert consts["kFusedAutoForwardMaxChannels"] == dr.FUSED_AUTO_FORWARD_MAX_CHANNELS
@@ -152,9 +155,9 @@ def test_fused_plan_mirrors_the_header():
 
 
 def test_auto_rule_forward_and_backward_separately():
-    """use_fused with kFusedAutoForwardMaxChannels = 32 and kFusedAutoBackwardMaxChannels = 16: auto
-    runs the fused forward up to 32 channels per group and the fused backward up to 16."""
-    layers = [dr.Layer("x", 2, c, 64) for c in (16, 32, 33, 256)]
+    """use_fused with kFusedAutoForwardMaxChannels = 64 and kFusedAutoBackwardMaxChannels = 16: auto
+    runs the fused forward up to 64 channels per group and the fused backward up to 16."""
+    layers = [dr.Layer("x", 2, c, 64) for c in (16, 64, 65, 256)]
     assert [dr.auto_algos(x) for x in layers] == [("fused", "fused"), ("fused", "im2col"),
                                                    ("im2col", "im2col"), ("im2col", "im2col")]
     assert [dr.auto_label(layers[0], m) for m in dr.MODES] == ["fused", "fused", "fused"]
@@ -249,11 +252,12 @@ def test_measured_gpu_file_is_set_beside_the_prediction(tmp_path):
         assert set(r["predicted"]) == {*dr.ALGOS, "auto"} and all(v > 0 for v in r["predicted"].values())
     table = dr.measured_table("x.json", payload, gpu, rows)
     assert "predicted ours (ms)" in table and "(fused)" in table and "(im2col)" in table
-    assert "(fused fwd + im2col bwd)" not in table  # 16 channels: fused both ways; 40 and up: im2col
-    # a wide layer's forward and a small layer's backward: im2col; a small layer's forward: fused
+    assert "(fused fwd + im2col bwd)" in table  # 16 channels: fused both ways; 40: fused forward; 80 and up: im2col
+    # up to 64 channels the forward is fused, up to 16 the backward; wider: im2col (fp32 rows here)
     by = {(r["case"].split()[1], r["mode"]): r["auto"] for r in rows}
     assert by[("16ch@256^2", "forward")] == "fused" and by[("16ch@256^2", "backward")] == "fused"
-    assert by[("40ch@128^2", "forward")] == "im2col"
+    assert by[("40ch@128^2", "forward")] == "fused" and by[("40ch@128^2", "backward")] == "im2col"
+    assert by[("80ch@64^2", "forward")] == "im2col"
     path = tmp_path / "h200.json"
     path.write_text(json.dumps(payload))
     assert dr.main(["--gpus", "h200", "--dtypes", "float32", "--modes", "full", "--measured", str(path)]) == 0
@@ -322,27 +326,35 @@ def test_fused_grad_weight_kernel_has_no_bank_conflict_and_fills_the_grid():
     assert tb.smem_wavefronts == pytest.approx((macs * 0.25 + samples) / 32) and tb.blocks == 264
 
 
-def test_fused_forward_micro_gemm_loads_each_sample_once():
-    """fused_forward_kernel as built: per r, a warp loads one sample row (1 wavefront) and, for each
-    of its outputs j, a broadcast weight (1 wavefront). 16 channels: tile_co = 16, 512 outputs = 2 a
-    thread: (8 warps + 16 weight loads) / 16 warp-FMAs = 1.5 wavefronts per warp-wide FMA (2 before).
-    80 channels: tile_co = 64 twice (the second tile runs 48 zero-weight channels): per r and block
-    8 + 64 wavefronts for 64 warp-FMAs."""
+def test_fused_forward_micro_gemm_is_register_tiled():
+    """fused_forward_kernel as built: a thread's register tile is 2 pixels x 4 channels; per r it loads
+    2 samples (64 bits) and 4 weights (128 bits). A warp at tile_p = 32 spans 16 pixel pairs (32
+    distinct sample words: 1 wavefront) and 2 channel quads (8 weight words, broadcast: 1). 16
+    channels: 64 threads compute (2 warps): 4 wavefronts per r for 16 warp-FMAs = 0.25 per warp-wide
+    FMA (1.5 with one FMA a load, 2 before that). 80 channels: tile_co = 64 twice (the second tile
+    runs 48 zero-weight channels): per r and block 8 warps x 2 = 16 wavefronts for 64 warp-FMAs.
+    Stores: the sample rows (9 warp-slots per channel) and the transposed weight tile, conflict-free
+    with its row stride of 16 + 4 words (one wavefront per warp trip)."""
     layer = dr.ISSUE_LAYER
     fwd = dr.fused_forward(layer, "float32", Assumptions())[0]
     blocks, rk = 2 * 2048, 16 * 9
     assert fwd.blocks == blocks
+    assert dr.fused_weight_row_stride(16) == 20 and dr.fused_weight_row_stride(35) == 40
     gemm, stores = dr.forward_block_wavefronts(32, 16, 16, 9)
-    assert gemm == rk * (8 + 16)
-    assert stores == 16 * 9 + (16 * rk) // 32  # sample rows (9 warp-slots per channel) + the weight tile
+    assert gemm == rk * 2 * (1 + 1)
+    assert stores == 16 * 9 + (16 * rk) // 32
     assert fwd.smem_wavefronts == pytest.approx(blocks * (gemm + stores))
     macs = 16 * 16 * 9 * 256 * 256 * 2
     assert fwd.gemm_flops == 2 * macs
-    assert blocks * gemm / (macs / 32) == pytest.approx(1.5)
+    assert blocks * gemm / (macs / 32) == pytest.approx(0.25)
     wide = dr.fused_forward(dr.Layer("x", 2, 80, 64), "float32", Assumptions())[0]
     assert wide.gemm_flops == 2 * 2 * 4096 * 9 * 80 * 128  # executed: 2 tiles x 64 channels
     g8, _ = dr.forward_block_wavefronts(32, 64, 8, 9)
-    assert g8 == 8 * 9 * (8 + 64)
+    assert g8 == 8 * 9 * (8 * 2)
+    # vector accesses: 32 lanes x 128 bits of distinct words need 4 wavefronts; a broadcast one
+    assert dr.vector_wavefronts((4 * lane, 4) for lane in range(32)) == 4
+    assert dr.vector_wavefronts((0, 4) for _ in range(32)) == 1
+    assert dr.vector_wavefronts((lane, 1) for lane in range(32)) == dr.bank_wavefronts(range(32)) == 1
 
 
 def test_warm_l2_reads_small_layers_from_l2():

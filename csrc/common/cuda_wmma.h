@@ -4,8 +4,10 @@
 //   HYBRIDOPS_WMMA           1 where a kernel body may use nvcuda::wmma: the device passes for
 //                            sm_80 and newer, and the CPU emulation (csrc/emulation/wmma_emulation.h);
 //                            0 elsewhere (sm_61/70/75 device passes, the host pass), where a
-//                            tensor-core kernel's body compiles to nothing and its launcher must
-//                            not run it (tensor_cores_available() below says so at run time).
+//                            tensor-core kernel's body is a trap and its launcher must not run it:
+//                            tensor_cores_available() below checks the device, and the launcher
+//                            also checks which code the driver loaded for the kernel (a build with
+//                            only compute_75 PTX JIT-compiles the trap even on an sm_80 GPU).
 //   WmmaElement<scalar_t>    the wmma operand type of at::Half / at::BFloat16 (__half /
 //                            __nv_bfloat16 on the GPU, the c10 types in the emulation): shared-memory
 //                            tiles are written as scalar_t and read through a cast to it.
@@ -13,6 +15,10 @@
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+
+#if !defined(HYBRIDOPS_CUDA_EMULATION)
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 #if defined(HYBRIDOPS_CUDA_EMULATION)
 #include "emulation/wmma_emulation.h"

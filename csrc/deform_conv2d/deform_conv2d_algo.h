@@ -26,7 +26,9 @@ inline Algo requested_algo() {
 
 // Whether the fused forward may use tensor cores for fp16/bf16 on sm_80+ (default yes);
 // HYBRIDOPS_DCN_TENSOR_CORES=0 keeps the FMA kernel (the same math as on sm_61, float products of
-// the unrounded samples) for comparisons.
+// the unrounded samples) for comparisons: with HYBRIDOPS_DCN_ALGO=fused it runs the FMA fused
+// forward; under auto the FMA forward's channel limit applies (im2col above it). Read on every
+// CUDA forward call, whatever the dtype, so a bad value always raises.
 inline bool tensor_cores_requested() {
   const char* v = std::getenv("HYBRIDOPS_DCN_TENSOR_CORES");
   if (v == nullptr || v[0] == '\0') return true;

@@ -14,6 +14,7 @@
 #include "common/cuda_launch.h"
 #include "common/cuda_wmma.h"
 
+#include <atomic>
 #include <limits>
 #include <type_traits>
 

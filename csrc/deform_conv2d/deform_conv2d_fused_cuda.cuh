@@ -8,8 +8,9 @@
 //      value = mask * bilinear(input plane, point) with the corners computed once per offset group
 //      and kept in registers (tap_corners / BilinearCorners of deform_conv2d_kernel.h: the same
 //      per-element math, NaN and border rules as the im2col path);
-//   2. the chunk's weight slice goes to shared memory beside it;
-//   3. each thread accumulates its outputs: sum over (channel, tap) of weight * sample.
+//   2. the chunk's weight slice goes to shared memory beside it, transposed ([row][channel]);
+//   3. each thread accumulates its register tile of 2 pixels x 4 output channels: sum over
+//      (channel, tap) of weight * sample, from one 64-bit and one 128-bit shared-memory load a row.
 // Then bias, and one store per output. fp16/bf16 are read in their storage type, sampled and
 // accumulated in float. FMA only (portable to sm_61); fp16/bf16 on sm_80+ take the tensor-core
 // variant (deform_conv2d_fused_tc_cuda.cuh) unless HYBRIDOPS_DCN_TENSOR_CORES=0.
@@ -72,6 +73,12 @@ __device__ __forceinline__ int forward_chunk(const ForwardBlock& b, int64_t c0, 
   return static_cast<int>(og_end - c0 < chunk ? og_end - c0 : chunk);
 }
 
+// N values of shared memory read as one vector load (64 or 128 bits; two 128-bit loads for 4 doubles).
+template <typename T, int N>
+struct alignas(sizeof(T) * N > 16 ? 16 : sizeof(T) * N) SmemVec {
+  T v[N];
+};
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_forward_kernel(Geometry g, FusedPlan plan, const scalar_t* __restrict__ input,
@@ -80,15 +87,23 @@ __global__ void __launch_bounds__(kFusedThreads)
                          scalar_t* __restrict__ out, int64_t cout, int64_t groups) {
   using acc_t = at::opmath_type<scalar_t>;
   HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
+  constexpr int PX = kFusedPixelsPerThread, CX = kFusedChannelsPerThread;
   const int tile_p = plan.tile_p, tile_co = plan.tile_co;
+  // The weight tile's rows: co_rows channels (tile_co rounded up to CX) and CX more of padding, so
+  // the transposing stores below hit 32 different banks (fused_weight_row_stride).
+  const int co_rows = (tile_co + CX - 1) / CX * CX, ld_w = co_rows + CX;
   const int K = static_cast<int>(g.taps());
   acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);       // [chunk_c * K][tile_p]
-  acc_t* wtile = samples + plan.chunk_c * K * tile_p;         // [tile_co][chunk_c * K]
+  acc_t* wtile = samples + plan.chunk_c * K * tile_p;         // [chunk_c * K][ld_w]
   const int t = threadIdx.x;
   const ForwardBlock blk = forward_block(g, tile_p, tile_co, cout, groups);
   const int64_t P = blk.P, HW = blk.HW, n = blk.n, p0 = blk.p0, cin_g = blk.cin_g, cout_g = blk.cout_g;
   const int64_t gi = blk.gi, co0 = blk.co0, c_begin = blk.c_begin, c_end = blk.c_end, cpg = blk.cpg;
-  const int pairs = K * tile_p, outputs = tile_co * tile_p;
+  const int pairs = K * tile_p;
+  // This thread's register tile: pixels my_p .. my_p + PX - 1, channels my_co .. my_co + CX - 1 of
+  // the block's tiles (threads past the last channel tile only sample).
+  const int my_p = t % (tile_p / PX) * PX, my_co = t / (tile_p / PX) * CX;
+  const bool computes = my_co < tile_co;
 
   BilinearCorners<acc_t, int32_t> corners[kFusedPairs];  // plane offsets fit 32 bits (the plan checks)
   acc_t modulation[kFusedPairs];
@@ -116,33 +131,46 @@ __global__ void __launch_bounds__(kFusedThreads)
       }
     }
     const int rk = cc * K;  // the chunk's (channel, tap) rows
-    for (int i = t; i < tile_co * rk; i += kFusedThreads) {
-      const int co = i / rk, r = i - co * rk;
+    // The weight slice, transposed: a warp's 32 items are CX channels x 8 consecutive rows r, so
+    // its global reads are CX runs of 8 weights and its stores fall in 32 different banks.
+    for (int i = t; i < co_rows * rk; i += kFusedThreads) {
+      const int co_lo = i % CX, rest = i / CX;
+      const int r = rest % rk, co = rest / rk * CX + co_lo;
       const int64_t oc = gi * cout_g + co0 + co;
-      wtile[i] = co0 + co < cout_g ? static_cast<acc_t>(weight[oc * cin_g * K + (c0 - c_begin) * K + r]) : acc_t(0);
+      wtile[r * ld_w + co] = co < tile_co && co0 + co < cout_g
+                                 ? static_cast<acc_t>(weight[oc * cin_g * K + (c0 - c_begin) * K + r])
+                                 : acc_t(0);
     }
     __syncthreads();
-    // Output j of this thread: pixel t % tile_p (the same for every j: tile_p divides the block),
-    // channel t / tile_p + j * (kFusedThreads / tile_p). One sample load serves all its outputs.
-    const int my_p = t % tile_p, co_step = kFusedThreads / tile_p;
-    const acc_t* w0 = wtile + (t / tile_p) * rk;
-    for (int r = 0; r < rk; ++r) {
-      const acc_t s = samples[r * tile_p + my_p];
+    // The register-tiled micro-GEMM: per (channel, tap) row one PX-sample and one CX-weight vector
+    // load feed PX x CX FMAs, each output summed over r in order (the same bits as one FMA a load).
+    if (computes) {
+      const acc_t* s_row = samples + my_p;
+      const acc_t* w_row = wtile + my_co;
+      for (int r = 0; r < rk; ++r, s_row += tile_p, w_row += ld_w) {
+        const SmemVec<acc_t, PX> s = *reinterpret_cast<const SmemVec<acc_t, PX>*>(s_row);
+        const SmemVec<acc_t, CX> w = *reinterpret_cast<const SmemVec<acc_t, CX>*>(w_row);
 #pragma unroll
-      for (int j = 0; j < kFusedOutputs; ++j) {
-        if (t + j * kFusedThreads < outputs) acc[j] += w0[j * co_step * rk + r] * s;
+        for (int a = 0; a < CX; ++a) {
+#pragma unroll
+          for (int b = 0; b < PX; ++b) acc[a * PX + b] += w.v[a] * s.v[b];
+        }
       }
     }
     c0 += cc;
   }
+  if (!computes) return;
 #pragma unroll
-  for (int j = 0; j < kFusedOutputs; ++j) {
-    const int o = t + j * kFusedThreads;
-    if (o >= outputs) continue;
-    const int64_t co = co0 + o / tile_p, p = p0 + o % tile_p;
-    if (co >= cout_g || p >= P) continue;
+  for (int a = 0; a < CX; ++a) {
+    const int64_t co = co0 + my_co + a;
+    if (my_co + a >= tile_co || co >= cout_g) continue;
     const int64_t oc = gi * cout_g + co;
-    out[(n * cout + oc) * P + p] = static_cast<scalar_t>(acc[j] + (bias ? static_cast<acc_t>(bias[oc]) : acc_t(0)));
+    const acc_t b_oc = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
+#pragma unroll
+    for (int b = 0; b < PX; ++b) {
+      const int64_t p = p0 + my_p + b;
+      if (p < P) out[(n * cout + oc) * P + p] = static_cast<scalar_t>(acc[a * PX + b] + b_oc);
+    }
   }
 }
 

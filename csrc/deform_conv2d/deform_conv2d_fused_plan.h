@@ -5,9 +5,10 @@
 // weight group. Each of its kFusedThreads threads keeps the bilinear corners of up to kFusedPairs
 // (tap, pixel) pairs in registers (computed once per offset group), samples chunk_c input channels
 // at a time into shared memory ([chunk_c * K][tile_p], in the accumulation type), the matching
-// weight slice goes beside it ([tile_co][chunk_c * K]), and each thread accumulates up to
-// kFusedOutputs outputs in registers. Shared memory stays within 48 KiB, so no opt-in is needed
-// and every plan runs on Pascal.
+// weight slice goes beside it, transposed ([chunk_c * K][tile_co rounded up to 4]), and each thread
+// accumulates a register tile of 2 pixels x 4 channels (kFusedOutputs), one 64-bit sample load and
+// one 128-bit weight load per (channel, tap) row for its 8 FMAs. Shared memory stays within 48 KiB,
+// so no opt-in is needed and every plan runs on Pascal.
 #pragma once
 
 #include <algorithm>
@@ -22,14 +23,19 @@ namespace dcn {
 
 constexpr int kFusedThreads = 256;
 constexpr int kFusedPairs = 2;     // (tap, pixel) pairs whose corners a thread keeps
-constexpr int kFusedOutputs = 8;   // outputs a thread accumulates
+constexpr int kFusedOutputs = 8;   // outputs a thread accumulates: a register tile of
+constexpr int kFusedPixelsPerThread = 2;    // 2 neighbouring pixels (one 64-bit load of samples)
+constexpr int kFusedChannelsPerThread = 4;  // x 4 neighbouring channels (one 128-bit load of weights)
+static_assert(kFusedPixelsPerThread * kFusedChannelsPerThread == kFusedOutputs, "a thread's register tile");
 constexpr int64_t kFusedSmemBytes = 48 * 1024;
 // What auto picks, from the traffic model (benchmarks/dcn_roofline.py; no GPU has timed either
 // path yet): the fused kernels up to this many input and output channels per group, where saving
-// the columns round trip outweighs their FMA micro-GEMMs against cuBLAS. HybridNetSeg's 16-channel
-// layer, H200, fp32: forward predicted 2.24x torchvision (im2col 1.24x), backward 3.1x (im2col
-// 2.2x); at 40 and 80 channels the GEMM path wins both directions.
-constexpr int64_t kFusedAutoForwardMaxChannels = 32;
+// the columns round trip outweighs their micro-GEMMs against cuBLAS. The register-tiled FMA forward
+// is predicted ahead of the im2col forward by 1.2x or more up to 64 channels on the H100, H200 and
+// GTX 1080 Ti in fp32 and fp16 (H200 fp32: 3.2x at 16 channels, 2.1x at 64), tied or behind at 80
+// (a second channel tile of 16 real channels; 0.69x in fp16 on the 1080 Ti). The fused backward:
+// ahead at 16 channels (H200 fp32: 3.1x torchvision, im2col 2.2x), behind from 40.
+constexpr int64_t kFusedAutoForwardMaxChannels = 64;
 constexpr int64_t kFusedAutoBackwardMaxChannels = 16;
 // The tensor-core forward (fp16/bf16 on sm_80+, rows padded against bank conflicts): the same model
 // puts it ahead of im2col up to 192 channels per group (H200 fp16: 21 vs 64 us at 16 channels,
@@ -57,6 +63,14 @@ int largest_fitting_chunk(Bytes bytes, int64_t* smem_bytes) {
   return 0;
 }
 
+// The row stride of the fused forward's transposed weight tile [chunk_c * K][channels]: tile_co
+// rounded up to whole register tiles, plus one register tile of padding (its transposing stores
+// then fall in different banks).
+inline int fused_weight_row_stride(int tile_co) {
+  return (tile_co + kFusedChannelsPerThread - 1) / kFusedChannelsPerThread * kFusedChannelsPerThread +
+         kFusedChannelsPerThread;
+}
+
 inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, int64_t acc_size) {
   FusedPlan plan;
   const int64_t K = g.taps();
@@ -75,13 +89,15 @@ inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, i
     return plan;
   }
   plan.tile_co = static_cast<int>(std::min<int64_t>(cout_per_group, kFusedThreads * kFusedOutputs / plan.tile_p));
+  const int64_t ld_w = fused_weight_row_stride(plan.tile_co);
   plan.chunk_c = largest_fitting_chunk(
-      [&](int cc) { return (int64_t(cc) * K * plan.tile_p + int64_t(plan.tile_co) * cc * K) * acc_size; },
-      &plan.smem_bytes);
+      [&](int cc) { return (int64_t(cc) * K * plan.tile_p + ld_w * cc * K) * acc_size; }, &plan.smem_bytes);
   if (plan.chunk_c == 0) {
     plan.tile_p = 0;
     plan.why_not = "tiles that do not fit 48 KiB of shared memory";
   }
+  TORCH_INTERNAL_ASSERT(plan.tile_p / kFusedPixelsPerThread * (ld_w / kFusedChannelsPerThread - 1) <= kFusedThreads,
+                        "a fused forward tile needs more register tiles than the block has threads");
   return plan;
 }
 

@@ -15,6 +15,10 @@
 // it only where tensor_cores_available().
 #pragma once
 
+#ifndef HYBRIDOPS_WMMA
+#error "include common/cuda_wmma.h before deform_conv2d_fused_tc_cuda.cuh"
+#endif
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_forward_tc_kernel(Geometry g, FusedPlan plan, int rows_pad, int tile_co_pad,
@@ -26,7 +30,8 @@ __global__ void __launch_bounds__(kFusedThreads)
   namespace wmma = nvcuda::wmma;
   using acc_t = float;
   using mma_t = typename WmmaElement<scalar_t>::type;
-  HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
+  HYBRIDOPS_DYNAMIC_SHARED_ALIGNED(unsigned char, smem_raw_128, 128);  // wmma tiles need 32 bytes
+  unsigned char* smem_raw = smem_raw_128;
   const int tile_p = plan.tile_p, tile_co = plan.tile_co;
   const int K = static_cast<int>(g.taps());
   // Row strides: every row kFusedMmaRowPad 16-bit elements (16 bytes) longer than its data, so
@@ -106,6 +111,29 @@ __global__ void __launch_bounds__(kFusedThreads)
     out[(n * cout + oc) * P + p] =
         static_cast<scalar_t>(staging[co_l * ld_acc + p_l] + (bias ? static_cast<acc_t>(bias[oc]) : acc_t(0)));
   }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // code for a GPU without tensor cores: the launcher never runs it (tc_kernel_has_body)
+#endif
+}
+
+// Whether the code the driver loaded for the tensor-core kernel has its body: built from compute_80
+// or newer PTX. A build whose only image usable on this GPU is older PTX (TORCH_CUDA_ARCH_LIST
+// "7.5+PTX" on an sm_80 GPU, say) JIT-compiles the trap above; then the FMA kernel runs. Cached per
+// device and dtype.
+template <typename scalar_t>
+bool tc_kernel_has_body() {
+#ifdef HYBRIDOPS_CUDA_EMULATION
+  return true;
+#else
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int8_t> known[kMaxDevices] = {};  // 0 unknown, 1 yes, -1 no
+  const int device = c10::cuda::current_device();
+  if (device >= 0 && device < kMaxDevices && known[device].load() != 0) return known[device].load() > 0;
+  cudaFuncAttributes attr;
+  const bool ok = cudaFuncGetAttributes(&attr, fused_forward_tc_kernel<scalar_t>) == cudaSuccess && attr.ptxVersion >= 80;
+  (void)cudaGetLastError();  // a failed query is not the next launch's error
+  if (device >= 0 && device < kMaxDevices) known[device].store(ok ? 1 : -1);
+  return ok;
 #endif
 }
 
@@ -136,9 +164,15 @@ inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
   const Geometry& g = a.g;
   const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
   const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(a.input.scalar_type())));
-  const bool reduced = a.input.scalar_type() == at::kHalf || a.input.scalar_type() == at::kBFloat16;
+  const bool tc_requested = tensor_cores_requested();  // parsed on every call: a bad value always raises
   FusedTcPlan tc;
-  if (reduced && tensor_cores_requested() && tensor_cores_available()) tc = plan_fused_forward_tc(g, cout / groups);
+  if (tc_requested && tensor_cores_available()) {
+    if (a.input.scalar_type() == at::kHalf && tc_kernel_has_body<at::Half>()) {
+      tc = plan_fused_forward_tc(g, cout / groups);
+    } else if (a.input.scalar_type() == at::kBFloat16 && tc_kernel_has_body<at::BFloat16>()) {
+      tc = plan_fused_forward_tc(g, cout / groups);
+    }
+  }
   const bool on_tensor_cores = tc.base.tile_p > 0;
   if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups,
                  on_tensor_cores ? kFusedAutoTensorCoreForwardMaxChannels : kFusedAutoForwardMaxChannels)) {

@@ -363,7 +363,8 @@ bool release_warp_exchange(Block& b) {
       for (int l = 0; l < 32; ++l) {
         if ((th.mask >> l & 1u) && b.threads[w * 32 + l].site != th.site) {
           b.error = describe(b, w * 32 + lane) + " and " + describe(b, w * 32 + l) +
-                    " are at different warp-collective calls (a wmma call in divergent code)";
+                    " are at different warp-collective calls, or pass different arguments to one (a wmma "
+                    "call in divergent code, or a lane-dependent pointer, ldm or fragment)";
           return false;
         }
       }

@@ -19,6 +19,7 @@
 //                           matrix, by nvcuda::wmma 16x16x16 (warp 0; warp 1 idles); out[256:] = 0
 //   wmma_misaligned         the same with the A tile read from 2 bytes past a 256-bit boundary
 //   wmma_divergent          the same with the B tile loaded by lanes 0-15 of the warp only
+//   wmma_lane_pointer       the same with the B tile's pointer depending on the lane
 #include <torch/library.h>
 
 #include <ATen/ATen.h>
@@ -84,7 +85,7 @@ __global__ void shuffle_kernel(const float* x, float* out, unsigned mask) {
   out[i] = __shfl_down_sync(mask, x[i], 1);
 }
 
-enum class WmmaBug { kNone, kMisaligned, kDivergent };
+enum class WmmaBug { kNone, kMisaligned, kDivergent, kLanePointer };
 
 __global__ void wmma_kernel(const float* x, float* out, WmmaBug bug) {
   namespace wmma = nvcuda::wmma;
@@ -102,7 +103,8 @@ __global__ void wmma_kernel(const float* x, float* out, WmmaBug bug) {
     const c10::Half* a_tile = bug == WmmaBug::kMisaligned ? a + 1 : a;  // planted: 2 bytes off
     wmma::load_matrix_sync(fa, reinterpret_cast<const half_t*>(a_tile), 16);
     if (bug != WmmaBug::kDivergent || threadIdx.x < 16) {  // planted: half the warp
-      wmma::load_matrix_sync(fb, reinterpret_cast<const half_t*>(a), 16);
+      const c10::Half* b_tile = bug == WmmaBug::kLanePointer ? a + (threadIdx.x % 2) * 256 : a;  // planted
+      wmma::load_matrix_sync(fb, reinterpret_cast<const half_t*>(b_tile), 16);
     }
     wmma::mma_sync(acc, fa, fb, acc);
     wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
@@ -137,8 +139,11 @@ at::Tensor launch(const at::Tensor& x, const char* which) {
     HYBRIDOPS_LAUNCH(blocks, kBlock, 0, stream, shuffle_kernel)(in, o, 0xffffffffu);
   } else if (w == "shuffle_outside_mask") {
     HYBRIDOPS_LAUNCH(blocks, kBlock, 0, stream, shuffle_kernel)(in, o, 0x0000ffffu);
-  } else if (w == "wmma_ok" || w == "wmma_misaligned" || w == "wmma_divergent") {
-    const WmmaBug bug = w == "wmma_ok" ? WmmaBug::kNone : w == "wmma_misaligned" ? WmmaBug::kMisaligned : WmmaBug::kDivergent;
+  } else if (w == "wmma_ok" || w == "wmma_misaligned" || w == "wmma_divergent" || w == "wmma_lane_pointer") {
+    const WmmaBug bug = w == "wmma_ok"           ? WmmaBug::kNone
+                        : w == "wmma_misaligned" ? WmmaBug::kMisaligned
+                        : w == "wmma_divergent"  ? WmmaBug::kDivergent
+                                                 : WmmaBug::kLanePointer;
     const size_t bytes = 32 * 16 * sizeof(c10::Half) + 256 * sizeof(float);
     HYBRIDOPS_LAUNCH(1, kBlock, bytes, stream, wmma_kernel)(in, o, bug);
   } else if (w == "block_too_large") {
