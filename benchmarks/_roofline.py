@@ -27,9 +27,11 @@ GPU numbers -- datasheet leads unless marked:
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 
@@ -361,3 +363,10 @@ def run_kernels(untimed: Sequence[Kernel], timed: Sequence[Kernel], gpu: Gpu, ha
         for a in k.accesses:
             l2.access(a)
     return [kernel_cost(k, sum(sum(l2.access(a)) for a in k.accesses), gpu, half, asm) for k in timed]
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Writes a model's ``payload`` to ``path`` (its folder made if missing) and says so."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=1))
+    print(f"\nwrote {path}")

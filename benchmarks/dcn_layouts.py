@@ -1,5 +1,9 @@
 """Channels-last or not: would NHWC variants of the fused DCNv2 kernels win? A layout study on top of
-``benchmarks/dcn_roofline.py`` (``python -m benchmarks.dcn_roofline --layouts``).
+``benchmarks/dcn_roofline.py``.
+
+    python -m benchmarks.dcn_layouts [--gpus h100 h200 gtx1080ti] [--dtypes float32 float16 bfloat16]
+                                     [--modes forward full] [--variant fused|fused_target]
+                                     [--offsets smooth benchmark random] [--warm] [--json PATH]
 
 A PREDICTION, not a measurement. Issue #16 asks for "channels-last kernels if your model says they
 win"; this module makes the model answer, per benchmark shape, dtype and GPU, for two kinds of caller:
@@ -72,16 +76,18 @@ forward+backward on an H200.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from itertools import accumulate
 from typing import Iterable, Optional, Sequence
 
 from benchmarks import dcn_roofline as dr
-from benchmarks._roofline import Access, Assumptions, Gpu, Kernel, elementwise, per_image, run_kernels
+from benchmarks._roofline import (GPUS, Access, Assumptions, Gpu, Kernel, elementwise, per_image, run_kernels,
+                                  write_json)
 
 KERNEL_LAYOUTS = ("nchw", "nchw-strided", "nhwc")
 CALLERS = ("nchw", "channels_last")
@@ -487,3 +493,31 @@ def report_text(rep: dict, gpus: Sequence[Gpu], detail: bool = True) -> str:
     parts += [verdict_table(rep["rows"], gpu) for gpu in gpus]
     parts.append(tally_text(rep["rows"]))
     return "\n\n".join(parts)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Prints the layout study (the gathers, the rows, the verdict per GPU, the tally) for the benchmark's
+    cases and, with --json, writes it; returns 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", nargs="+", choices=list(GPUS), default=list(GPUS))
+    parser.add_argument("--dtypes", nargs="+", choices=list(dr.DTYPE_BYTES), default=list(dr.DTYPE_BYTES))
+    parser.add_argument("--modes", nargs="+", choices=("forward", "full"), default=["forward", "full"])
+    parser.add_argument("--variant", choices=("fused", "fused_target"), default="fused",
+                        help="the NCHW kernels the NHWC variant is a variant of (default: fused, as built)")
+    parser.add_argument("--offsets", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS),
+                        help="the offset fields (default: all)")
+    parser.add_argument("--warm", action="store_true", help="L2 kept from an identical previous call")
+    parser.add_argument("--json", default=None, help="write the study and its assumptions here")
+    args = parser.parse_args(argv)
+    asm = Assumptions(steady_state=args.warm)
+    gpus = [GPUS[k] for k in args.gpus]
+    rep = report(dr.benchmark_layers(), args.dtypes, args.modes, gpus, asm, args.variant, args.offsets)
+    print(report_text(rep, gpus))
+    if args.json:
+        payload = {"model": "benchmarks.dcn_layouts", "assumptions": asdict(asm), "layouts": rep}
+        write_json(args.json, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

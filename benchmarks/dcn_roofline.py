@@ -3,7 +3,6 @@
     python -m benchmarks.dcn_roofline [--gpus h100 h200 gtx1080ti] [--dtypes float32 float16 bfloat16]
                                       [--modes forward backward full] [--traffic] [--breakdown] [--warm]
                                       [--json PATH] [--measured FILE.json ...]
-                                      [--layouts [fused|fused_target]] [--offsets smooth benchmark random]
 
 A PREDICTION, not a measurement. For each case of ``benchmarks/deform_conv2d.py`` (3x3, stride 1, pad 1,
 one offset group, with mask and bias), each dtype (fp32; fp16/bf16 storage with fp32 accumulation) and
@@ -103,10 +102,10 @@ Assumptions (``Assumptions`` in ``_roofline.py``; every one is a parameter):
   Occupancy and latency are not modelled: a block of 256 threads with 8-16 accumulators a thread is
   assumed to keep shared memory busy.
 
-``--layouts``: the channels-last question (``benchmarks/dcn_layouts.py``): would NHWC variants of the
-fused kernels win, for NCHW callers and for channels_last ones, under smooth, N(0, 1) and random
-offsets? It counts the gathers' 32-byte sectors in both layouts, the copies our NCHW driver makes for
-channels_last tensors, and prints a verdict per shape, dtype and GPU.
+The channels-last question is ``python -m benchmarks.dcn_layouts`` (it builds on this model): would
+NHWC variants of the fused kernels win, for NCHW callers and for channels_last ones, under smooth,
+N(0, 1) and random offsets? It counts the gathers' 32-byte sectors in both layouts, the copies our
+NCHW driver makes for channels_last tensors, and prints a verdict per shape, dtype and GPU.
 
 What it cannot show: occupancy beyond the fill of a small grid, latency-bound launches, cuBLAS's
 kernel choice (split-K for the skinny grad_weight GEMMs is assumed to fill the GPU), atomic contention
@@ -126,7 +125,7 @@ from typing import Callable, Optional, Sequence
 
 from benchmarks._roofline import (GPUS, Access, Assumptions, Gpu, Kernel, Prediction, accumulator_store_wavefronts,
                                   bank_wavefronts, elementwise, gemm, gpu_for_device_name, matrix_load_wavefronts,
-                                  per_image, run_kernels, vector_wavefronts)
+                                  per_image, run_kernels, vector_wavefronts, write_json)
 
 ALGOS = ("torchvision", "im2col", "fused", "fused_target")
 MODES = ("forward", "backward", "full")
@@ -1101,11 +1100,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="write the model, its assumptions and predictions here")
     parser.add_argument("--measured", nargs="+", default=[], metavar="FILE.json",
                         help="benchmarks/deform_conv2d.py results files to set beside the predictions")
-    parser.add_argument("--layouts", nargs="?", const="fused", default=None, choices=("fused", "fused_target"),
-                        help="also print the layout study (benchmarks/dcn_layouts.py): would NHWC variants of the "
-                             "fused kernels (default; or fused_target) win, for NCHW and channels_last callers?")
-    parser.add_argument("--offsets", nargs="+", default=None, choices=("smooth", "benchmark", "random"),
-                        help="the layout study's offset fields (default: all three)")
     return parser
 
 
@@ -1150,23 +1144,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         gpu, mrows = compare_measured(payload, asm)
         print("\n" + measured_table(path, payload, gpu, mrows))
         compared.append({"file": path, "gpu": gpu.key if gpu else None, "rows": mrows})
-    layouts = None
-    if args.layouts:
-        from benchmarks import dcn_layouts  # imports this module: loaded on demand
-        modes = [m for m in args.modes if m != "backward"] or ["forward", "full"]
-        layouts = dcn_layouts.report(benchmark_layers(), args.dtypes, modes, gpus, asm, args.layouts,
-                                     args.offsets or dcn_layouts.SCENARIOS)
-        print("\n" + dcn_layouts.report_text(layouts, gpus))
     if args.json:
         payload = {"model": "benchmarks.dcn_roofline", "kind": "prediction (model, not measured)",
                    "assumptions": asdict(asm), "ops_per_item": OPS,
                    "gpus": {g.key: asdict(g) for g in gpus}, "issue_check": check,
                    "torchvision_shares": shares, "predictions": rows, "measured": compared}
-        if layouts is not None:
-            payload["layouts"] = layouts
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=1))
-        print(f"\nwrote {args.json}")
+        write_json(args.json, payload)
     return 0
 
 

@@ -562,7 +562,7 @@ def test_layout_verdict_directions():
 
 def test_cli_layouts(tmp_path, capsys):
     path = tmp_path / "layouts.json"
-    assert dr.main(["--gpus", "h200", "--dtypes", "float16", "--modes", "forward", "--layouts",
+    assert dl.main(["--gpus", "h200", "--dtypes", "float16", "--modes", "forward",
                     "--offsets", "smooth", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "Gathers of the fused forward" in out and "Layouts on H200" in out and "Verdict on H200" in out
