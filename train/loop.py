@@ -157,7 +157,13 @@ def train(cfg: dict, *, resume: Optional[str] = None, overwrite: bool = False) -
                                           f"no {e.args[0]!r} entry") from None
     info = D.setup(cfg["device"])
     try:
-        return _train(cfg, info, resume, state, overwrite)
+        summary = _train(cfg, info, resume, state, overwrite)
+        # Every rank is done (rank 0 evaluates alone at the end) before any rank tears the process
+        # group down: a gloo rank whose peer destroys the group under it can abort ("terminate called
+        # without an active exception", seen once in CI). Not on an error path, where a barrier
+        # would wait for a rank that is gone.
+        D.barrier(info)
+        return summary
     finally:
         D.cleanup(info)
 
