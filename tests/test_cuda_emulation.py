@@ -363,3 +363,24 @@ def test_dcn_tensor_cores_cover_partial_tiles_and_chunks(dtype, monkeypatch):
     assert kernels == ["im2col_kernel<scalar_t, int32_t>"]
     ulp = torch.finfo(dtype).eps * ref.double().abs()  # one unit in the last place of each output
     assert ((out.double() - ref.double()).abs() <= ulp + 1e-6).all()
+
+
+@pytest.mark.parametrize("k, c_out", [(7, 70), (11, 9)], ids=["7x7-tile8", "11x11-tile4"])
+def test_dcn_fma_forward_register_tiles_at_small_pixel_tiles(k, c_out, monkeypatch):
+    """The register-tiled FMA forward at its smallest pixel tiles (49 taps: 8 pixels, 121 taps: 4)
+    with channel tiles that are not a multiple of its 4-channel register tile (70 and 9 channels):
+    exact integer data gives the float64 result exactly in fp32 on both profiles."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    g = torch.Generator().manual_seed(11)
+    n, c_in, h, w = 2, 5, 9, 10
+    x = torch.randint(-4, 5, (n, c_in, h, w), generator=g).double()
+    weight = torch.randint(-3, 4, (c_out, c_in, k, k), generator=g).double()
+    bias = torch.randint(-8, 9, (c_out,), generator=g).double()
+    offset = torch.randint(-3, 4, (n, 2 * k * k, h, w), generator=g).double()
+    mask = torch.ones(n, k * k, h, w, dtype=torch.float64)
+    expected = hybridops.deform_conv2d(x, offset, weight, bias, 1, k // 2, 1, mask)
+    args = [t.float() for t in (x, offset, weight, bias, mask)]
+    for device in PROFILES:
+        out, kernels = _emulated_forward(args, device, padding=k // 2)
+        assert kernels == [FMA_KERNEL]
+        assert torch.equal(out.double(), expected)
