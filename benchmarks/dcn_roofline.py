@@ -33,14 +33,14 @@ their sources: ``benchmarks/_roofline.py``). ``--measured`` sets a results file 
   Forward: a block per (image, 32 pixels, up to 64 output channels) samples channel chunks into
   shared memory beside the transposed weight slice; a thread's register tile is 2 pixels x 4
   channels, fed per (channel, tap) row by one 64-bit sample and one 128-bit weight load. Backward: kernel A forms grad_columns tiles in shared
-  memory (one broadcast weight and one grad_out load per FMA), reduces grad_offset / grad_mask in
+  memory (register tiles of 4 rows x 2 pixels), reduces grad_offset / grad_mask in
   registers and scatters grad_input with fp32 atomics; kernel B re-samples channel chunks into rows
   padded to 33 and sums grad_out x samples into partials on about 264 blocks (item chunks =
   min(items, max(32, ceil(264 / channel chunks)))); a reduction sums them. Every shared-memory access
   of the three micro-GEMMs and of the tile stores is counted warp by warp from the kernels' index
   expressions (``bank_wavefronts``, ``vector_wavefronts``): forward 0.25 wavefront per warp-wide FMA
   (a partial last channel tile runs its zero-weight channels too: 80 channels = 2 x 64),
-  A 2, B 2.2-5.4 (B's gout[co * 32 + pp] is a k-way conflict when a warp spans k output channels, and
+  A 0.25 (its grad_columns GEMM register-tiled the same way), B 2.2-5.4 (B's gout[co * 32 + pp] is a k-way conflict when a warp spans k output channels, and
   a warp whose r wraps past chunk_b x 9 reads two samples per bank). fp32, and every dtype on the
   1080 Ti: FMA only. fp16/bf16 on the H100/H200 (sm_80+): the forward is the tensor-core kernel
   (``deform_conv2d_fused_tc_cuda.cuh``, plan ``plan_fused_forward_tc``, ``uses_tensor_core_forward``):
@@ -469,6 +469,13 @@ class FusedPlan:
     smem_b: int
 
 
+def rows_in_tiles(n: int) -> int:
+    """``n`` rows rounded up to whole register tiles (fused_rows_in_tiles): backward kernel A's
+    transposed weight chunk [cout_g][rows]."""
+    cx = FUSED_CHANNELS_PER_THREAD
+    return -(-n // cx) * cx
+
+
 def fused_weight_row_stride(tile_co: int) -> int:
     """The fused forward's transposed weight tile row (fused_weight_row_stride): tile_co rounded up to
     whole register tiles of channels, plus one register tile of padding."""
@@ -487,7 +494,8 @@ def fused_plan(layer: Layer) -> FusedPlan:
     chunk_c = next((cc for cc in (16, 8, 4, 2, 1) if (cc * k * tp + ld_w * cc * k) * acc <= FUSED_SMEM_BYTES), 0)
     t = tp
     while t >= 4:
-        a = next((cc for cc in (16, 8, 4, 2, 1) if (c * t + cc * k * c + cc * k * t) * acc <= FUSED_SMEM_BYTES), 0)
+        a = next((cc for cc in (16, 8, 4, 2, 1)
+                  if (c * t + rows_in_tiles(cc * k) * c + cc * k * t) * acc <= FUSED_SMEM_BYTES), 0)
         b = next((cc for cc in (16, 8, 4, 2, 1) if c % cc == 0 and c * cc * k <= FUSED_THREADS * FUSED_WEIGHT_OUTPUTS
                   and (cc * k * (t + 1) + c * t) * acc <= FUSED_SMEM_BYTES), 0)
         if a and b and chunk_c:
@@ -591,16 +599,27 @@ def forward_block_wavefronts(tile_p: int, tile_co: int, cc: int, k: int) -> tupl
 @lru_cache(maxsize=None)
 def sampling_block_wavefronts(tile_p: int, cout_g: int, cc: int, k: int) -> tuple[int, int]:
     """(micro-GEMM, other) wavefronts of one fused_backward_sampling_kernel (A) block for one chunk of
-    ``cc`` channels. Micro-GEMM: gcol[i], i < rk x tile_p (r = i / tile_p, pp = i % tile_p), sums over
-    co wchunk[r * cout_g + co] x gout[co * tile_p + pp] (counted at co = 0, times cout_g). Other: the
-    [rk][cout_g] weight chunk's stores, gcol's stores and its loads by the pairs' owners
-    (gcol[ci * k * tile_p + q] for each channel)."""
+    ``cc`` channels. Micro-GEMM, register-tiled like the forward's: register tile tt < rk4 / 4 x
+    tile_p / 2 (rk4 = ``rows_in_tiles``(cc x k)) computes rows r0 = tt / (tile_p / 2) x 4 (+0..3) and
+    pixels q0 = tt % (tile_p / 2) x 2 (+0, 1), per output channel co one 128-bit load of
+    wchunk[co * rows_a + r0] and one 64-bit load of gout[co * tile_p + q0] (counted at co = 0, times
+    cout_g; each warp trip of the tile loop by ``vector_wavefronts``). Other: the transposed weight
+    chunk's stores (contiguous), gcol's stores (row r < rk of each tile, 2 pixels a lane) and its
+    loads by the pairs' owners (gcol[ci * k * tile_p + q] for each channel)."""
+    px, rx = FUSED_PIXELS_PER_THREAD, FUSED_CHANNELS_PER_THREAD
     rk = cc * k
-    n = rk * tile_p
-    gemm = sum(bank_wavefronts((i // tile_p) * cout_g for i in range(b, min(n, b + WARP)))
-               + bank_wavefronts(i % tile_p for i in range(b, min(n, b + WARP))) for b in range(0, n, WARP))
-    other = (_strided_wavefronts(rk * cout_g, int) + _strided_wavefronts(n, int)
-             + cc * _strided_wavefronts(k * tile_p, int))
+    rk4 = rows_in_tiles(rk)
+    tiles = rk4 // rx * (tile_p // px)
+    gemm = 0
+    stores = 0
+    for b in range(0, tiles, WARP):
+        lanes = range(b, min(tiles, b + WARP))
+        gemm += vector_wavefronts(((tt // (tile_p // px) * rx, rx) for tt in lanes))
+        gemm += vector_wavefronts(((tt % (tile_p // px) * px, 1 * px) for tt in lanes))
+        for a in range(rx):
+            stores += vector_wavefronts((((tt // (tile_p // px) * rx + a) * tile_p + tt % (tile_p // px) * px, px)
+                                         for tt in lanes if tt // (tile_p // px) * rx + a < rk))
+    other = (_strided_wavefronts(rk4 * cout_g, int) + stores + cc * _strided_wavefronts(k * tile_p, int))
     return cout_g * gemm, other
 
 

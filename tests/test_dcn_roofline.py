@@ -351,6 +351,10 @@ def test_fused_forward_micro_gemm_is_register_tiled():
     assert wide.gemm_flops == 2 * 2 * 4096 * 9 * 80 * 128  # executed: 2 tiles x 64 channels
     g8, _ = dr.forward_block_wavefronts(32, 64, 8, 9)
     assert g8 == 8 * 9 * (8 * 2)
+    # backward kernel A's grad_columns GEMM, register-tiled the same way: 144 rows x 32 pixels = 576
+    # register tiles, 18 warp trips of 1 + 1 wavefronts per output channel (0.25 per warp-wide FMA)
+    gemm_a, _ = dr.sampling_block_wavefronts(32, 16, 16, 9)
+    assert gemm_a == 16 * 18 * 2 and gemm_a / (144 * 32 * 16 / 32) == pytest.approx(0.25)
     # vector accesses: 32 lanes x 128 bits of distinct words need 4 wavefronts; a broadcast one
     assert dr.vector_wavefronts((4 * lane, 4) for lane in range(32)) == 4
     assert dr.vector_wavefronts((0, 4) for _ in range(32)) == 1

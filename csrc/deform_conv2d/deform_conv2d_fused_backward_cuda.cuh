@@ -8,7 +8,8 @@
 #pragma once
 
 // A: one block per (image, pixel tile). Chunks of channels (within one weight group and one offset
-// group): grad_columns[chunk * K][tile_p] = W_chunk^T @ grad_out tile, then each thread, for its
+// group): grad_columns[chunk * K][tile_p] = W_chunk^T @ grad_out tile (register-tiled, as the
+// forward's micro-GEMM: 4 rows x 2 pixels a thread), then each thread, for its
 // (tap, pixel) pairs, reduces the offset/mask gradients over the chunk's channels in registers and
 // scatters grad_input with `add` (AtomicAdd, or FixedPointAdd under deterministic mode).
 template <typename scalar_t, typename grad_t, typename AddFn>
@@ -22,9 +23,11 @@ __global__ void __launch_bounds__(kFusedThreads)
   HYBRIDOPS_DYNAMIC_SHARED(unsigned char, smem_raw);
   const int tile_p = plan.tile_p, K = static_cast<int>(g.taps());
   const int64_t cin_g = g.channels / groups, cout_g = cout / groups;
+  constexpr int PX = kFusedPixelsPerThread, RX = kFusedChannelsPerThread;  // a thread's register tile
+  const int rows_a = fused_rows_in_tiles(plan.chunk_a * K);  // weight rows, whole register tiles
   acc_t* gout = reinterpret_cast<acc_t*>(smem_raw);     // [cout_g][tile_p]
-  acc_t* wchunk = gout + cout_g * tile_p;                // [chunk_a * K][cout_g]
-  acc_t* gcol = wchunk + plan.chunk_a * K * cout_g;      // [chunk_a * K][tile_p]
+  acc_t* wchunk = gout + cout_g * tile_p;                // [cout_g][rows_a]: the chunk's weights, transposed
+  acc_t* gcol = wchunk + cout_g * rows_a;                // [chunk_a * K][tile_p]
   const int t = threadIdx.x;
   const int64_t P = g.out_pixels(), HW = g.height * g.width, OG = g.offset_groups;
   const int64_t tiles_p = (P + tile_p - 1) / tile_p;
@@ -70,16 +73,37 @@ __global__ void __launch_bounds__(kFusedThreads)
       }
       current_group = gi;
     }
-    for (int i = t; i < rk * cout_g; i += kFusedThreads) {
-      const int64_t r = i / cout_g, co = i - r * cout_g;
-      wchunk[i] = static_cast<acc_t>(weight[(gi * cout_g + co) * cin_g * K + (c0 - gi * cin_g) * K + r]);
+    const int rk_tiles = fused_rows_in_tiles(rk);  // the rows past rk are zero weights
+    for (int i = t; i < cout_g * rk_tiles; i += kFusedThreads) {  // along the weight's rows
+      const int co = i / rk_tiles, r = i - co * rk_tiles;
+      wchunk[co * rows_a + r] =
+          r < rk ? static_cast<acc_t>(weight[(gi * cout_g + co) * cin_g * K + (c0 - gi * cin_g) * K + r]) : acc_t(0);
     }
     __syncthreads();
-    for (int i = t; i < rk * tile_p; i += kFusedThreads) {
-      const int r = i / tile_p, pp = i - r * tile_p;
-      acc_t s = 0;
-      for (int64_t co = 0; co < cout_g; ++co) s += wchunk[r * cout_g + co] * gout[co * tile_p + pp];
-      gcol[i] = s;
+    // grad_columns = W_chunk^T @ grad_out, register-tiled: RX rows x PX pixels a thread, one RX-weight
+    // and one PX-grad_out vector load per output channel, each sum over co in order (as one FMA a load).
+    for (int tt = t; tt < rk_tiles / RX * (tile_p / PX); tt += kFusedThreads) {
+      const int r0 = tt / (tile_p / PX) * RX, q0 = tt % (tile_p / PX) * PX;
+      acc_t s[RX * PX];
+#pragma unroll
+      for (int e = 0; e < RX * PX; ++e) s[e] = 0;
+      const acc_t* w_row = wchunk + r0;
+      const acc_t* g_row = gout + q0;
+      for (int64_t co = 0; co < cout_g; ++co, w_row += rows_a, g_row += tile_p) {
+        const SmemVec<acc_t, RX> w = *reinterpret_cast<const SmemVec<acc_t, RX>*>(w_row);
+        const SmemVec<acc_t, PX> gv = *reinterpret_cast<const SmemVec<acc_t, PX>*>(g_row);
+#pragma unroll
+        for (int a = 0; a < RX; ++a) {
+#pragma unroll
+          for (int b = 0; b < PX; ++b) s[a * PX + b] += w.v[a] * gv.v[b];
+        }
+      }
+#pragma unroll
+      for (int a = 0; a < RX; ++a) {
+        if (r0 + a >= rk) break;
+#pragma unroll
+        for (int b = 0; b < PX; ++b) gcol[(r0 + a) * tile_p + q0 + b] = s[a * PX + b];
+      }
     }
     __syncthreads();
 #pragma unroll

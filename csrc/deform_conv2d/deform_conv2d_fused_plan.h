@@ -63,6 +63,12 @@ int largest_fitting_chunk(Bytes bytes, int64_t* smem_bytes) {
   return 0;
 }
 
+// n rows rounded up to whole register tiles (kFusedChannelsPerThread rows): backward kernel A's
+// transposed weight chunk [cout_g][rows], whose padding rows are zero.
+HOST_DEVICE_INLINE int fused_rows_in_tiles(int64_t n) {
+  return static_cast<int>((n + kFusedChannelsPerThread - 1) / kFusedChannelsPerThread * kFusedChannelsPerThread);
+}
+
 // The row stride of the fused forward's transposed weight tile [chunk_c * K][channels]: tile_co
 // rounded up to whole register tiles, plus one register tile of padding (its transposing stores
 // then fall in different banks).
@@ -194,7 +200,7 @@ inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_
   for (int tp = fwd.tile_p; tp >= 4 && plan.tile_p == 0; tp /= 2) {
     int a = 0, b = 0;
     for (int cc : {16, 8, 4, 2, 1}) {
-      if (a == 0 && (co * tp + cc * K * co + cc * K * tp) * acc_size <= kFusedSmemBytes) a = cc;
+      if (a == 0 && (co * tp + fused_rows_in_tiles(cc * K) * co + cc * K * tp) * acc_size <= kFusedSmemBytes) a = cc;
       if (b == 0 && common % cc == 0 && co * cc * K <= int64_t(kFusedThreads) * kFusedWeightOutputs &&
           (cc * K * (tp + 1) + co * tp) * acc_size <= kFusedSmemBytes) {
         b = cc;
@@ -204,7 +210,7 @@ inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_
       plan.tile_p = tp;
       plan.chunk_a = a;
       plan.chunk_b = b;
-      plan.smem_a = (co * tp + a * K * co + a * K * tp) * acc_size;
+      plan.smem_a = (co * tp + fused_rows_in_tiles(a * K) * co + a * K * tp) * acc_size;
       plan.smem_b = (b * K * (tp + 1) + co * tp) * acc_size;  // sample rows padded: no bank conflicts
     }
   }
