@@ -90,13 +90,7 @@ __global__ void __launch_bounds__(kFusedThreads)
       const acc_t* w_row = wchunk + r0;
       const acc_t* g_row = gout + q0;
       for (int64_t co = 0; co < cout_g; ++co, w_row += rows_a, g_row += tile_p) {
-        const SmemVec<acc_t, RX> w = *reinterpret_cast<const SmemVec<acc_t, RX>*>(w_row);
-        const SmemVec<acc_t, PX> gv = *reinterpret_cast<const SmemVec<acc_t, PX>*>(g_row);
-#pragma unroll
-        for (int a = 0; a < RX; ++a) {
-#pragma unroll
-          for (int b = 0; b < PX; ++b) s[a * PX + b] += w.v[a] * gv.v[b];
-        }
+        register_tile_fma<RX, PX>(s, w_row, g_row);
       }
 #pragma unroll
       for (int a = 0; a < RX; ++a) {

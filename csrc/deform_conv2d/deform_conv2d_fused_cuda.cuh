@@ -79,6 +79,19 @@ struct alignas(sizeof(T) * N > 16 ? 16 : sizeof(T) * N) SmemVec {
   T v[N];
 };
 
+// One step of a register-tiled micro-GEMM: acc[a][b] += w[a] * s[b], from one RX-vector load of `w`
+// and one PX-vector load of `s` in shared memory (the forward's and backward kernel A's GEMMs).
+template <int RX, int PX, typename acc_t>
+__device__ __forceinline__ void register_tile_fma(acc_t (&acc)[RX * PX], const acc_t* w, const acc_t* s) {
+  const SmemVec<acc_t, RX> wv = *reinterpret_cast<const SmemVec<acc_t, RX>*>(w);
+  const SmemVec<acc_t, PX> sv = *reinterpret_cast<const SmemVec<acc_t, PX>*>(s);
+#pragma unroll
+  for (int a = 0; a < RX; ++a) {
+#pragma unroll
+    for (int b = 0; b < PX; ++b) acc[a * PX + b] += wv.v[a] * sv.v[b];
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_forward_kernel(Geometry g, FusedPlan plan, const scalar_t* __restrict__ input,
@@ -147,15 +160,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     if (computes) {
       const acc_t* s_row = samples + my_p;
       const acc_t* w_row = wtile + my_co;
-      for (int r = 0; r < rk; ++r, s_row += tile_p, w_row += ld_w) {
-        const SmemVec<acc_t, PX> s = *reinterpret_cast<const SmemVec<acc_t, PX>*>(s_row);
-        const SmemVec<acc_t, CX> w = *reinterpret_cast<const SmemVec<acc_t, CX>*>(w_row);
-#pragma unroll
-        for (int a = 0; a < CX; ++a) {
-#pragma unroll
-          for (int b = 0; b < PX; ++b) acc[a * PX + b] += w.v[a] * s.v[b];
-        }
-      }
+      for (int r = 0; r < rk; ++r, s_row += tile_p, w_row += ld_w) register_tile_fma<CX, PX>(acc, w_row, s_row);
     }
     c0 += cc;
   }
