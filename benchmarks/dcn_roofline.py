@@ -469,18 +469,21 @@ class FusedPlan:
     smem_b: int
 
 
+def _round_up(x: int, m: int) -> int:
+    """``x`` rounded up to a multiple of ``m`` (round_up in common/host_device.h)."""
+    return -(-x // m) * m
+
+
 def rows_in_tiles(n: int) -> int:
     """``n`` rows rounded up to whole register tiles (fused_rows_in_tiles): backward kernel A's
     transposed weight chunk [cout_g][rows]."""
-    cx = FUSED_CHANNELS_PER_THREAD
-    return -(-n // cx) * cx
+    return _round_up(n, FUSED_CHANNELS_PER_THREAD)
 
 
 def fused_weight_row_stride(tile_co: int) -> int:
     """The fused forward's transposed weight tile row (fused_weight_row_stride): tile_co rounded up to
     whole register tiles of channels, plus one register tile of padding."""
-    cx = FUSED_CHANNELS_PER_THREAD
-    return -(-tile_co // cx) * cx + cx
+    return rows_in_tiles(tile_co) + FUSED_CHANNELS_PER_THREAD
 
 
 def fused_plan(layer: Layer) -> FusedPlan:
@@ -653,10 +656,6 @@ def _smem(variant: FusedVariant, built: float, macs: float, stored: float) -> tu
         return built, None
     return ((macs * variant.wavefronts_per_warp_mac + stored) / WARP,
             (macs * variant.wavefronts_per_warp_mac_mma + stored) / WARP)
-
-
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
 
 
 # The tensor-core fused forward (fp16/bf16 on sm_80+; deform_conv2d_fused_tc_cuda.cuh, mirrored):

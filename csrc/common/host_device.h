@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define HOST_DEVICE __host__ __device__
@@ -37,5 +38,9 @@ HOST_DEVICE_INLINE T floor_hd(T v) { return HYBRIDOPS_MATH(floor)(v); }
 // Round to nearest, ties to even (the current rounding mode).
 template <typename T>
 HOST_DEVICE_INLINE T rint_hd(T v) { return HYBRIDOPS_MATH(rint)(v); }
+
+// ceil(a / b) and a rounded up to a multiple of m, for positive b and m (tile counts, padded rows).
+HOST_DEVICE_INLINE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+HOST_DEVICE_INLINE int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
 
 }  // namespace hybridops

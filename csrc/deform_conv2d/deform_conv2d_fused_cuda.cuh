@@ -51,12 +51,12 @@ __device__ __forceinline__ ForwardBlock forward_block(const Geometry& g, int til
   ForwardBlock b;
   b.P = g.out_pixels();
   b.HW = g.height * g.width;
-  const int64_t tiles_p = (b.P + tile_p - 1) / tile_p;
+  const int64_t tiles_p = ceil_div(b.P, tile_p);
   b.n = blockIdx.x / tiles_p;
   b.p0 = (blockIdx.x - b.n * tiles_p) * tile_p;
   b.cin_g = g.channels / groups;
   b.cout_g = cout / groups;
-  const int64_t co_tiles = (b.cout_g + tile_co - 1) / tile_co;
+  const int64_t co_tiles = ceil_div(b.cout_g, tile_co);
   b.gi = blockIdx.y / co_tiles;
   b.co0 = (blockIdx.y - b.gi * co_tiles) * tile_co;
   b.c_begin = b.gi * b.cin_g;
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   const int tile_p = plan.tile_p, tile_co = plan.tile_co;
   // The weight tile's rows: co_rows channels (tile_co rounded up to CX) and CX more of padding, so
   // the transposing stores below hit 32 different banks (fused_weight_row_stride).
-  const int co_rows = (tile_co + CX - 1) / CX * CX, ld_w = co_rows + CX;
+  const int co_rows = fused_rows_in_tiles(tile_co), ld_w = fused_weight_row_stride(tile_co);
   const int K = static_cast<int>(g.taps());
   acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);       // [chunk_c * K][tile_p]
   acc_t* wtile = samples + plan.chunk_c * K * tile_p;         // [chunk_c * K][ld_w]
@@ -179,17 +179,15 @@ __global__ void __launch_bounds__(kFusedThreads)
   }
 }
 
-// Launches the FMA kernel into `out` (forward_output(a)) with `plan`; fused_forward_cuda
-// (deform_conv2d_fused_tc_cuda.cuh) decides between it and the tensor-core kernel.
-inline void launch_fused_forward_fma(const ForwardArgs& a, const FusedPlan& plan, at::Tensor& out) {
+// Launches the FMA kernel into `out` (forward_output(a)) with `plan` on `grid` (forward_block's
+// layout); fused_forward_cuda (deform_conv2d_fused_tc_cuda.cuh) decides between it and the
+// tensor-core kernel. `bias`: contiguous, or undefined.
+inline void launch_fused_forward_fma(const ForwardArgs& a, const FusedPlan& plan, dim3 grid, const at::Tensor& bias,
+                                     at::Tensor& out) {
   const Geometry& g = a.g;
-  const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
-  const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
-  const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
-  const at::Tensor bias = a.bias.has_value() ? a.bias->contiguous() : at::Tensor();  // read by index
+  const int64_t cout = a.weight.size(0), groups = a.groups;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.input.scalar_type(), "deform_conv2d_fused_cuda", [&] {
-    const dim3 grid(static_cast<unsigned>(N * tiles_p), static_cast<unsigned>(groups * co_tiles));
     HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_bytes, stream, fused_forward_kernel<scalar_t>)(
         g, plan, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
         g.use_mask ? a.mask->data_ptr<scalar_t>() : nullptr, a.weight.data_ptr<scalar_t>(),

@@ -65,16 +65,13 @@ int largest_fitting_chunk(Bytes bytes, int64_t* smem_bytes) {
 
 // n rows rounded up to whole register tiles (kFusedChannelsPerThread rows): backward kernel A's
 // transposed weight chunk [cout_g][rows], whose padding rows are zero.
-HOST_DEVICE_INLINE int fused_rows_in_tiles(int64_t n) {
-  return static_cast<int>((n + kFusedChannelsPerThread - 1) / kFusedChannelsPerThread * kFusedChannelsPerThread);
-}
+HOST_DEVICE_INLINE int fused_rows_in_tiles(int64_t n) { return static_cast<int>(round_up(n, kFusedChannelsPerThread)); }
 
 // The row stride of the fused forward's transposed weight tile [chunk_c * K][channels]: tile_co
 // rounded up to whole register tiles, plus one register tile of padding (its transposing stores
 // then fall in different banks).
-inline int fused_weight_row_stride(int tile_co) {
-  return (tile_co + kFusedChannelsPerThread - 1) / kFusedChannelsPerThread * kFusedChannelsPerThread +
-         kFusedChannelsPerThread;
+HOST_DEVICE_INLINE int fused_weight_row_stride(int tile_co) {
+  return fused_rows_in_tiles(tile_co) + kFusedChannelsPerThread;
 }
 
 inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, int64_t acc_size) {
@@ -102,7 +99,8 @@ inline FusedPlan plan_fused_forward(const Geometry& g, int64_t cout_per_group, i
     plan.tile_p = 0;
     plan.why_not = "tiles that do not fit 48 KiB of shared memory";
   }
-  TORCH_INTERNAL_ASSERT(plan.tile_p / kFusedPixelsPerThread * (ld_w / kFusedChannelsPerThread - 1) <= kFusedThreads,
+  TORCH_INTERNAL_ASSERT(plan.tile_p / kFusedPixelsPerThread * (fused_rows_in_tiles(plan.tile_co) / kFusedChannelsPerThread) <=
+                            kFusedThreads,
                         "a fused forward tile needs more register tiles than the block has threads");
   return plan;
 }
@@ -127,9 +125,7 @@ struct FusedTcPlan {
   int tile_co_pad = 0;
 };
 
-inline int round_up_to_mma_tile(int64_t v) {
-  return static_cast<int>((v + kFusedMmaTile - 1) / kFusedMmaTile * kFusedMmaTile);
-}
+HOST_DEVICE_INLINE int round_up_to_mma_tile(int64_t v) { return static_cast<int>(round_up(v, kFusedMmaTile)); }
 
 // Bytes of the tensor-core tiles (row strides as in the kernel).
 inline int64_t fused_tc_smem_bytes(int tile_p, int tile_co_pad, int rows_pad) {
@@ -218,7 +214,7 @@ inline FusedBackwardPlan plan_fused_backward(const Geometry& g, int64_t cin_per_
     plan.why_not = "more output channels per group than its tiles hold";
     return plan;
   }
-  const int64_t items = g.batch * ((g.out_pixels() + plan.tile_p - 1) / plan.tile_p);
+  const int64_t items = g.batch * ceil_div(g.out_pixels(), plan.tile_p);
   const int64_t channel_chunks = g.channels / plan.chunk_b;
   const int64_t wanted = std::max<int64_t>(kFusedItemChunks, (kFusedTargetBlocks + channel_chunks - 1) / channel_chunks);
   plan.item_chunks = std::max<int64_t>(1, std::min<int64_t>(items, wanted));

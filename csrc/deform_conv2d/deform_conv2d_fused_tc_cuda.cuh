@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   for (int64_t c0 = c_begin; c0 < c_end;) {
     const int64_t og = c0 / cpg;
     const int cc = forward_chunk(blk, c0, plan.chunk_c);
-    const int rk = cc * K, rk_pad = (rk + kFusedMmaTile - 1) / kFusedMmaTile * kFusedMmaTile;  // rows; wmma steps x 16
+    const int rk = cc * K, rk_pad = round_up_to_mma_tile(rk);  // rows; wmma steps x 16
     if (og != current_og) {
       load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
       current_og = og;
@@ -137,16 +137,14 @@ bool tc_kernel_has_body() {
 #endif
 }
 
-inline void launch_fused_forward_tc(const ForwardArgs& a, const FusedTcPlan& tc, at::Tensor& out) {
+// launch_fused_forward_fma's tensor-core twin (the same grid: the plans share their tiles).
+inline void launch_fused_forward_tc(const ForwardArgs& a, const FusedTcPlan& tc, dim3 grid, const at::Tensor& bias,
+                                    at::Tensor& out) {
   const Geometry& g = a.g;
   const FusedPlan& plan = tc.base;
-  const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
-  const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
-  const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
-  const at::Tensor bias = a.bias.has_value() ? a.bias->contiguous() : at::Tensor();
+  const int64_t cout = a.weight.size(0), groups = a.groups;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_REDUCED_FLOATING_TYPES(a.input.scalar_type(), "deform_conv2d_fused_tc_cuda", [&] {
-    const dim3 grid(static_cast<unsigned>(N * tiles_p), static_cast<unsigned>(groups * co_tiles));
     HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_bytes, stream, fused_forward_tc_kernel<scalar_t>)(
         g, plan, tc.rows_pad, tc.tile_co_pad, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
         g.use_mask ? a.mask->data_ptr<scalar_t>() : nullptr, a.weight.data_ptr<scalar_t>(),
@@ -165,30 +163,30 @@ inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
   const int64_t N = a.input.size(0), cout = a.weight.size(0), groups = a.groups;
   const FusedPlan plan = plan_fused_forward(g, cout / groups, at::elementSize(at::toOpMathType(a.input.scalar_type())));
   const bool tc_requested = tensor_cores_requested();  // parsed on every call: a bad value always raises
+  const at::ScalarType dtype = a.input.scalar_type();
   FusedTcPlan tc;
-  if (tc_requested && tensor_cores_available()) {
-    if (a.input.scalar_type() == at::kHalf && tc_kernel_has_body<at::Half>()) {
-      tc = plan_fused_forward_tc(g, cout / groups);
-    } else if (a.input.scalar_type() == at::kBFloat16 && tc_kernel_has_body<at::BFloat16>()) {
-      tc = plan_fused_forward_tc(g, cout / groups);
-    }
+  if (tc_requested && tensor_cores_available() &&
+      ((dtype == at::kHalf && tc_kernel_has_body<at::Half>()) ||
+       (dtype == at::kBFloat16 && tc_kernel_has_body<at::BFloat16>()))) {
+    tc = plan_fused_forward_tc(g, cout / groups);
   }
   const bool on_tensor_cores = tc.base.tile_p > 0;
   if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups,
                  on_tensor_cores ? kFusedAutoTensorCoreForwardMaxChannels : kFusedAutoForwardMaxChannels)) {
     return at::Tensor();
   }
-  const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
-  const int64_t co_tiles = (cout / groups + plan.tile_co - 1) / plan.tile_co;
+  const int64_t tiles_p = ceil_div(g.out_pixels(), plan.tile_p), co_tiles = ceil_div(cout / groups, plan.tile_co);
   at::Tensor out = forward_output(a);
   if (N == 0) return out;
   // The tensor-core plan has the same tiles (hence the same grid) as the FMA plan.
   TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && groups * co_tiles <= 65535,
               "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
+  const dim3 grid(static_cast<unsigned>(N * tiles_p), static_cast<unsigned>(groups * co_tiles));
+  const at::Tensor bias = a.bias.has_value() ? a.bias->contiguous() : at::Tensor();  // read by index
   if (on_tensor_cores) {
-    launch_fused_forward_tc(a, tc, out);
+    launch_fused_forward_tc(a, tc, grid, bias, out);
   } else {
-    launch_fused_forward_fma(a, plan, out);
+    launch_fused_forward_fma(a, plan, grid, bias, out);
   }
   return out;
 }

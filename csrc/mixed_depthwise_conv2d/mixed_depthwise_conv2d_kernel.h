@@ -48,8 +48,6 @@ constexpr int kMaxGroups = 32;
 // timm's padding for a size-k kernel at stride s, dilation d: ((s - 1) + d * (k - 1)) / 2.
 HOST_DEVICE_INLINE int64_t same_pad(int64_t k, int64_t s, int64_t d) { return ((s - 1) + d * (k - 1)) / 2; }
 
-HOST_DEVICE_INLINE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Output extent of an n-long dimension under that padding (the same for every odd k); 0 for n == 0.
 HOST_DEVICE_INLINE int64_t out_extent(int64_t n, int64_t s) { return n > 0 ? (n - 1 + 2 * ((s - 1) / 2)) / s + 1 : 0; }
 
