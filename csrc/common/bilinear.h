@@ -65,14 +65,17 @@ HYBRIDOPS_UNROLL
   }
 };
 
-// The same corners with plane offsets of another integer type (the caller guarantees they fit: the
-// fused CUDA kernels keep 32-bit offsets in registers for planes under 2^31 elements).
+// The same corners with plane offsets of another integer type, each (not the -1 of a corner outside)
+// multiplied by `pixel_stride`: the distance between neighbouring pixels of the plane (1 for NCHW,
+// C for a channels-last image). The caller guarantees they fit: the fused CUDA kernels keep 32-bit
+// offsets in registers for images whose plane (or NHWC image) has under 2^31 elements.
 template <typename to_index_t, typename acc_t, typename index_t>
-HOST_DEVICE_INLINE BilinearCorners<acc_t, to_index_t> with_index_type(const BilinearCorners<acc_t, index_t>& c) {
+HOST_DEVICE_INLINE BilinearCorners<acc_t, to_index_t> with_index_type(const BilinearCorners<acc_t, index_t>& c,
+                                                                      index_t pixel_stride = 1) {
   BilinearCorners<acc_t, to_index_t> r;
 HYBRIDOPS_UNROLL
   for (int i = 0; i < 4; ++i) {
-    r.idx[i] = static_cast<to_index_t>(c.idx[i]);
+    r.idx[i] = static_cast<to_index_t>(c.idx[i] >= 0 ? c.idx[i] * pixel_stride : index_t(-1));
     r.w[i] = c.w[i];
     r.dwdy[i] = c.dwdy[i];
     r.dwdx[i] = c.dwdx[i];

@@ -135,14 +135,16 @@ at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& offset, 
                              const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   const ForwardArgs args = forward_args(input, offset, weight, mask, bias, stride, padding, dilation);
-  return use_fused_forward(args) ? forward_fused_cpu(args) : forward<CpuBackend>(args);
+  // Both algorithms write NCHW; a channels-last input gets a channels-last output (result_format).
+  return (use_fused_forward(args) ? forward_fused_cpu(args) : forward<CpuBackend>(args)).contiguous(args.out_format);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
     const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation) {
-  return backward<CpuBackend>(backward_args(grad_out, input, offset, weight, mask, stride, padding, dilation));
+  const BackwardArgs args = backward_args(grad_out, input, offset, weight, mask, stride, padding, dilation);
+  return in_result_layouts(backward<CpuBackend>(args), args);
 }
 
 }  // namespace

@@ -170,9 +170,11 @@ at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset,
                               const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   c10::cuda::CUDAGuard guard(input.device());
-  const ForwardArgs args = forward_args(input, offset, weight, mask, bias, stride, padding, dilation);
+  // Channels-last tensors stay as they are for the fused kernels; im2col reads NCHW copies.
+  const ForwardArgs args =
+      forward_args(input, offset, weight, mask, bias, stride, padding, dilation, /*keep_channels_last=*/true);
   at::Tensor fused = fused_forward_cuda(args);
-  return fused.defined() ? fused : forward<CudaBackend>(args);
+  return fused.defined() ? fused : forward<CudaBackend>(contiguous_args(args)).contiguous(args.out_format);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cuda(
@@ -180,9 +182,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backwar
     const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation) {
   c10::cuda::CUDAGuard guard(input.device());
-  const BackwardArgs args = backward_args(grad_out, input, offset, weight, mask, stride, padding, dilation);
+  const BackwardArgs args =
+      backward_args(grad_out, input, offset, weight, mask, stride, padding, dilation, /*keep_channels_last=*/true);
   auto fused = fused_backward_cuda(args);
-  return fused.has_value() ? *fused : backward<CudaBackend>(args);
+  return fused.has_value() ? *fused : in_result_layouts(backward<CudaBackend>(contiguous_args(args)), args);
 }
 
 }  // namespace

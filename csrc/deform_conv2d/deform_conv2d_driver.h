@@ -22,6 +22,7 @@
 #include <limits>
 #include <tuple>
 
+#include "common/memory_format.h"
 #include "deform_conv2d/deform_conv2d_kernel.h"
 
 namespace hybridops {
@@ -189,8 +190,9 @@ void col2im_fixed_point(const Geometry& g, const c10::optional<at::Tensor>& mask
                         at::Tensor& grad_input, Launch launch) {
   const double scale = fixed_point_scale(max_abs_contribution(grad_columns, mask, g.use_mask),
                                          g.taps() * g.out_pixels());
-  at::Tensor sums = at::zeros(grad_input.sizes(), grad_input.options().dtype(at::kLong));
-  at::Tensor poison = at::zeros(grad_input.sizes(), grad_input.options().dtype(at::kByte));
+  // In grad_input's layout (NCHW, or channels-last for the fused CUDA backward): the same offsets.
+  at::Tensor sums = at::zeros_like(grad_input, grad_input.options().dtype(at::kLong), at::MemoryFormat::Preserve);
+  at::Tensor poison = at::zeros_like(grad_input, grad_input.options().dtype(at::kByte), at::MemoryFormat::Preserve);
   FixedPointAdd add{reinterpret_cast<unsigned long long*>(sums.data_ptr<int64_t>()), poison.data_ptr<uint8_t>(),
                     scale};
   launch(add);
@@ -199,21 +201,51 @@ void col2im_fixed_point(const Geometry& g, const c10::optional<at::Tensor>& mask
   grad_input.add_(result);
 }
 
-// The checked, contiguous arguments of a forward call and its geometry: the common start of every
-// forward algorithm (forward<Backend> below, the CPU's fused forward).
+// `t` as the kernels read it: contiguous NCHW, or `t` itself when it is channels-last
+// (use_channels_last) and the caller's kernels read that (`keep_channels_last`: the fused CUDA
+// kernels, which take each tensor's PixelLayout). A channels-last tensor the fused kernels read
+// through 32-bit corner offsets (the input) is kept only under 2^31 elements an image.
+inline at::Tensor dense(const at::Tensor& t, bool keep_channels_last, bool offsets_32bit = false) {
+  const bool keep = keep_channels_last && use_channels_last(t) &&
+                    (!offsets_32bit || t.size(1) * t.size(2) * t.size(3) < (int64_t(1) << 31));
+  return keep ? t : t.contiguous();
+}
+
+// The PixelLayout of a tensor dense() returned: NCHW when contiguous, else channels-last.
+inline PixelLayout layout_of(const at::Tensor& t) {
+  const int64_t pixels = t.size(2) * t.size(3);
+  if (t.is_contiguous()) return nchw_layout(t.size(1), pixels);
+  TORCH_INTERNAL_ASSERT(t.is_contiguous(at::MemoryFormat::ChannelsLast), "layout_of: not NCHW nor channels-last");
+  return nhwc_layout(t.size(1), pixels);
+}
+
+// The checked arguments of a forward call and its geometry: the common start of every forward
+// algorithm (forward<Backend> below, the CPU's fused forward, the fused CUDA forward).
 struct ForwardArgs {
   Geometry g;
-  at::Tensor input, offset, weight;         // contiguous
-  c10::optional<at::Tensor> mask, bias;     // contiguous mask when g.use_mask; bias [Cout] when given
+  at::Tensor input, offset, weight;         // dense(): contiguous, or channels-last input and offset
+  c10::optional<at::Tensor> mask, bias;     // mask (dense()) when g.use_mask; bias [Cout] when given
   int64_t groups;
+  at::MemoryFormat out_format;              // the output's layout: the input's (result_format)
 };
 
+// `keep_channels_last`: keep a channels-last input, offset and mask as they are (dense()), for
+// kernels that read either layout; forward<Backend> and the CPU's fused forward need
+// contiguous_args() of such arguments.
 inline ForwardArgs forward_args(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
                                 const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
-                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  ForwardArgs a{make_geometry(input, offset, weight, mask, stride, padding, dilation), input.contiguous(),
-                offset.contiguous(), weight.contiguous(), c10::nullopt, c10::nullopt, 0};
-  if (a.g.use_mask) a.mask = mask->contiguous();
+                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                bool keep_channels_last = false) {
+  const Geometry g = make_geometry(input, offset, weight, mask, stride, padding, dilation);
+  ForwardArgs a{g,
+                dense(input, keep_channels_last, /*offsets_32bit=*/true),
+                dense(offset, keep_channels_last),
+                weight.contiguous(),
+                c10::nullopt,
+                c10::nullopt,
+                0,
+                result_format(input)};
+  if (a.g.use_mask) a.mask = dense(*mask, keep_channels_last);
   const int64_t Cout = weight.size(0);
   if (bias.has_value() && bias->defined()) {
     check_same(*bias, "bias", input);
@@ -225,9 +257,19 @@ inline ForwardArgs forward_args(const at::Tensor& input, const at::Tensor& offse
   return a;
 }
 
-// The (uninitialised) output [N, Cout, Ho, Wo] of a forward call.
-inline at::Tensor forward_output(const ForwardArgs& a) {
-  return at::empty({a.input.size(0), a.weight.size(0), a.g.out_h, a.g.out_w}, a.input.options());
+// The same arguments, every tensor contiguous NCHW.
+inline ForwardArgs contiguous_args(ForwardArgs a) {
+  a.input = a.input.contiguous();
+  a.offset = a.offset.contiguous();
+  if (a.mask.has_value()) a.mask = a.mask->contiguous();
+  return a;
+}
+
+// The (uninitialised) output [N, Cout, Ho, Wo] of a forward call, in `format` (forward<Backend>
+// writes NCHW; the op returns a.out_format).
+inline at::Tensor forward_output(const ForwardArgs& a, at::MemoryFormat format = at::MemoryFormat::Contiguous) {
+  return at::empty({a.input.size(0), a.weight.size(0), a.g.out_h, a.g.out_w},
+                   a.input.options().memory_format(format));
 }
 
 template <typename Backend>
@@ -264,18 +306,22 @@ at::Tensor forward(const ForwardArgs& a) {
   return out;
 }
 
-// The checked, contiguous arguments of a backward call and its geometry: the common start of every
-// backward algorithm (backward<Backend> below, the fused CUDA backward).
+// The checked arguments of a backward call and its geometry: the common start of every backward
+// algorithm (backward<Backend> below, the fused CUDA backward).
 struct BackwardArgs {
   Geometry g;
-  at::Tensor grad_out, input, offset, weight;  // contiguous
-  c10::optional<at::Tensor> mask;              // contiguous when g.use_mask
+  at::Tensor grad_out, input, offset, weight;  // dense(): contiguous, or channels-last but the weight
+  c10::optional<at::Tensor> mask;              // dense() when g.use_mask
   int64_t groups;
+  // The gradients' layouts (result_format of input, offset and mask); grad_weight is contiguous.
+  at::MemoryFormat grad_input_format, grad_offset_format, grad_mask_format;
 };
 
+// `keep_channels_last`: as forward_args'.
 inline BackwardArgs backward_args(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& offset,
                                   const at::Tensor& weight, const c10::optional<at::Tensor>& mask,
-                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  bool keep_channels_last = false) {
   const Geometry g = make_geometry(input, offset, weight, mask, stride, padding, dilation);
   check_same(grad_out, "grad_output", input);
   const int64_t N = input.size(0), Cout = weight.size(0);
@@ -284,12 +330,32 @@ inline BackwardArgs backward_args(const at::Tensor& grad_out, const at::Tensor& 
               "hybridops.deform_conv2d_backward: grad_output must be [", N, ", ", Cout, ", ", g.out_h, ", ", g.out_w,
               "], got ", grad_out.sizes());
   return BackwardArgs{g,
-                      grad_out.contiguous(),
-                      input.contiguous(),
-                      offset.contiguous(),
+                      dense(grad_out, keep_channels_last),
+                      dense(input, keep_channels_last, /*offsets_32bit=*/true),
+                      dense(offset, keep_channels_last),
                       weight.contiguous(),
-                      g.use_mask ? c10::optional<at::Tensor>(mask->contiguous()) : c10::nullopt,
-                      g.channels / weight.size(1)};
+                      g.use_mask ? c10::optional<at::Tensor>(dense(*mask, keep_channels_last)) : c10::nullopt,
+                      g.channels / weight.size(1),
+                      result_format(input),
+                      result_format(offset),
+                      g.use_mask ? result_format(*mask) : at::MemoryFormat::Contiguous};
+}
+
+// The same arguments, every tensor contiguous NCHW.
+inline BackwardArgs contiguous_args(BackwardArgs a) {
+  a.grad_out = a.grad_out.contiguous();
+  a.input = a.input.contiguous();
+  a.offset = a.offset.contiguous();
+  if (a.mask.has_value()) a.mask = a.mask->contiguous();
+  return a;
+}
+
+// backward<Backend>'s NCHW gradients in the layouts the op returns (BackwardArgs' formats).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> in_result_layouts(
+    const std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>& grads, const BackwardArgs& a) {
+  const auto& [grad_input, grad_offset, grad_weight, grad_mask] = grads;
+  return {grad_input.contiguous(a.grad_input_format), grad_offset.contiguous(a.grad_offset_format), grad_weight,
+          a.g.use_mask ? grad_mask.contiguous(a.grad_mask_format) : grad_mask};
 }
 
 template <typename Backend>

@@ -7,6 +7,22 @@
 // grad_mask = sum_c gcol * sample, grad_input scatter only from points inside the plane with m != 0.
 #pragma once
 
+// grad_output of image n, output channels c_first .. c_first + cout_g and pixels p0 .. p0 + tile_p,
+// into the tile [cout_g][tile_p] (zero past the image), walking grad_output's contiguous dimension
+// fastest (pixels in NCHW, channels in channels-last) so that a warp's loads coalesce.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_grad_out_tile(const FusedLayouts& l, const scalar_t* grad_out, int64_t n,
+                                                   int64_t c_first, int64_t cout_g, int64_t p0, int tile_p, int64_t P,
+                                                   acc_t* tile) {
+  const bool channels_fastest = l.output.channel == 1;
+  for (int i = threadIdx.x; i < cout_g * tile_p; i += kFusedThreads) {
+    const int co = channels_fastest ? static_cast<int>(i % cout_g) : i / tile_p;
+    const int pp = channels_fastest ? static_cast<int>(i / cout_g) : i % tile_p;
+    const int64_t p = p0 + pp;
+    tile[co * tile_p + pp] = p < P ? static_cast<acc_t>(grad_out[l.output.at(n, c_first + co, p)]) : acc_t(0);
+  }
+}
+
 // A: one block per (image, pixel tile). Chunks of channels (within one weight group and one offset
 // group): grad_columns[chunk * K][tile_p] = W_chunk^T @ grad_out tile (register-tiled, as the
 // forward's micro-GEMM: 4 rows x 2 pixels a thread), then each thread, for its
@@ -14,7 +30,7 @@
 // scatters grad_input with `add` (AtomicAdd, or FixedPointAdd under deterministic mode).
 template <typename scalar_t, typename grad_t, typename AddFn>
 __global__ void __launch_bounds__(kFusedThreads)
-    fused_backward_sampling_kernel(Geometry g, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
+    fused_backward_sampling_kernel(Geometry g, FusedLayouts l, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
                                    const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
                                    const scalar_t* __restrict__ weight, const scalar_t* __restrict__ grad_out,
                                    scalar_t* __restrict__ grad_offset, scalar_t* __restrict__ grad_mask,
@@ -29,7 +45,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   acc_t* wchunk = gout + cout_g * tile_p;                // [cout_g][rows_a]: the chunk's weights, transposed
   acc_t* gcol = wchunk + cout_g * rows_a;                // [chunk_a * K][tile_p]
   const int t = threadIdx.x;
-  const int64_t P = g.out_pixels(), HW = g.height * g.width, OG = g.offset_groups;
+  const int64_t P = g.out_pixels();
   const int64_t tiles_p = (P + tile_p - 1) / tile_p;
   const int64_t n = blockIdx.x / tiles_p;
   const int64_t p0 = (blockIdx.x - n * tiles_p) * tile_p;
@@ -44,10 +60,10 @@ __global__ void __launch_bounds__(kFusedThreads)
       if (!live[j]) continue;
       const int q = t + j * kFusedThreads;
       const int64_t k = q / tile_p, p = p0 + q % tile_p;
-      const int64_t oy = n * (OG * 2 * K * P) + (og * 2 * K + 2 * k) * P + p;
+      const int64_t oy = l.offset.at(n, og * 2 * K + 2 * k, p);
       grad_offset[oy] = static_cast<scalar_t>(gy[j] * modulation[j]);
-      grad_offset[oy + P] = static_cast<scalar_t>(gx[j] * modulation[j]);
-      if (g.use_mask) grad_mask[n * (OG * K * P) + (og * K + k) * P + p] = static_cast<scalar_t>(gm[j]);
+      grad_offset[oy + l.offset.channel] = static_cast<scalar_t>(gx[j] * modulation[j]);
+      if (g.use_mask) grad_mask[l.mask.at(n, og * K + k, p)] = static_cast<scalar_t>(gm[j]);
     }
   };
 
@@ -60,17 +76,14 @@ __global__ void __launch_bounds__(kFusedThreads)
     const int cc = static_cast<int>(chunk), rk = cc * K;
     if (og != current_og) {
       if (current_og >= 0) flush(current_og);
-      load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
+      load_pair_corners(g, l, offset, mask, n, og, p0, tile_p, corners, modulation, live);
 #pragma unroll
       for (int j = 0; j < kFusedPairs; ++j) gy[j] = gx[j] = gm[j] = 0;
       current_og = og;
     }
     __syncthreads();  // the previous chunk's tiles are consumed
     if (gi != current_group) {
-      for (int i = t; i < cout_g * tile_p; i += kFusedThreads) {
-        const int64_t co = i / tile_p, p = p0 + i % tile_p;
-        gout[i] = p < P ? static_cast<acc_t>(grad_out[(n * cout + gi * cout_g + co) * P + p]) : acc_t(0);
-      }
+      load_grad_out_tile(l, grad_out, n, gi * cout_g, cout_g, p0, tile_p, P, gout);
       current_group = gi;
     }
     const int rk_tiles = fused_rows_in_tiles(rk);  // the rows past rk are zero weights
@@ -107,7 +120,7 @@ __global__ void __launch_bounds__(kFusedThreads)
       const int k = q / tile_p, pp = q - k * tile_p;
       const bool scatter = corners[j].inside && modulation[j] != acc_t(0);
       for (int ci = 0; ci < cc; ++ci) {
-        const int64_t plane = (n * g.channels + c0 + ci) * HW;
+        const int64_t plane = n * l.input.image + (c0 + ci) * l.input.channel;  // grad_input: the same layout
         const acc_t gc = gcol[(ci * K + k) * tile_p + pp];
         acc_t v, dy, dx;
         corners[j].sample_with_grad(input + plane, v, dy, dx);
@@ -132,7 +145,7 @@ __global__ void __launch_bounds__(kFusedThreads)
 // chunk's chunk_b channels, summed over the items bx, bx + item_chunks, ... into partials[bx].
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
-    fused_weight_grad_partial_kernel(Geometry g, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
+    fused_weight_grad_partial_kernel(Geometry g, FusedLayouts l, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
                                      const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
                                      const scalar_t* __restrict__ grad_out,
                                      at::opmath_type<scalar_t>* __restrict__ partials, int64_t cout,
@@ -145,7 +158,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   acc_t* samples = reinterpret_cast<acc_t*>(smem_raw);  // [chunk_b * K][ld]
   acc_t* gout = samples + rk * ld;                       // [cout_g][tile_p]
   const int t = threadIdx.x;
-  const int64_t P = g.out_pixels(), HW = g.height * g.width;
+  const int64_t P = g.out_pixels();
   const int64_t tiles_p = (P + tile_p - 1) / tile_p, items = g.batch * tiles_p;
   const int64_t c0 = int64_t(blockIdx.y) * cc;
   const int64_t gi = c0 / cin_g, og = c0 / g.channels_per_offset_group();
@@ -161,18 +174,17 @@ __global__ void __launch_bounds__(kFusedThreads)
       acc_t m = 0;
       BilinearCorners<acc_t, int64_t> c4{};
       if (p < P) {
-        c4 = tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, SampleItem<int64_t>{n, og, q / tile_p, p}, m);
+        c4 = with_index_type<int64_t>(
+            tap_corners_laid_out<scalar_t, acc_t>(g, offset, l.offset, mask, l.mask, SampleItem<int64_t>{n, og, q / tile_p, p}, m),
+            l.input.pixel);
       }
-      const scalar_t* plane = input + (n * g.channels + c0) * HW;
+      const scalar_t* plane = input_plane(input, l, n, c0);
       const int row = q / tile_p, col = q - row * tile_p;  // row = tap k of channel 0
-      for (int ci = 0; ci < cc; ++ci, plane += HW) {
+      for (int ci = 0; ci < cc; ++ci, plane += l.input.channel) {
         samples[(ci * K + row) * ld + col] = p < P ? m * c4.sample(plane) : acc_t(0);
       }
     }
-    for (int i = t; i < cout_g * tile_p; i += kFusedThreads) {
-      const int64_t co = i / tile_p, p = p0 + i % tile_p;
-      gout[i] = p < P ? static_cast<acc_t>(grad_out[(n * cout + gi * cout_g + co) * P + p]) : acc_t(0);
-    }
+    load_grad_out_tile(l, grad_out, n, gi * cout_g, cout_g, p0, tile_p, P, gout);
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < kFusedWeightOutputs; ++j) {
@@ -218,11 +230,22 @@ inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>
   if (!use_fused(plan.tile_p, plan.why_not, g.channels / groups, cout / groups, kFusedAutoBackwardMaxChannels)) {
     return c10::nullopt;
   }
-  at::Tensor grad_input_acc = at::zeros(input.sizes(), input.options().dtype(acc_dtype));
-  at::Tensor grad_offset = at::empty(offset.sizes(), offset.options());
-  at::Tensor grad_mask = g.use_mask ? at::empty(mask->sizes(), mask->options()) : at::empty({0}, offset.options());
+  // Each tensor keeps its layout (BackwardArgs: contiguous or channels-last); the kernels scatter
+  // grad_input in the layout they read the input in (the op returns it in a.grad_input_format) and
+  // write grad_offset and grad_mask in the offset's and the mask's.
+  at::Tensor grad_input_acc =  // (at::zeros would drop the memory format)
+      at::empty(input.sizes(), input.options().dtype(acc_dtype).memory_format(result_format(input))).zero_();
+  at::Tensor grad_offset = at::empty(offset.sizes(), offset.options().memory_format(a.grad_offset_format));
+  at::Tensor grad_mask = g.use_mask ? at::empty(mask->sizes(), mask->options().memory_format(a.grad_mask_format))
+                                    : at::empty({0}, offset.options());
   at::Tensor grad_weight = at::zeros(weight.sizes(), weight.options());
-  if (N == 0) return std::make_tuple(grad_input_acc.to(input.scalar_type()), grad_offset, grad_weight, grad_mask);
+  auto result = [&] {
+    at::Tensor grad_input = acc_dtype == input.scalar_type() ? grad_input_acc : grad_input_acc.to(input.scalar_type());
+    return std::make_tuple(grad_input.contiguous(a.grad_input_format), grad_offset, grad_weight, grad_mask);
+  };
+  if (N == 0) return result();
+  const FusedLayouts l{layout_of(input), layout_of(offset), g.use_mask ? layout_of(*mask) : PixelLayout{},
+                       layout_of(grad_out)};
   const int64_t tiles_p = (g.out_pixels() + plan.tile_p - 1) / plan.tile_p;
   TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && g.channels / plan.chunk_b <= 65535,
               "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
@@ -236,7 +259,7 @@ inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>
       using grad_t = std::remove_pointer_t<decltype(gin)>;
       HYBRIDOPS_LAUNCH(static_cast<unsigned>(N * tiles_p), kFusedThreads, plan.smem_a, stream,
                        fused_backward_sampling_kernel<scalar_t, grad_t, decltype(add)>)(
-          g, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), msk, weight.data_ptr<scalar_t>(),
+          g, l, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), msk, weight.data_ptr<scalar_t>(),
           grad_out.data_ptr<scalar_t>(), grad_offset.data_ptr<scalar_t>(), gmsk, gin, add, cout, groups);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
@@ -251,7 +274,7 @@ inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>
     at::Tensor partials = at::empty({plan.item_chunks, weight.numel()}, input.options().dtype(acc_dtype));
     const dim3 grid(static_cast<unsigned>(plan.item_chunks), static_cast<unsigned>(g.channels / plan.chunk_b));
     HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_b, stream, fused_weight_grad_partial_kernel<scalar_t>)(
-        g, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), msk, grad_out.data_ptr<scalar_t>(),
+        g, l, plan, input.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), msk, grad_out.data_ptr<scalar_t>(),
         partials.data_ptr<acc_t>(), cout, groups);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     HYBRIDOPS_LAUNCH(static_cast<unsigned>((weight.numel() + 255) / 256), 256, 0, stream,
@@ -260,6 +283,5 @@ inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>
                                                                plan.item_chunks);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  at::Tensor grad_input = acc_dtype == input.scalar_type() ? grad_input_acc : grad_input_acc.to(input.scalar_type());
-  return std::make_tuple(grad_input, grad_offset, grad_weight, grad_mask);
+  return result();
 }

@@ -11,7 +11,9 @@
 //   2. the chunk's weight slice goes to shared memory beside it, transposed ([row][channel]);
 //   3. each thread accumulates its register tile of 2 pixels x 4 output channels: sum over
 //      (channel, tap) of weight * sample, from one 64-bit and one 128-bit shared-memory load a row.
-// Then bias, and one store per output. fp16/bf16 are read in their storage type, sampled and
+// Then bias, and one store per output. Each tensor is read and written in its own layout,
+// contiguous NCHW or channels-last (FusedLayouts: the driver keeps a channels-last caller's tensors
+// as they are, and the output takes the input's layout). fp16/bf16 are read in their storage type, sampled and
 // accumulated in float. FMA only (portable to sm_61); fp16/bf16 on sm_80+ take the tensor-core
 // variant (deform_conv2d_fused_tc_cuda.cuh) unless HYBRIDOPS_DCN_TENSOR_CORES=0.
 //
@@ -19,12 +21,27 @@
 // launch headers) first, then this file inside hybridops::dcn::{anonymous}.
 #pragma once
 
-// The bilinear corners (32-bit plane offsets: the plan keeps planes under 2^31 elements) and the
+// Where a fused launch's tensors live (PixelLayout each: contiguous NCHW or channels-last). `output`
+// is the forward's out or the backward's grad_output; the backward writes grad_input in the input's
+// layout, grad_offset in the offset's and grad_mask in the mask's.
+struct FusedLayouts {
+  PixelLayout input, offset, mask, output;
+};
+
+// The first element of channel c of image n of the input (the corners' offsets count from it).
+template <typename scalar_t>
+__device__ __forceinline__ const scalar_t* input_plane(const scalar_t* input, const FusedLayouts& l, int64_t n,
+                                                       int64_t c) {
+  return input + n * l.input.image + c * l.input.channel;
+}
+
+// The bilinear corners (32-bit offsets from the plane, scaled by the input's pixel stride: the plan
+// and the driver keep an image plane, and a channels-last image, under 2^31 elements) and the
 // modulation of this thread's (tap, pixel) pairs q = threadIdx.x + j * kFusedThreads, for offset
 // group og of image n and the pixel tile from p0; live[j] is false for pairs past the tile or image.
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void load_pair_corners(const Geometry& g, const scalar_t* offset, const scalar_t* mask,
-                                                  int64_t n, int64_t og, int64_t p0, int tile_p,
+__device__ __forceinline__ void load_pair_corners(const Geometry& g, const FusedLayouts& l, const scalar_t* offset,
+                                                  const scalar_t* mask, int64_t n, int64_t og, int64_t p0, int tile_p,
                                                   BilinearCorners<acc_t, int32_t> (&corners)[kFusedPairs],
                                                   acc_t (&modulation)[kFusedPairs], bool (&live)[kFusedPairs]) {
   const int pairs = static_cast<int>(g.taps()) * tile_p;
@@ -34,7 +51,8 @@ __device__ __forceinline__ void load_pair_corners(const Geometry& g, const scala
     live[j] = q < pairs && p0 + q % tile_p < g.out_pixels();
     if (live[j]) {
       const SampleItem<int64_t> it{n, og, q / tile_p, p0 + q % tile_p};
-      corners[j] = with_index_type<int32_t>(tap_corners<scalar_t, acc_t, int64_t>(g, offset, mask, it, modulation[j]));
+      corners[j] = with_index_type<int32_t>(
+          tap_corners_laid_out<scalar_t, acc_t>(g, offset, l.offset, mask, l.mask, it, modulation[j]), l.input.pixel);
     }
   }
 }
@@ -43,14 +61,13 @@ __device__ __forceinline__ void load_pair_corners(const Geometry& g, const scala
 // p0 .. p0 + tile_p of image n, times output channels co0 .. co0 + tile_co (within the group) of
 // weight group gi, whose input channels are c_begin .. c_end.
 struct ForwardBlock {
-  int64_t P, HW, n, p0, cin_g, cout_g, gi, co0, c_begin, c_end, cpg;
+  int64_t P, n, p0, cin_g, cout_g, gi, co0, c_begin, c_end, cpg;
 };
 
 __device__ __forceinline__ ForwardBlock forward_block(const Geometry& g, int tile_p, int tile_co, int64_t cout,
                                                       int64_t groups) {
   ForwardBlock b;
   b.P = g.out_pixels();
-  b.HW = g.height * g.width;
   const int64_t tiles_p = ceil_div(b.P, tile_p);
   b.n = blockIdx.x / tiles_p;
   b.p0 = (blockIdx.x - b.n * tiles_p) * tile_p;
@@ -94,7 +111,7 @@ __device__ __forceinline__ void register_tile_fma(acc_t (&acc)[RX * PX], const a
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
-    fused_forward_kernel(Geometry g, FusedPlan plan, const scalar_t* __restrict__ input,
+    fused_forward_kernel(Geometry g, FusedLayouts l, FusedPlan plan, const scalar_t* __restrict__ input,
                          const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
                          const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
                          scalar_t* __restrict__ out, int64_t cout, int64_t groups) {
@@ -110,7 +127,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   acc_t* wtile = samples + plan.chunk_c * K * tile_p;         // [chunk_c * K][ld_w]
   const int t = threadIdx.x;
   const ForwardBlock blk = forward_block(g, tile_p, tile_co, cout, groups);
-  const int64_t P = blk.P, HW = blk.HW, n = blk.n, p0 = blk.p0, cin_g = blk.cin_g, cout_g = blk.cout_g;
+  const int64_t P = blk.P, n = blk.n, p0 = blk.p0, cin_g = blk.cin_g, cout_g = blk.cout_g;
   const int64_t gi = blk.gi, co0 = blk.co0, c_begin = blk.c_begin, c_end = blk.c_end, cpg = blk.cpg;
   const int pairs = K * tile_p;
   // This thread's register tile: pixels my_p .. my_p + PX - 1, channels my_co .. my_co + CX - 1 of
@@ -130,7 +147,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     const int64_t og = c0 / cpg;
     const int cc = forward_chunk(blk, c0, plan.chunk_c);
     if (og != current_og) {  // the corners of my pairs for this offset group
-      load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
+      load_pair_corners(g, l, offset, mask, n, og, p0, tile_p, corners, modulation, live);
       current_og = og;
     }
     __syncthreads();  // the previous chunk's tiles are consumed
@@ -138,8 +155,8 @@ __global__ void __launch_bounds__(kFusedThreads)
     for (int j = 0; j < kFusedPairs; ++j) {
       const int q = t + j * kFusedThreads;
       if (q >= pairs) continue;
-      const scalar_t* plane = input + (n * g.channels + c0) * HW;
-      for (int ci = 0; ci < cc; ++ci, plane += HW) {
+      const scalar_t* plane = input_plane(input, l, n, c0);
+      for (int ci = 0; ci < cc; ++ci, plane += l.input.channel) {
         samples[ci * pairs + q] = live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0);
       }
     }
@@ -174,22 +191,22 @@ __global__ void __launch_bounds__(kFusedThreads)
 #pragma unroll
     for (int b = 0; b < PX; ++b) {
       const int64_t p = p0 + my_p + b;
-      if (p < P) out[(n * cout + oc) * P + p] = static_cast<scalar_t>(acc[a * PX + b] + b_oc);
+      if (p < P) out[l.output.at(n, oc, p)] = static_cast<scalar_t>(acc[a * PX + b] + b_oc);
     }
   }
 }
 
-// Launches the FMA kernel into `out` (forward_output(a)) with `plan` on `grid` (forward_block's
-// layout); fused_forward_cuda (deform_conv2d_fused_tc_cuda.cuh) decides between it and the
-// tensor-core kernel. `bias`: contiguous, or undefined.
-inline void launch_fused_forward_fma(const ForwardArgs& a, const FusedPlan& plan, dim3 grid, const at::Tensor& bias,
-                                     at::Tensor& out) {
+// Launches the FMA kernel into `out` (forward_output(a), layouts `l`) with `plan` on `grid`
+// (forward_block's layout); fused_forward_cuda (deform_conv2d_fused_tc_cuda.cuh) decides between it
+// and the tensor-core kernel. `bias`: contiguous, or undefined.
+inline void launch_fused_forward_fma(const ForwardArgs& a, const FusedLayouts& l, const FusedPlan& plan, dim3 grid,
+                                     const at::Tensor& bias, at::Tensor& out) {
   const Geometry& g = a.g;
   const int64_t cout = a.weight.size(0), groups = a.groups;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.input.scalar_type(), "deform_conv2d_fused_cuda", [&] {
     HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_bytes, stream, fused_forward_kernel<scalar_t>)(
-        g, plan, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
+        g, l, plan, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
         g.use_mask ? a.mask->data_ptr<scalar_t>() : nullptr, a.weight.data_ptr<scalar_t>(),
         bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), cout, groups);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

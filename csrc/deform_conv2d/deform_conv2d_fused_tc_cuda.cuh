@@ -21,7 +21,7 @@
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
-    fused_forward_tc_kernel(Geometry g, FusedPlan plan, int rows_pad, int tile_co_pad,
+    fused_forward_tc_kernel(Geometry g, FusedLayouts l, FusedPlan plan, int rows_pad, int tile_co_pad,
                             const scalar_t* __restrict__ input, const scalar_t* __restrict__ offset,
                             const scalar_t* __restrict__ mask, const scalar_t* __restrict__ weight,
                             const scalar_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t cout,
@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   acc_t* staging = reinterpret_cast<acc_t*>(wtile + tile_co_pad * ld_w);  // [tile_co_pad][ld_acc]
   const int t = threadIdx.x, warp = t / 32;
   const ForwardBlock blk = forward_block(g, tile_p, tile_co, cout, groups);
-  const int64_t P = blk.P, HW = blk.HW, n = blk.n, p0 = blk.p0, cin_g = blk.cin_g, cout_g = blk.cout_g;
+  const int64_t P = blk.P, n = blk.n, p0 = blk.p0, cin_g = blk.cin_g, cout_g = blk.cout_g;
   const int64_t gi = blk.gi, co0 = blk.co0, c_begin = blk.c_begin, c_end = blk.c_end, cpg = blk.cpg;
   const int pairs = K * tile_p;
   // This warp's output fragment; warps past the last fragment only sample (a warp-uniform test,
@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     const int cc = forward_chunk(blk, c0, plan.chunk_c);
     const int rk = cc * K, rk_pad = round_up_to_mma_tile(rk);  // rows; wmma steps x 16
     if (og != current_og) {
-      load_pair_corners(g, offset, mask, n, og, p0, tile_p, corners, modulation, live);
+      load_pair_corners(g, l, offset, mask, n, og, p0, tile_p, corners, modulation, live);
       current_og = og;
     }
     __syncthreads();  // the previous chunk's tiles are consumed
@@ -72,9 +72,9 @@ __global__ void __launch_bounds__(kFusedThreads)
     for (int j = 0; j < kFusedPairs; ++j) {
       const int q = t + j * kFusedThreads;  // (tap q / tile_p, pixel q % tile_p): row ci * K + tap
       if (q >= pairs) continue;
-      const scalar_t* plane = input + (n * g.channels + c0) * HW;
+      const scalar_t* plane = input_plane(input, l, n, c0);
       scalar_t* dst = samples + (q / tile_p) * ld_s + q % tile_p;
-      for (int ci = 0; ci < cc; ++ci, plane += HW, dst += K * ld_s) {
+      for (int ci = 0; ci < cc; ++ci, plane += l.input.channel, dst += K * ld_s) {
         *dst = static_cast<scalar_t>(live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0));
       }
     }
@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     const int64_t co = co0 + co_l, p = p0 + p_l;
     if (co >= cout_g || p >= P) continue;
     const int64_t oc = gi * cout_g + co;
-    out[(n * cout + oc) * P + p] =
+    out[l.output.at(n, oc, p)] =
         static_cast<scalar_t>(staging[co_l * ld_acc + p_l] + (bias ? static_cast<acc_t>(bias[oc]) : acc_t(0)));
   }
 #elif defined(__CUDA_ARCH__)
@@ -138,15 +138,15 @@ bool tc_kernel_has_body() {
 }
 
 // launch_fused_forward_fma's tensor-core twin (the same grid: the plans share their tiles).
-inline void launch_fused_forward_tc(const ForwardArgs& a, const FusedTcPlan& tc, dim3 grid, const at::Tensor& bias,
-                                    at::Tensor& out) {
+inline void launch_fused_forward_tc(const ForwardArgs& a, const FusedLayouts& l, const FusedTcPlan& tc, dim3 grid,
+                                    const at::Tensor& bias, at::Tensor& out) {
   const Geometry& g = a.g;
   const FusedPlan& plan = tc.base;
   const int64_t cout = a.weight.size(0), groups = a.groups;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_REDUCED_FLOATING_TYPES(a.input.scalar_type(), "deform_conv2d_fused_tc_cuda", [&] {
     HYBRIDOPS_LAUNCH(grid, kFusedThreads, plan.smem_bytes, stream, fused_forward_tc_kernel<scalar_t>)(
-        g, plan, tc.rows_pad, tc.tile_co_pad, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
+        g, l, plan, tc.rows_pad, tc.tile_co_pad, a.input.data_ptr<scalar_t>(), a.offset.data_ptr<scalar_t>(),
         g.use_mask ? a.mask->data_ptr<scalar_t>() : nullptr, a.weight.data_ptr<scalar_t>(),
         bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), cout, groups);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -176,17 +176,19 @@ inline at::Tensor fused_forward_cuda(const ForwardArgs& a) {
     return at::Tensor();
   }
   const int64_t tiles_p = ceil_div(g.out_pixels(), plan.tile_p), co_tiles = ceil_div(cout / groups, plan.tile_co);
-  at::Tensor out = forward_output(a);
+  at::Tensor out = forward_output(a, a.out_format);  // the input's layout
   if (N == 0) return out;
   // The tensor-core plan has the same tiles (hence the same grid) as the FMA plan.
   TORCH_CHECK(N * tiles_p < (int64_t(1) << 31) && groups * co_tiles <= 65535,
               "hybridops.deform_conv2d: too large for one fused launch (set HYBRIDOPS_DCN_ALGO=im2col)");
   const dim3 grid(static_cast<unsigned>(N * tiles_p), static_cast<unsigned>(groups * co_tiles));
   const at::Tensor bias = a.bias.has_value() ? a.bias->contiguous() : at::Tensor();  // read by index
+  const FusedLayouts l{layout_of(a.input), layout_of(a.offset), g.use_mask ? layout_of(*a.mask) : PixelLayout{},
+                       layout_of(out)};
   if (on_tensor_cores) {
-    launch_fused_forward_tc(a, tc, grid, bias, out);
+    launch_fused_forward_tc(a, l, tc, grid, bias, out);
   } else {
-    launch_fused_forward_fma(a, plan, grid, bias, out);
+    launch_fused_forward_fma(a, l, plan, grid, bias, out);
   }
   return out;
 }

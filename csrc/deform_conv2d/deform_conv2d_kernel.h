@@ -74,9 +74,36 @@ HOST_DEVICE_INLINE ChannelWalk<index_t> channel_walk(const Geometry& g, const Sa
                               HW, K * ncols, cpg};
 }
 
+// Where element (n, c, p) of a [N, C, H, W] tensor lives, p = h * W + w the flat pixel:
+// n * image + c * channel + p * pixel. Contiguous NCHW is (C * H * W, H * W, 1), channels-last
+// (NHWC) (H * W * C, 1, C). The im2col path and the CPU read NCHW; the fused CUDA kernels take
+// either for each tensor (deform_conv2d_fused_cuda.cuh).
+struct PixelLayout {
+  int64_t image, channel, pixel;
+  HOST_DEVICE_INLINE int64_t at(int64_t n, int64_t c, int64_t p) const { return n * image + c * channel + p * pixel; }
+};
+
+HOST_DEVICE_INLINE PixelLayout nchw_layout(int64_t channels, int64_t pixels) {
+  return PixelLayout{channels * pixels, pixels, 1};
+}
+
+HOST_DEVICE_INLINE PixelLayout nhwc_layout(int64_t channels, int64_t pixels) {
+  return PixelLayout{channels * pixels, 1, channels};
+}
+
+// The sampling point of tap k = (kh, kw) at output pixel (ho, wo) displaced by (dy, dx), and its
+// four neighbours.
+template <typename acc_t, typename index_t, typename scalar_t>
+HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> corners_of_tap(const Geometry& g, index_t ho, index_t wo,
+                                                                  index_t kh, index_t kw, scalar_t dy, scalar_t dx) {
+  const acc_t y = static_cast<acc_t>(ho * g.stride_h - g.pad_h + kh * g.dil_h) + static_cast<acc_t>(dy);
+  const acc_t x = static_cast<acc_t>(wo * g.stride_w - g.pad_w + kw * g.dil_w) + static_cast<acc_t>(dx);
+  return bilinear_corners<acc_t, index_t>(y, x, static_cast<index_t>(g.height), static_cast<index_t>(g.width));
+}
+
 // The sampling point of tap k = (kh, kw) at output pixel p = (ho, wo) (offset added), its four
 // neighbours, and the modulation scalar; for callers that walk pixels and taps in order and so know
-// (ho, wo, kh, kw) without dividing.
+// (ho, wo, kh, kw) without dividing. Offset and mask NCHW.
 template <typename scalar_t, typename acc_t, typename index_t>
 HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> tap_corners_at(const Geometry& g, const scalar_t* offset,
                                                                   const scalar_t* mask, const SampleItem<index_t>& it,
@@ -87,10 +114,22 @@ HOST_DEVICE_INLINE BilinearCorners<acc_t, index_t> tap_corners_at(const Geometry
   const index_t OG = static_cast<index_t>(g.offset_groups);
   const scalar_t* off_b = offset + it.b * (OG * 2 * K * P);
   const index_t oy = (it.og * 2 * K + 2 * it.k) * P + it.p;
-  const acc_t y = static_cast<acc_t>(ho * g.stride_h - g.pad_h + kh * g.dil_h) + static_cast<acc_t>(off_b[oy]);
-  const acc_t x = static_cast<acc_t>(wo * g.stride_w - g.pad_w + kw * g.dil_w) + static_cast<acc_t>(off_b[oy + P]);
   m = g.use_mask ? static_cast<acc_t>(mask[it.b * (OG * K * P) + (it.og * K + it.k) * P + it.p]) : acc_t(1);
-  return bilinear_corners<acc_t, index_t>(y, x, static_cast<index_t>(g.height), static_cast<index_t>(g.width));
+  return corners_of_tap<acc_t, index_t>(g, ho, wo, kh, kw, off_b[oy], off_b[oy + P]);
+}
+
+// tap_corners for offset and mask in any PixelLayout (the fused CUDA kernels; 64-bit indices).
+template <typename scalar_t, typename acc_t>
+HOST_DEVICE_INLINE BilinearCorners<acc_t, int64_t> tap_corners_laid_out(const Geometry& g, const scalar_t* offset,
+                                                                         const PixelLayout& offset_layout,
+                                                                         const scalar_t* mask,
+                                                                         const PixelLayout& mask_layout,
+                                                                         const SampleItem<int64_t>& it, acc_t& m) {
+  const int64_t K = g.taps();
+  const int64_t oy = offset_layout.at(it.b, it.og * 2 * K + 2 * it.k, it.p);
+  m = g.use_mask ? static_cast<acc_t>(mask[mask_layout.at(it.b, it.og * K + it.k, it.p)]) : acc_t(1);
+  return corners_of_tap<acc_t, int64_t>(g, it.p / g.out_w, it.p % g.out_w, it.k / g.kernel_w, it.k % g.kernel_w,
+                                        offset[oy], offset[oy + offset_layout.channel]);
 }
 
 // tap_corners_at for an item known only by (b, og, k, p).

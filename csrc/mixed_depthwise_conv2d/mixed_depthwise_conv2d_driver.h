@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "common/memory_format.h"
 #include "mixed_depthwise_conv2d/mixed_depthwise_conv2d_kernel.h"
 
 namespace hybridops {
@@ -107,12 +108,8 @@ inline void check_grad_output(const at::Tensor& grad_out, const Geometry& g, con
               "], got ", grad_out.sizes());
 }
 
-// True when the op's results are channels-last: the input is channels-last contiguous and not also
-// NCHW contiguous. The CPU then runs its channels-last kernels; CUDA (NCHW kernels) converts. The
-// fake kernel in hybridops/ops/mixed_depthwise_conv2d.py applies the same rule.
-inline bool use_channels_last(const at::Tensor& input) {
-  return input.dim() == 4 && !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
+// The op's results are channels-last when use_channels_last(input) (common/memory_format.h). The CPU
+// then runs its channels-last kernels; CUDA (NCHW kernels) converts.
 
 // `t` in the layout the op promises for `input` (see use_channels_last).
 inline at::Tensor in_layout_of(const at::Tensor& t, const at::Tensor& input) {

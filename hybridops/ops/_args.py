@@ -106,3 +106,13 @@ def check_same_device_and_dtype(op: str, input: torch.Tensor, **tensors: object)
     for name, t in present.items():
         if not (t.is_floating_point() if any_float else t.dtype == input.dtype):
             raise InvalidArgumentError(f"{op}: {name} has dtype {t.dtype} but input has dtype {input.dtype}")
+
+
+def result_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """Layout of a result derived from ``t`` (an op's output and grad_input from its input, a gradient
+    from its tensor): channels-last when ``t`` is channels-last contiguous and not also NCHW
+    contiguous, else contiguous -- the rule of the C++ kernels (``result_format`` in
+    ``csrc/common/memory_format.h``), which the fake kernels follow."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

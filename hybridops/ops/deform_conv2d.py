@@ -14,7 +14,7 @@ from hybridops.ops._autograd import forbid_double_backward
 from hybridops.ops._fx import fx_leaf
 from hybridops.ops._library import ops_library
 from hybridops.ops._args import (IntPair, InvalidArgumentError, check_same_device, check_same_device_and_dtype,
-                                 check_tensor, pair)
+                                 check_tensor, pair, result_memory_format)
 
 _OP = "hybridops.deform_conv2d"
 
@@ -47,7 +47,9 @@ def deform_conv2d(
 
     Returns:
         ``[N, C_out, H_out, W_out]`` with ``H_out = (H + 2 * pad_h - dil_h * (kH - 1) - 1) // stride_h + 1``
-        (likewise ``W_out``); contiguous, in the dtype of ``input``.
+        (likewise ``W_out``), in the dtype of ``input``; channels-last when ``input`` is channels-last
+        (and not also NCHW contiguous), else contiguous, as ``F.conv2d`` returns. The gradients of
+        input, offset and mask take the layout of their tensor the same way.
 
     All float dtypes are supported (fp16/bf16 accumulate in fp32); under ``torch.autocast`` the op
     runs in the autocast dtype. Gradients flow to input, offset, weight, mask and bias. The CPU
@@ -135,13 +137,19 @@ def _deform_conv2d_fake(input, offset, weight, mask, bias, stride, padding, dila
     check_same_device(_OP, input, offset=offset, weight=weight, mask=mask, bias=bias)
     h_out, w_out = out_size(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3], stride, padding,
                             dilation)
-    return input.new_empty((input.shape[0], weight.shape[0], h_out, w_out))
+    return input.new_empty((input.shape[0], weight.shape[0], h_out, w_out)).contiguous(
+        memory_format=result_memory_format(input))
+
+
+def _empty_gradient(t: Tensor) -> Tensor:
+    """The gradient of ``t`` as the kernels return it: its shape, in ``result_memory_format(t)``."""
+    return t.new_empty(t.shape).contiguous(memory_format=result_memory_format(t))
 
 
 def _deform_conv2d_backward_fake(grad_output, input, offset, weight, mask, stride, padding, dilation):
     check_same_device(_OP + "_backward", input, grad_output=grad_output, offset=offset, weight=weight, mask=mask)
-    grad_mask = mask.new_empty(mask.shape) if mask is not None else offset.new_empty((0,))
-    return input.new_empty(input.shape), offset.new_empty(offset.shape), weight.new_empty(weight.shape), grad_mask
+    grad_mask = _empty_gradient(mask) if mask is not None else offset.new_empty((0,))
+    return _empty_gradient(input), _empty_gradient(offset), weight.new_empty(weight.shape), grad_mask
 
 
 def _setup_context(ctx, inputs, output):

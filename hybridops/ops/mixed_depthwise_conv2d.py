@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from hybridops.ops._autograd import forbid_double_backward
-from hybridops.ops._args import (IntPair, InvalidArgumentError, check_same_device_and_dtype, check_tensor,
-                                 pair)
+from hybridops.ops._args import (IntPair, InvalidArgumentError, check_same_device_and_dtype, check_tensor, pair,
+                                 result_memory_format)
 from hybridops.ops._fx import fx_leaf
 from hybridops.ops._library import ops_library
 
@@ -184,15 +184,6 @@ def out_extent(n: int, stride: int) -> int:
 def out_size(h, w, stride) -> tuple:
     """Output height and width for every group (:func:`out_extent` per dimension)."""
     return out_extent(h, stride[0]), out_extent(w, stride[1])
-
-
-def result_memory_format(input: Tensor) -> torch.memory_format:
-    """Layout of the op's output and grad_input: channels-last when ``input`` is channels-last
-    contiguous (and not also NCHW contiguous), else contiguous -- the rule of the C++ kernels
-    (``use_channels_last`` in ``csrc/mixed_depthwise_conv2d/mixed_depthwise_conv2d_driver.h``)."""
-    if not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 # The fake kernels check the arguments as the real ones do: beside shape propagation under
