@@ -6,29 +6,36 @@
                                      [--offsets smooth benchmark random] [--warm] [--json PATH]
 
 A PREDICTION, not a measurement. Issue #16 asks for "channels-last kernels if your model says they
-win"; this module makes the model answer, per benchmark shape, dtype and GPU, for two kinds of caller:
-NCHW callers (every model in this repository) and channels_last callers. It compares the fused
-kernels as ``dcn_roofline`` models them (``fused``: FMA, with the tensor-core forward for fp16/bf16
-on the H100/H200; or ``fused_target``) in three variants:
+win"; this module made the model answer, per benchmark shape, dtype and GPU, for two kinds of caller:
+NCHW callers (every model in this repository) and channels_last callers. It said yes for
+channels_last callers, and since 2026-12-02 the fused CUDA kernels read and write a channels_last
+caller's tensors as they are (``nhwc`` below is what such a caller now runs; an NCHW caller runs
+``nchw`` without copies). It compares the fused kernels as ``dcn_roofline`` models them (``fused``:
+FMA, with the tensor-core forward for fp16/bf16 on the H100/H200; or ``fused_target``) in three
+variants:
 
-* ``nchw`` -- as built: the kernels gather NCHW input planes; the driver (``forward_args`` /
-  ``backward_args`` in ``deform_conv2d_driver.h``) calls ``.contiguous()`` on input, offset, mask and
-  weight (forward) and grad_output, input, offset, mask and weight (backward), and returns NCHW
-  tensors. For a channels_last caller every one of those is a transposing copy (the saved tensors are
-  the caller's, so the backward copies input, offset and mask again), and the caller's next layers
-  convert our NCHW out / grad_input / grad_offset / grad_mask / grad_weight back (assumed: one copy
-  each, as a channels_last cuDNN convolution does with an NCHW operand; the weight counts only where
-  the model was moved to channels_last, as ``Module.to(memory_format=...)`` does for 4-D
-  parameters).
+* ``nchw`` -- the kernels gather NCHW input planes; for a channels_last caller the driver calls
+  ``.contiguous()`` on input, offset, mask and weight (forward) and grad_output, input, offset, mask
+  and weight (backward), and returns NCHW tensors: what the fused path did before 2026-12-02 and
+  what the im2col path still does. For a channels_last caller every one of those is a transposing
+  copy (the saved tensors are the caller's, so the backward copies input, offset and mask again),
+  and the caller's next layers convert our NCHW out / grad_input / grad_offset / grad_mask /
+  grad_weight back (assumed: one copy each, as a channels_last cuDNN convolution does with an NCHW
+  operand; the weight counts only where the model was moved to channels_last, as
+  ``Module.to(memory_format=...)`` does for 4-D parameters).
 * ``nchw-strided`` -- a what-if driver: the same kernels, copying only the tensor they gather (the
   input) and reading offset, mask and grad_output, writing the outputs, through strides.
-* ``nhwc`` -- a what-if NHWC variant (as DCNv4 does): the same plans and micro-GEMMs, but a corner
-  of a (tap, pixel) reads the chunk's channels contiguously with 128-bit loads; offset, mask and
-  grad_output read and the outputs written in the caller's layout (a tile load / the staging tile
-  makes either cheap: assumed free). For an NCHW caller it copies the input to NHWC in the forward
-  and again in the backward (the saved input is the caller's; saving the copy would trade memory
-  for the second one). The fp32 grad_input scatter buffer can be NCHW (scalar atomics do not care):
-  no copy back.
+* ``nhwc`` -- the NHWC variant (as DCNv4 does), built for channels_last callers (``FusedLayouts``,
+  ``gather_step`` in ``deform_conv2d_fused_cuda.cuh``): the same plans and micro-GEMMs, but a
+  corner of a (tap, pixel) reads the chunk's channels contiguously, with 128-bit loads where the
+  chunk is whole vectors (``vector_gather``; backward kernel A at most 4 values a load; scalar loads
+  otherwise: ``sample_ops``); offset, mask and grad_output read and the outputs written in the
+  caller's layout (assumed free: grad_output is loaded channels-fastest, coalesced; the output,
+  grad_offset and grad_mask stores of a warp are 32 pixels apart, one sector each, which L2 merges
+  before DRAM -- not modelled); grad_input scattered into a buffer in the input's layout. For an
+  NCHW caller (a what-if: such a caller runs ``nchw``) it would copy the input to NHWC in the forward
+  and again in the backward (the saved input is the caller's; saving the copy would trade memory for
+  the second one); its fp32 grad_input scatter buffer could be NCHW (scalar atomics do not care).
 
 (a) The gathers. For one pixel tile (a block) of each kernel, the corners its (tap, pixel) pairs load
 are enumerated (``BilinearCorners::sample``: every in-plane corner, also at zero weight) under
@@ -70,7 +77,7 @@ is if anything understated).
 Verdict (``verdict_table``, ``tally``): the NHWC variant "wins" where it is predicted more than
 ``TIE`` (10%) faster than the NCHW variant the caller would otherwise get, "loses" where more than
 10% slower, else a tie: the model's rates and op counts are not better than that. Launches weigh:
-most of what a channels_last caller pays the kernels as built is the copies' launches (4 us each in
+most of what a channels_last caller paid the copying NCHW kernels is the copies' launches (4 us each in
 ``Assumptions``); with ``launch_s=0`` (CUDA graphs) NHWC's lead over them shrinks to 1.00-1.17x
 forward+backward on an H200.
 """
@@ -95,6 +102,7 @@ SCENARIOS = ("smooth", "benchmark", "random")
 ALGOS = ("fused", "fused_target")
 SECTOR = 32                # bytes: the SM<->L2 transfer unit
 VECTOR_BYTES = 16          # a 128-bit load
+GRAD_VECTOR_VALUES = 4     # at most this many values a load in backward kernel A (kGradLoadVectorMax)
 NCHW_GATHER_OPS = 5        # per sampled value: 4 predicated scalar corner loads + the plane-pointer step
 BLOCKS_SAMPLED = 24        # pixel tiles enumerated per (layer, scenario)
 SEED = 16                  # of the offsets drawn for "benchmark" and "random"
@@ -213,12 +221,14 @@ def sample_ops(kind: str, layout: str, dtype: str, chunk: int) -> float:
     """Lane instructions per sampled value of a fused kernel (``kind``: "fused_sample" for the forward
     and B, "fused_grad" for A) walking channels in chunks of ``chunk``: ``dcn_roofline.OPS`` for NCHW;
     for NHWC the 4 scalar corner loads and the plane-pointer step become 4 / v loads, v = the values
-    one load of up to 128 bits holds (min(16 bytes, chunk x s) / s: 8 fp16/bf16 or 4 fp32 values from
-    chunks of 16 bytes or more, fewer from narrower chunks)."""
+    of one 128-bit load (8 fp16/bf16, 4 fp32) -- at most ``GRAD_VECTOR_VALUES`` in A -- where the
+    chunk is whole vectors of v, else 1 (scalar loads): the built kernels' rule (``vector_gather``)."""
     if layout.startswith("nchw"):
         return float(dr.OPS[kind])
     s = dr.DTYPE_BYTES[dtype]
-    return dr.OPS[kind] - NCHW_GATHER_OPS + 4 / (min(VECTOR_BYTES, chunk * s) // s)
+    v = VECTOR_BYTES // s if kind != "fused_grad" else min(VECTOR_BYTES // s, GRAD_VECTOR_VALUES)
+    v = v if chunk % v == 0 else 1
+    return dr.OPS[kind] - NCHW_GATHER_OPS + 4 / v
 
 
 # ------------------------------------------------------------------------------------------ kernels
@@ -335,7 +345,7 @@ def layout_rows(layers: Sequence[dr.Layer], dtypes: Sequence[str], modes: Sequen
                 scenarios: Sequence[str] = SCENARIOS, algo: str = "fused",
                 asm: Assumptions = Assumptions()) -> list[dict]:
     """One row per (gpu, case, dtype, mode, scenario): predicted microseconds of each (caller, kernels)
-    pair, ``nchw_caller`` = t(nchw) / t(nhwc + its input copies), ``cl_caller`` = t(nchw as built +
+    pair, ``nchw_caller`` = t(nchw) / t(nhwc + its input copies), ``cl_caller`` = t(copying nchw +
     copies) / t(nhwc), ``cl_caller_strided`` = t(nchw-strided + input copies) / t(nhwc) (> 1: NHWC
     faster), and each one's call."""
     rows = []
@@ -466,7 +476,8 @@ def tally(rows: Sequence[dict]) -> dict[str, dict[str, dict[str, int]]]:
 def tally_text(rows: Sequence[dict]) -> str:
     """The tally as one line per scenario."""
     mode = "full" if any(r["mode"] == "full" for r in rows) else "forward"
-    names = {"nchw_caller": "NCHW callers", "cl_caller": "channels_last callers vs NCHW as built",
+    names = {"nchw_caller": "NCHW callers",
+             "cl_caller": "channels_last callers vs NCHW with copies (before 2026-12-02)",
              "cl_caller_strided": "channels_last callers vs a stride-aware NCHW driver"}
     lines = [f"NHWC variant, {mode} mode, over every (GPU, case, dtype) above (model, not measured):"]
     for scenario, by in tally(rows).items():

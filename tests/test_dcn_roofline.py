@@ -510,14 +510,20 @@ def test_nhwc_sampling_instructions():
     assert dl.sample_ops("fused_sample", "nhwc", "float16", 16) == 12 - 5 + 4 / 8
     assert dl.sample_ops("fused_sample", "nhwc", "float32", 8) == 12 - 5 + 4 / 4
     assert dl.sample_ops("fused_sample", "nhwc", "float16", 1) == 12 - 5 + 4  # a 2-byte chunk: scalar loads
-    assert dl.sample_ops("fused_grad", "nhwc", "bfloat16", 16) == 35 - 5 + 0.5
+    assert dl.sample_ops("fused_sample", "nhwc", "float16", 4) == 12 - 5 + 4  # 8 bytes: not a whole vector
+    assert dl.sample_ops("fused_grad", "nhwc", "bfloat16", 16) == 35 - 5 + 1  # A: 4 values a load at most
+    assert dl.sample_ops("fused_grad", "nhwc", "float32", 8) == 35 - 5 + 1
+    # the vector widths are the built kernels' (deform_conv2d_fused_cuda.cuh)
+    source = (ROOT / "csrc" / "deform_conv2d" / "deform_conv2d_fused_cuda.cuh").read_text()
+    assert int(re.search(r"constexpr int kLoadBytes = (\d+);", source).group(1)) == dl.VECTOR_BYTES
+    assert int(re.search(r"constexpr int kGradLoadVectorMax = (\d+);", source).group(1)) == dl.GRAD_VECTOR_VALUES
 
 
 def test_layout_copies_per_caller():
-    """A channels_last caller of the NCHW kernels as built: .contiguous() of input, offset, mask and weight
-    (forward), of grad_out, input, offset, mask and weight (backward), and one conversion of each NCHW
-    result by its consumer; a stride-aware driver copies the input only; the NHWC variant nothing. An
-    NCHW caller of the NHWC variant: the input to NHWC, forward and backward."""
+    """A channels_last caller of the copying NCHW kernels (before 2026-12-02): .contiguous() of input,
+    offset, mask and weight (forward), of grad_out, input, offset, mask and weight (backward), and one
+    conversion of each NCHW result by its consumer; a stride-aware driver copies the input only; the NHWC
+    variant nothing. An NCHW caller of the NHWC variant: the input to NHWC, forward and backward."""
     layer, asm = dr.ISSUE_LAYER, Assumptions()
 
     def copies(caller, kernels):
@@ -546,7 +552,8 @@ def test_layout_verdict_directions():
     """What the study concludes at HybridNetSeg's 16-channel layer, fp16, on the H200 (model): for an NCHW
     caller the NHWC variant ties or loses with smooth offsets (the input transpose costs about what its
     vector loads save) and wins big with random ones; for a channels_last caller it beats the NCHW
-    kernels as built (their 4-5 copies a direction) but only ties a stride-aware NCHW driver in full."""
+    kernels with copies (their 4-5 copies a direction; the NHWC variant is what it runs since) but
+    only ties a stride-aware NCHW driver in full."""
     rep = dl.report([dr.ISSUE_LAYER], ["float16"], ["forward", "full"], [H200], scenarios=("smooth", "random"))
     assert rep["kind"] == "prediction (model, not measured)" and len(rep["rows"]) == 2 * 2
     by = {(r["mode"], r["offsets"]): r for r in rep["rows"]}

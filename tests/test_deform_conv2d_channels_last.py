@@ -83,6 +83,27 @@ def test_cpu_channels_last_same_bits_and_layouts(layouts, algo, monkeypatch):
     _assert_same_bits(cl, _outputs(args, (False,) * 4))
 
 
+def _copied_shapes(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    return [e.input_shapes for e in prof.events() if e.name == "aten::copy_"]
+
+
+def test_cpu_fused_forward_gathers_a_channels_last_input_without_copying_it(monkeypatch):
+    """The CPU's fused forward samples from NHWC: a channels-last input is read as it is (the NCHW
+    input is transposed once; the output's conversion to channels-last is a copy of another shape)."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    x, offset, weight, bias, mask = make_dcn_inputs(n=2, c_in=6, c_out=5, h=7, w=9, dtype=torch.float32)
+    nhwc_shape = [2, 7, 9, 6]
+
+    def run(inp):
+        return lambda: hybridops.deform_conv2d(inp, offset, weight, bias, 1, 1, 1, mask)
+
+    assert any(nhwc_shape in shapes for shapes in _copied_shapes(run(x)))
+    copied = _copied_shapes(run(_in_layout(x, True)))
+    assert not any(nhwc_shape in shapes or [2, 6, 7, 9] in shapes for shapes in copied)
+
+
 def test_cpu_channels_last_opcheck():
     """opcheck compares the fake kernels' strides (result_memory_format) with the real ones."""
     for use_mask, layouts in itertools.product((True, False), LAYOUTS[:3]):

@@ -134,9 +134,13 @@ bool use_fused_forward(const ForwardArgs& args) {
 at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  const ForwardArgs args = forward_args(input, offset, weight, mask, bias, stride, padding, dilation);
+  const ForwardArgs args =
+      forward_args(input, offset, weight, mask, bias, stride, padding, dilation, /*keep_channels_last=*/true);
   // Both algorithms write NCHW; a channels-last input gets a channels-last output (result_format).
-  return (use_fused_forward(args) ? forward_fused_cpu(args) : forward<CpuBackend>(args)).contiguous(args.out_format);
+  // The fused forward gathers from NHWC, so it takes a channels-last input as it is.
+  const at::Tensor out = use_fused_forward(args) ? forward_fused_cpu(contiguous_args(args, /*but_input=*/true))
+                                                 : forward<CpuBackend>(contiguous_args(args));
+  return out.contiguous(args.out_format);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cpu(

@@ -126,7 +126,8 @@ void fused_sample_tile(const Geometry& g, const scalar_t* input, const scalar_t*
   }
 }
 
-// The fused forward (see the top of this file); same arguments and result as forward<Backend>.
+// The fused forward (see the top of this file); same arguments and result as forward<Backend>,
+// except that a.input may also be channels-last (it is gathered from NHWC; offset and mask NCHW).
 inline at::Tensor forward_fused_cpu(const ForwardArgs& a) {
   const Geometry& g = a.g;
   at::Tensor out = forward_output(a);
@@ -136,7 +137,7 @@ inline at::Tensor forward_fused_cpu(const ForwardArgs& a) {
   const int64_t rows_g = rows / G;
   const int64_t tp_max = fused_tile_pixels(g, a.input.element_size(), at::get_num_threads());
   const int64_t tiles = (P + tp_max - 1) / tp_max;
-  const at::Tensor input = a.input.permute({0, 2, 3, 1}).contiguous();  // NHWC
+  const at::Tensor input = a.input.permute({0, 2, 3, 1}).contiguous();  // NHWC (no copy of a channels-last input)
   // [G, Cout / G, K, C / G]: the tile rows' order
   const at::Tensor w_g = a.weight.view({G, Cg, cin_g, K}).transpose(2, 3).contiguous().view({G, Cg, rows_g});
   const at::Tensor out_rows = out.view({N, Cout, P});

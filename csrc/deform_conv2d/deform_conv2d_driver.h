@@ -257,9 +257,9 @@ inline ForwardArgs forward_args(const at::Tensor& input, const at::Tensor& offse
   return a;
 }
 
-// The same arguments, every tensor contiguous NCHW.
-inline ForwardArgs contiguous_args(ForwardArgs a) {
-  a.input = a.input.contiguous();
+// The same arguments, every tensor contiguous NCHW (`but_input`: the input left as it is).
+inline ForwardArgs contiguous_args(ForwardArgs a, bool but_input = false) {
+  if (!but_input) a.input = a.input.contiguous();
   a.offset = a.offset.contiguous();
   if (a.mask.has_value()) a.mask = a.mask->contiguous();
   return a;

@@ -30,7 +30,8 @@ __device__ __forceinline__ void load_grad_out_tile(const FusedLayouts& l, const 
 // scatters grad_input with `add` (AtomicAdd, or FixedPointAdd under deterministic mode).
 template <typename scalar_t, typename grad_t, typename AddFn>
 __global__ void __launch_bounds__(kFusedThreads)
-    fused_backward_sampling_kernel(Geometry g, FusedLayouts l, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
+    fused_backward_sampling_kernel(Geometry g, FusedLayouts l, FusedBackwardPlan plan,
+                                   const scalar_t* __restrict__ input,
                                    const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
                                    const scalar_t* __restrict__ weight, const scalar_t* __restrict__ grad_out,
                                    scalar_t* __restrict__ grad_offset, scalar_t* __restrict__ grad_mask,
@@ -113,27 +114,35 @@ __global__ void __launch_bounds__(kFusedThreads)
       }
     }
     __syncthreads();
+    const int64_t plane0 = n * l.input.image + c0 * l.input.channel;  // grad_input: the same layout
+    constexpr int V = kGradLoadVector<scalar_t>;
+    const bool vector = vector_gather<V>(l, input + plane0, cc);
 #pragma unroll
     for (int j = 0; j < kFusedPairs; ++j) {
       if (!live[j]) continue;
       const int q = t + j * kFusedThreads;
       const int k = q / tile_p, pp = q - k * tile_p;
       const bool scatter = corners[j].inside && modulation[j] != acc_t(0);
-      for (int ci = 0; ci < cc; ++ci) {
-        const int64_t plane = n * l.input.image + (c0 + ci) * l.input.channel;  // grad_input: the same layout
-        const acc_t gc = gcol[(ci * K + k) * tile_p + pp];
-        acc_t v, dy, dx;
-        corners[j].sample_with_grad(input + plane, v, dy, dx);
-        gm[j] += gc * v;
-        gy[j] += gc * dy;
-        gx[j] += gc * dx;
-        if (scatter) {
-          const acc_t gcm = gc * modulation[j];
+      for (int ci = 0; ci < cc;) {
+        acc_t v[V], dy[V], dx[V];
+        const int got = gather_step<true>(corners[j], input + plane0, l.input.channel, ci, vector, v, dy, dx);
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            if (corners[j].idx[c] >= 0) add(grad_input + plane + corners[j].idx[c], gcm * corners[j].w[c]);
+        for (int e = 0; e < V; ++e) {
+          if (e >= got) break;
+          const acc_t gc = gcol[((ci + e) * K + k) * tile_p + pp];
+          gm[j] += gc * v[e];
+          gy[j] += gc * dy[e];
+          gx[j] += gc * dx[e];
+          if (scatter) {
+            const acc_t gcm = gc * modulation[j];
+            grad_t* gin = grad_input + plane0 + (ci + e) * l.input.channel;
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              if (corners[j].idx[c] >= 0) add(gin + corners[j].idx[c], gcm * corners[j].w[c]);
+            }
           }
         }
+        ci += got;
       }
     }
     c0 += cc;
@@ -145,7 +154,8 @@ __global__ void __launch_bounds__(kFusedThreads)
 // chunk's chunk_b channels, summed over the items bx, bx + item_chunks, ... into partials[bx].
 template <typename scalar_t>
 __global__ void __launch_bounds__(kFusedThreads)
-    fused_weight_grad_partial_kernel(Geometry g, FusedLayouts l, FusedBackwardPlan plan, const scalar_t* __restrict__ input,
+    fused_weight_grad_partial_kernel(Geometry g, FusedLayouts l, FusedBackwardPlan plan,
+                                     const scalar_t* __restrict__ input,
                                      const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
                                      const scalar_t* __restrict__ grad_out,
                                      at::opmath_type<scalar_t>* __restrict__ partials, int64_t cout,
@@ -169,19 +179,31 @@ __global__ void __launch_bounds__(kFusedThreads)
   for (int64_t item = blockIdx.x; item < items; item += plan.item_chunks) {
     const int64_t n = item / tiles_p, p0 = (item - n * tiles_p) * tile_p;
     __syncthreads();  // the previous item's tiles are consumed
+    const scalar_t* plane = input_plane(input, l, n, c0);
+    const bool vector = vector_gather<kLoadVector<scalar_t>>(l, plane, cc);
     for (int q = t; q < pairs; q += kFusedThreads) {
       const int64_t p = p0 + q % tile_p;
       acc_t m = 0;
       BilinearCorners<acc_t, int64_t> c4{};
       if (p < P) {
-        c4 = with_index_type<int64_t>(
-            tap_corners_laid_out<scalar_t, acc_t>(g, offset, l.offset, mask, l.mask, SampleItem<int64_t>{n, og, q / tile_p, p}, m),
-            l.input.pixel);
+        const SampleItem<int64_t> it{n, og, q / tile_p, p};
+        c4 = with_index_type<int64_t>(tap_corners_laid_out<scalar_t, acc_t>(g, offset, l.offset, mask, l.mask, it, m),
+                                      l.input.pixel);
       }
-      const scalar_t* plane = input_plane(input, l, n, c0);
       const int row = q / tile_p, col = q - row * tile_p;  // row = tap k of channel 0
-      for (int ci = 0; ci < cc; ++ci, plane += l.input.channel) {
-        samples[(ci * K + row) * ld + col] = p < P ? m * c4.sample(plane) : acc_t(0);
+      acc_t* dst = samples + row * ld + col;
+      if (p < P) {
+        for (int ci = 0; ci < cc;) {
+          acc_t v[kLoadVector<scalar_t>];
+          const int got = gather_step(c4, plane, l.input.channel, ci, vector, v);
+#pragma unroll
+          for (int e = 0; e < kLoadVector<scalar_t>; ++e) {
+            if (e < got) dst[(ci + e) * K * ld] = m * v[e];
+          }
+          ci += got;
+        }
+      } else {
+        for (int ci = 0; ci < cc; ++ci) dst[ci * K * ld] = acc_t(0);
       }
     }
     load_grad_out_tile(l, grad_out, n, gi * cout_g, cout_g, p0, tile_p, P, gout);

@@ -35,6 +35,81 @@ __device__ __forceinline__ const scalar_t* input_plane(const scalar_t* input, co
   return input + n * l.input.image + c * l.input.channel;
 }
 
+// Channels-last gathers: the values of kLoadVector<scalar_t> neighbouring channels of a corner
+// come in one 128-bit load (4 floats, 8 halves) where the chunk allows it; doubles stay scalar
+// (2 a load would gain little and made kernel B spill). Backward kernel A, which keeps a value and
+// two derivatives a channel, takes at most kGradLoadVector channels a load (8 bytes of halves): 8
+// would cost it 40 registers, half its occupancy.
+constexpr int kLoadBytes = 16;
+template <typename scalar_t>
+constexpr int kLoadVector = sizeof(scalar_t) >= 8 ? 1 : kLoadBytes / static_cast<int>(sizeof(scalar_t));
+constexpr int kGradLoadVectorMax = 4;
+template <typename scalar_t>
+constexpr int kGradLoadVector = kLoadVector<scalar_t> < kGradLoadVectorMax ? kLoadVector<scalar_t> : kGradLoadVectorMax;
+
+template <typename scalar_t, int V>
+struct alignas(sizeof(scalar_t) * V) LoadVec {
+  scalar_t v[V];
+};
+
+// Whether the cc channels from `plane` (a chunk's first channel) are gathered V at a time (one load
+// of V values a corner): a channels-last input (channels contiguous), cc and the pixel stride whole
+// vectors, `plane` aligned to a vector (then every corner's run is). The same for a whole block.
+template <int V, typename scalar_t>
+__device__ __forceinline__ bool vector_gather(const FusedLayouts& l, const scalar_t* plane, int cc) {
+  return V > 1 && l.input.channel == 1 && cc % V == 0 && l.input.pixel % V == 0 &&
+         reinterpret_cast<uintptr_t>(plane) % (sizeof(scalar_t) * V) == 0;
+}
+
+// One step of a chunk's gather from `plane` (the chunk's first channel; channels channel_step
+// apart): BilinearCorners::sample (WithGrad: and sample_with_grad's d/dy and d/dx) of channel ci
+// into v[0] (dy[0], dx[0]), or, where vector_gather<V> says so, of channels ci .. ci + V - 1 into
+// v[0 .. V) from one load a corner. Returns the channels it produced (1 or V). Each channel's sums
+// run in sample's order either way: the same bits.
+template <bool WithGrad, typename scalar_t, typename acc_t, typename index_t, int V = kLoadVector<scalar_t>>
+__device__ __forceinline__ int gather_step(const BilinearCorners<acc_t, index_t>& c4, const scalar_t* plane,
+                                           int64_t channel_step, int ci, bool vector, acc_t (&v)[V], acc_t (&dy)[V],
+                                           acc_t (&dx)[V]) {
+  if (V == 1 || !vector) {
+    if constexpr (WithGrad) {
+      c4.sample_with_grad(plane + ci * channel_step, v[0], dy[0], dx[0]);
+    } else {
+      v[0] = c4.sample(plane + ci * channel_step);
+    }
+    return 1;
+  }
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    v[e] = 0;
+    dy[e] = dx[e] = c4.outside;
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (c4.idx[i] < 0) continue;
+    const LoadVec<scalar_t, V> x = *reinterpret_cast<const LoadVec<scalar_t, V>*>(plane + ci + c4.idx[i]);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const acc_t p = static_cast<acc_t>(x.v[e]);
+      v[e] += c4.w[i] * p;
+      if constexpr (WithGrad) {
+        dy[e] += c4.dwdy[i] * p;
+        dx[e] += c4.dwdx[i] * p;
+      }
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < V; ++e) v[e] = c4.inside ? v[e] : c4.outside;
+  return V;
+}
+
+// gather_step without the derivatives.
+template <typename scalar_t, typename acc_t, typename index_t, int V = kLoadVector<scalar_t>>
+__device__ __forceinline__ int gather_step(const BilinearCorners<acc_t, index_t>& c4, const scalar_t* plane,
+                                           int64_t channel_step, int ci, bool vector, acc_t (&v)[V]) {
+  acc_t unused_dy[V], unused_dx[V];
+  return gather_step<false>(c4, plane, channel_step, ci, vector, v, unused_dy, unused_dx);
+}
+
 // The bilinear corners (32-bit offsets from the plane, scaled by the input's pixel stride: the plan
 // and the driver keep an image plane, and a channels-last image, under 2^31 elements) and the
 // modulation of this thread's (tap, pixel) pairs q = threadIdx.x + j * kFusedThreads, for offset
@@ -151,13 +226,24 @@ __global__ void __launch_bounds__(kFusedThreads)
       current_og = og;
     }
     __syncthreads();  // the previous chunk's tiles are consumed
+    const scalar_t* plane = input_plane(input, l, n, c0);
+    const bool vector = vector_gather<kLoadVector<scalar_t>>(l, plane, cc);
 #pragma unroll
     for (int j = 0; j < kFusedPairs; ++j) {
       const int q = t + j * kFusedThreads;
       if (q >= pairs) continue;
-      const scalar_t* plane = input_plane(input, l, n, c0);
-      for (int ci = 0; ci < cc; ++ci, plane += l.input.channel) {
-        samples[ci * pairs + q] = live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0);
+      if (live[j]) {
+        for (int ci = 0; ci < cc;) {
+          acc_t v[kLoadVector<scalar_t>];
+          const int got = gather_step(corners[j], plane, l.input.channel, ci, vector, v);
+#pragma unroll
+          for (int e = 0; e < kLoadVector<scalar_t>; ++e) {
+            if (e < got) samples[(ci + e) * pairs + q] = modulation[j] * v[e];
+          }
+          ci += got;
+        }
+      } else {
+        for (int ci = 0; ci < cc; ++ci) samples[ci * pairs + q] = acc_t(0);
       }
     }
     const int rk = cc * K;  // the chunk's (channel, tap) rows

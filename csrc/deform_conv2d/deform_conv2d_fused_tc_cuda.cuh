@@ -68,14 +68,25 @@ __global__ void __launch_bounds__(kFusedThreads)
       current_og = og;
     }
     __syncthreads();  // the previous chunk's tiles are consumed
+    const scalar_t* plane = input_plane(input, l, n, c0);
+    const bool vector = vector_gather<kLoadVector<scalar_t>>(l, plane, cc);
 #pragma unroll
     for (int j = 0; j < kFusedPairs; ++j) {
       const int q = t + j * kFusedThreads;  // (tap q / tile_p, pixel q % tile_p): row ci * K + tap
       if (q >= pairs) continue;
-      const scalar_t* plane = input_plane(input, l, n, c0);
       scalar_t* dst = samples + (q / tile_p) * ld_s + q % tile_p;
-      for (int ci = 0; ci < cc; ++ci, plane += l.input.channel, dst += K * ld_s) {
-        *dst = static_cast<scalar_t>(live[j] ? modulation[j] * corners[j].sample(plane) : acc_t(0));
+      if (live[j]) {
+        for (int ci = 0; ci < cc;) {
+          acc_t v[kLoadVector<scalar_t>];
+          const int got = gather_step(corners[j], plane, l.input.channel, ci, vector, v);
+#pragma unroll
+          for (int e = 0; e < kLoadVector<scalar_t>; ++e) {
+            if (e < got) dst[(ci + e) * K * ld_s] = static_cast<scalar_t>(modulation[j] * v[e]);
+          }
+          ci += got;
+        }
+      } else {
+        for (int ci = 0; ci < cc; ++ci) dst[ci * K * ld_s] = scalar_t(0);
       }
     }
     for (int i = t; i < (rk_pad - rk) * tile_p; i += kFusedThreads) {
