@@ -1046,7 +1046,9 @@ def compare_measured(payload: dict, asm: Assumptions) -> tuple[Optional[Gpu], li
     """(the GPU profile matched from the file's device, or None, and one row per measured row: the
     measured p50s and speedup (torchvision / ours) and, with a profile, each algorithm's predicted
     milliseconds, "auto" among them, and ``auto`` = what HYBRIDOPS_DCN_ALGO=auto runs in the row's
-    mode (``auto_label``: forward and backward each by their own rule))."""
+    mode (``auto_label``: forward and backward each by their own rule)). Rows of channels_last callers
+    (``extra["layout"]``, ``deform_conv2d.py --layouts``) get no prediction: this model is NCHW's (their
+    model is ``benchmarks.dcn_layouts``)."""
     env = payload.get("environment", {})
     gpu = gpu_for_device_name(env.get("device_name", "")) if str(env.get("device", "")).startswith("cuda") else None
     out = []
@@ -1054,7 +1056,7 @@ def compare_measured(payload: dict, asm: Assumptions) -> tuple[Optional[Gpu], li
         peer = r.get("peer") or {}
         row = {"case": r["case"], "mode": r["mode"], "dtype": r["dtype"], "ours_ms": r["ours"]["p50_ms"],
                "peer_ms": peer.get("p50_ms"), "speedup": r.get("speedup"), "auto": None, "predicted": None}
-        layer = layer_of_case(r["case"])
+        layer = layer_of_case(r["case"]) if (r.get("extra") or {}).get("layout", "nchw") == "nchw" else None
         if gpu is not None and layer is not None and r["dtype"] in DTYPE_BYTES and r["mode"] in MODES:
             row["auto"] = auto_label(layer, r["mode"], r["dtype"], gpu)
             row["predicted"] = {a: predict(a, r["mode"], layer, r["dtype"], gpu, asm).time_s * 1e3

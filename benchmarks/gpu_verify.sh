@@ -120,6 +120,8 @@ SAN_DCN_FUSED=(
   "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-fused-basic-dtype1]"
   "tests/test_deform_conv2d.py::test_cuda_matches_cpu[@-fused-groups_and_offset_groups-dtype1]"
   "tests/test_deform_conv2d.py::test_cuda_low_precision[@-fused-dtype0-0.01]"
+  "tests/test_deform_conv2d_channels_last.py::test_cuda_channels_last_matches_nchw[@-fused-dtype0]"
+  "tests/test_deform_conv2d_channels_last.py::test_cuda_channels_last_matches_nchw[@-fused-dtype1]"
 )
 SAN_MDC=(
   "tests/test_mixed_depthwise_conv2d.py::test_cuda_matches_cpu[@-dtype0-unequal-split]"
@@ -150,6 +152,7 @@ bench_args() {  # bench_args NAME: the benchmark's arguments besides --json and 
   else
     case "$1" in
       mixconv) echo "--device cuda --budget 0.25" ;;
+      deform_conv2d) echo "--device cuda --layouts nchw channels_last" ;;  # NCHW rows first
       *) echo "--device cuda" ;;
     esac
   fi

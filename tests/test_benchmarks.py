@@ -53,6 +53,30 @@ def test_deform_conv2d_benchmark_algo_flag(tmp_path, monkeypatch):
     assert "HYBRIDOPS_DCN_ALGO" not in os.environ
 
 
+def test_deform_conv2d_benchmark_layouts_flag(tmp_path, monkeypatch):
+    """--layouts nchw channels_last: each case timed for both callers' layouts (ours and the peer on
+    the same channels-last x, offset and mask), rows tagged and grouped by layout; the traffic
+    model's --measured comparison predicts only the NCHW rows."""
+    from benchmarks import dcn_roofline
+    monkeypatch.setattr(deform_conv2d, "QUICK_CASES", [("tiny 4ch@16^2 b1", 1, 4, 16)])
+    path = tmp_path / "dcn.json"
+    deform_conv2d.main(["--quick", "--device", "cpu", "--layouts", "nchw", "channels_last", "--json", str(path)])
+    payload = json.loads(path.read_text())
+    rows = payload["rows"]
+    assert [(r["mode"], r["extra"]["layout"]) for r in rows] == ([(m, "nchw") for m in MODES]
+                                                                 + [(m, "channels_last") for m in MODES])
+    assert all(r["case"].endswith("{channels_last}") == (r["extra"]["layout"] == "channels_last") for r in rows)
+    assert {(v["mode"], v["layout"]) for v in payload["summary"].values()} == {(m, lay) for m in MODES
+                                                                               for lay in ("nchw", "channels_last")}
+    inputs = deform_conv2d.in_layout(deform_conv2d.make_inputs(1, 4, 8, torch.float32, torch.device("cpu")),
+                                     "channels_last")
+    assert [t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() for t in inputs] == [
+        True, True, False, False, True]
+    payload["environment"].update(device="cuda:0", device_name="NVIDIA H200")
+    _, compared = dcn_roofline.compare_measured(payload, dcn_roofline.Assumptions())
+    assert [r["predicted"] is None for r in compared] == [False] * len(MODES) + [True] * len(MODES)
+
+
 def test_deform_conv2d_with_algo_sets_env_only_during_the_call(monkeypatch):
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "auto")
     seen = []

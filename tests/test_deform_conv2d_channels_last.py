@@ -24,7 +24,7 @@ import torch
 
 import hybridops
 from hybridops import cuda_emulation
-from tests._cuda_backends import needs_emulation
+from tests._cuda_backends import cuda_backend, dcn_algo, needs_emulation  # noqa: F401 (fixtures)
 from tests._dcn_cases import make_dcn_inputs
 
 CL = torch.channels_last
@@ -134,6 +134,25 @@ def test_emulated_channels_last_same_bits_and_layouts(device, algo, layouts, mon
     cl = _outputs(args, layouts, context=ctx())
     _check_layouts(*cl, layouts)
     _assert_same_bits(cl, _outputs(args, (False,) * 4, context=ctx()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_channels_last_matches_nchw(dtype, cuda_backend, dcn_algo):  # noqa: F811
+    """Every CUDA backend (a GPU; the emulated profiles) and algorithm: channels-last input, offset,
+    mask and grad_output give the NCHW call's bits, grad_input within rounding (float atomics on a GPU
+    add in any order); 16 channels in two offset groups (8-channel chunks: 128-bit fp32 gathers, and
+    fp16 ones on the tensor cores of sm_80+). In gpu_verify.sh's sanitizer set (memcheck on a GPU)."""
+    args = [cuda_backend.to(t.to(dtype)) if t is not None else None
+            for t in make_dcn_inputs(n=2, c_in=16, c_out=8, h=9, w=10, offset_groups=2)]
+    (out_cl, grads_cl), (out, grads) = (_outputs(args, layouts, context=cuda_backend.active())
+                                        for layouts in ((True,) * 4, (False,) * 4))
+    _check_layouts(out_cl, grads_cl, (True,) * 4)
+    assert torch.equal(out_cl, out)
+    for k in ("offset", "weight", "mask"):
+        assert torch.equal(grads_cl[k], grads[k]), k
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for k in ("input", "bias"):
+        torch.testing.assert_close(grads_cl[k], grads[k], rtol=tol, atol=tol)
 
 
 @needs_emulation
