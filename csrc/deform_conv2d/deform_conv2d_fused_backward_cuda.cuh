@@ -191,20 +191,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                                       l.input.pixel);
       }
       const int row = q / tile_p, col = q - row * tile_p;  // row = tap k of channel 0
-      acc_t* dst = samples + row * ld + col;
-      if (p < P) {
-        for (int ci = 0; ci < cc;) {
-          acc_t v[kLoadVector<scalar_t>];
-          const int got = gather_step(c4, plane, l.input.channel, ci, vector, v);
-#pragma unroll
-          for (int e = 0; e < kLoadVector<scalar_t>; ++e) {
-            if (e < got) dst[(ci + e) * K * ld] = m * v[e];
-          }
-          ci += got;
-        }
-      } else {
-        for (int ci = 0; ci < cc; ++ci) dst[ci * K * ld] = acc_t(0);
-      }
+      sample_pair(c4, p < P, m, plane, l.input.channel, cc, vector, samples + row * ld + col, K * ld);
     }
     load_grad_out_tile(l, grad_out, n, gi * cout_g, cout_g, p0, tile_p, P, gout);
     __syncthreads();

@@ -110,6 +110,28 @@ __device__ __forceinline__ int gather_step(const BilinearCorners<acc_t, index_t>
   return gather_step<false>(c4, plane, channel_step, ci, vector, v, unused_dy, unused_dx);
 }
 
+// A (tap, pixel) pair's samples of a chunk: dst[ci * dst_step] = m * BilinearCorners::sample of channel
+// ci (gather_step) for ci < cc, rounded to dst_t (the FMA kernels' float tiles, the tensor cores'
+// storage type); zeros for a pair that is not `live`.
+template <typename dst_t, typename scalar_t, typename acc_t, typename index_t>
+__device__ __forceinline__ void sample_pair(const BilinearCorners<acc_t, index_t>& c4, bool live, acc_t m,
+                                            const scalar_t* plane, int64_t channel_step, int cc, bool vector,
+                                            dst_t* dst, int dst_step) {
+  if (!live) {
+    for (int ci = 0; ci < cc; ++ci) dst[ci * dst_step] = dst_t(0);
+    return;
+  }
+  for (int ci = 0; ci < cc;) {
+    acc_t v[kLoadVector<scalar_t>];
+    const int got = gather_step(c4, plane, channel_step, ci, vector, v);
+#pragma unroll
+    for (int e = 0; e < kLoadVector<scalar_t>; ++e) {
+      if (e < got) dst[(ci + e) * dst_step] = static_cast<dst_t>(m * v[e]);
+    }
+    ci += got;
+  }
+}
+
 // The bilinear corners (32-bit offsets from the plane, scaled by the input's pixel stride: the plan
 // and the driver keep an image plane, and a channels-last image, under 2^31 elements) and the
 // modulation of this thread's (tap, pixel) pairs q = threadIdx.x + j * kFusedThreads, for offset
@@ -232,19 +254,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     for (int j = 0; j < kFusedPairs; ++j) {
       const int q = t + j * kFusedThreads;
       if (q >= pairs) continue;
-      if (live[j]) {
-        for (int ci = 0; ci < cc;) {
-          acc_t v[kLoadVector<scalar_t>];
-          const int got = gather_step(corners[j], plane, l.input.channel, ci, vector, v);
-#pragma unroll
-          for (int e = 0; e < kLoadVector<scalar_t>; ++e) {
-            if (e < got) samples[(ci + e) * pairs + q] = modulation[j] * v[e];
-          }
-          ci += got;
-        }
-      } else {
-        for (int ci = 0; ci < cc; ++ci) samples[ci * pairs + q] = acc_t(0);
-      }
+      sample_pair(corners[j], live[j], modulation[j], plane, l.input.channel, cc, vector, samples + q, pairs);
     }
     const int rk = cc * K;  // the chunk's (channel, tap) rows
     // The weight slice, transposed: a warp's 32 items are CX channels x 8 consecutive rows r, so

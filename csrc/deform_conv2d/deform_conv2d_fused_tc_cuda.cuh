@@ -74,20 +74,8 @@ __global__ void __launch_bounds__(kFusedThreads)
     for (int j = 0; j < kFusedPairs; ++j) {
       const int q = t + j * kFusedThreads;  // (tap q / tile_p, pixel q % tile_p): row ci * K + tap
       if (q >= pairs) continue;
-      scalar_t* dst = samples + (q / tile_p) * ld_s + q % tile_p;
-      if (live[j]) {
-        for (int ci = 0; ci < cc;) {
-          acc_t v[kLoadVector<scalar_t>];
-          const int got = gather_step(corners[j], plane, l.input.channel, ci, vector, v);
-#pragma unroll
-          for (int e = 0; e < kLoadVector<scalar_t>; ++e) {
-            if (e < got) dst[(ci + e) * K * ld_s] = static_cast<scalar_t>(modulation[j] * v[e]);
-          }
-          ci += got;
-        }
-      } else {
-        for (int ci = 0; ci < cc; ++ci) dst[ci * K * ld_s] = scalar_t(0);
-      }
+      sample_pair(corners[j], live[j], modulation[j], plane, l.input.channel, cc, vector,
+                  samples + (q / tile_p) * ld_s + q % tile_p, K * ld_s);
     }
     for (int i = t; i < (rk_pad - rk) * tile_p; i += kFusedThreads) {
       samples[(rk + i / tile_p) * ld_s + i % tile_p] = scalar_t(0);
