@@ -24,7 +24,8 @@ variants:
   operand; the weight counts only where the model was moved to channels_last, as
   ``Module.to(memory_format=...)`` does for 4-D parameters).
 * ``nchw-strided`` -- a what-if driver: the same kernels, copying only the tensor they gather (the
-  input) and reading offset, mask and grad_output, writing the outputs, through strides.
+  input) and the weight, and reading offset, mask and grad_output, writing the outputs, through
+  strides.
 * ``nhwc`` -- the NHWC variant (as DCNv4 does), built for channels_last callers (``FusedLayouts``,
   ``gather_step`` in ``deform_conv2d_fused_cuda.cuh``): the same plans and micro-GEMMs, but a
   corner of a (tap, pixel) reads the chunk's channels contiguously, with 128-bit loads where the
@@ -32,7 +33,10 @@ variants:
   otherwise: ``sample_ops``); offset, mask and grad_output read and the outputs written in the
   caller's layout (assumed free: grad_output is loaded channels-fastest, coalesced; the output,
   grad_offset and grad_mask stores of a warp are 32 pixels apart, one sector each, which L2 merges
-  before DRAM -- not modelled); grad_input scattered into a buffer in the input's layout. For an
+  before DRAM -- not modelled; nor are the up to 32-way bank conflicts of the channels-fastest
+  grad_output tile's shared-memory stores); grad_input scattered into a buffer in the input's
+  layout. The weight is read NCHW: a channels_last caller's weight is copied each direction and
+  grad_weight converted back, as in the other variants. For an
   NCHW caller (a what-if: such a caller runs ``nchw``) it would copy the input to NHWC in the forward
   and again in the backward (the saved input is the caller's; saving the copy would trade memory for
   the second one); its fp32 grad_input scatter buffer could be NCHW (scalar atomics do not care).
@@ -222,7 +226,9 @@ def sample_ops(kind: str, layout: str, dtype: str, chunk: int) -> float:
     and B, "fused_grad" for A) walking channels in chunks of ``chunk``: ``dcn_roofline.OPS`` for NCHW;
     for NHWC the 4 scalar corner loads and the plane-pointer step become 4 / v loads, v = the values
     of one 128-bit load (8 fp16/bf16, 4 fp32) -- at most ``GRAD_VECTOR_VALUES`` in A -- where the
-    chunk is whole vectors of v, else 1 (scalar loads): the built kernels' rule (``vector_gather``)."""
+    chunk is whole vectors of v, else 1 (scalar loads): the built kernels' rule (``vector_gather``,
+    which also needs the channel count a multiple of v and an aligned chunk start: true at every
+    benchmark shape, whose channels are multiples of 8 in one offset group)."""
     if layout.startswith("nchw"):
         return float(dr.OPS[kind])
     s = dr.DTYPE_BYTES[dtype]
@@ -308,11 +314,15 @@ def layout_plan(algo: str, layer: dr.Layer, dtype: str, gpu: Gpu, asm: Assumptio
         return copy + fwd, copy + bwd
     if caller == "nchw":
         return fwd, bwd
+    # Every driver reads the weight NCHW (weight.contiguous(); grad_weight is NCHW): a channels_last
+    # caller's weight is copied each direction and its gradient converted back.
+    weight_in = _copies(".contiguous()", [("weight_cl", "weight", z.weight)], everything)
+    grad_weight_out = _copies("consumer to channels_last", [("grad_weight", "grad_weight_cl", z.weight)], everything)
     if kernels == "nhwc":
-        return fwd, bwd
+        return weight_in + fwd, weight_in + bwd + grad_weight_out
     if kernels == "nchw-strided":
         copy = _copies("to NCHW", [("input_cl", "input", z.input)], everything)
-        return copy + fwd, copy + bwd
+        return copy + weight_in + fwd, copy + weight_in + bwd + grad_weight_out
     inputs = [("input_cl", "input", z.input), ("offset_cl", "offset", z.offset), ("mask_cl", "mask", z.mask),
               ("weight_cl", "weight", z.weight)]
     grad_in = "grad_input" if z.s != dr.ACC_BYTES else "grad_input_acc"

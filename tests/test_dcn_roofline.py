@@ -522,8 +522,9 @@ def test_nhwc_sampling_instructions():
 def test_layout_copies_per_caller():
     """A channels_last caller of the copying NCHW kernels (before 2026-12-02): .contiguous() of input,
     offset, mask and weight (forward), of grad_out, input, offset, mask and weight (backward), and one
-    conversion of each NCHW result by its consumer; a stride-aware driver copies the input only; the NHWC
-    variant nothing. An NCHW caller of the NHWC variant: the input to NHWC, forward and backward."""
+    conversion of each NCHW result by its consumer; a stride-aware driver copies the input and the weight;
+    the NHWC variant (built) the weight only (and grad_weight back). An NCHW caller of the NHWC
+    variant: the input to NHWC, forward and backward."""
     layer, asm = dr.ISSUE_LAYER, Assumptions()
 
     def copies(caller, kernels):
@@ -536,8 +537,11 @@ def test_layout_copies_per_caller():
                    ".contiguous(): mask_cl -> mask", ".contiguous(): weight_cl -> weight",
                    "consumer to channels_last: out -> out_cl"]
     assert bwd[0] == ".contiguous(): grad_out_cl -> grad_out" and len(bwd) == 5 + 4
-    assert copies("channels_last", "nchw-strided") == [["to NCHW: input_cl -> input"]] * 2
-    assert copies("channels_last", "nhwc") == [[], []]
+    weight = [".contiguous(): weight_cl -> weight"]
+    back = ["consumer to channels_last: grad_weight -> grad_weight_cl"]
+    assert copies("channels_last", "nchw-strided") == [["to NCHW: input_cl -> input"] + weight,
+                                                        ["to NCHW: input_cl -> input"] + weight + back]
+    assert copies("channels_last", "nhwc") == [weight, weight + back]  # the weight: read NCHW by every driver
     assert copies("nchw", "nchw") == [[], []]
     assert copies("nchw", "nhwc") == [["to NHWC: input -> input_nhwc"]] * 2
     fwd, _ = dl.layout_plan("fused", layer, "float16", H200, asm, "nchw", "nhwc", "smooth")

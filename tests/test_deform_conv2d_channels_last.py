@@ -28,9 +28,9 @@ from tests._cuda_backends import cuda_backend, dcn_algo, needs_emulation  # noqa
 from tests._dcn_cases import make_dcn_inputs
 
 CL = torch.channels_last
-# (input, offset, mask, grad_output) channels-last or not: all, none-but-input, and the mixes.
-LAYOUTS = [(True, True, True, True), (True, False, False, False), (False, True, True, False),
-           (True, False, True, True), (False, False, False, True)]
+# (input, offset, mask, grad_output) channels-last or not: every combination but all-NCHW.
+LAYOUTS = [c for c in itertools.product((True, False), repeat=4) if any(c)]
+LAYOUT_IDS = ["".join("C" if cl else "n" for cl in c) for c in LAYOUTS]  # e.g. "CnnC": input, grad_output CL
 
 
 def _in_layout(t, channels_last):
@@ -73,7 +73,7 @@ def _assert_same_bits(a, b):
 
 
 # ---- the CPU: NCHW kernels, results in the caller's layouts ---------------------------------------
-@pytest.mark.parametrize("layouts", LAYOUTS)
+@pytest.mark.parametrize("layouts", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("algo", ["fused", "im2col"])
 def test_cpu_channels_last_same_bits_and_layouts(layouts, algo, monkeypatch):
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", algo)
@@ -106,7 +106,7 @@ def test_cpu_fused_forward_gathers_a_channels_last_input_without_copying_it(monk
 
 def test_cpu_channels_last_opcheck():
     """opcheck compares the fake kernels' strides (result_memory_format) with the real ones."""
-    for use_mask, layouts in itertools.product((True, False), LAYOUTS[:3]):
+    for use_mask, layouts in itertools.product((True, False), LAYOUTS[::5]):
         x, offset, weight, bias, mask = make_dcn_inputs(n=2, h=6, w=7, use_mask=use_mask, requires_grad=True)
         x, offset, mask = _in_layout(x, layouts[0]), _in_layout(offset, layouts[1]), _in_layout(mask, layouts[2])
         torch.library.opcheck(torch.ops.hybridops.deform_conv2d.default,
@@ -122,12 +122,13 @@ def test_ambiguous_layouts_count_as_nchw():
 
 # ---- CUDA on the emulation: the fused kernels read each tensor in its layout ----------------------
 @needs_emulation
-@pytest.mark.parametrize("layouts", LAYOUTS)
+@pytest.mark.parametrize("layouts", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("algo", ["fused", "im2col"])
 @pytest.mark.parametrize("device", ["sm61", "h100"])
 def test_emulated_channels_last_same_bits_and_layouts(device, algo, layouts, monkeypatch):
-    """Two weight groups, 3 offset groups (chunks stopping at their borders), 70 output channels
-    (two channel tiles, the second partial), a pixel tile past the image's end."""
+    """Two weight groups, 3 offset groups (chunks stopping at their borders: 4-channel vector
+    gathers and 2-channel scalar ones), 70 output channels (two channel tiles, the second partial),
+    a pixel tile past the image's end."""
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", algo)
     args = make_dcn_inputs(n=2, c_in=12, c_out=70, h=11, w=13, offset_groups=3, groups=2, dtype=torch.float32)
     ctx = lambda: cuda_emulation.emulated_cuda(device)  # noqa: E731
@@ -174,12 +175,15 @@ def test_emulated_channels_last_dtypes_and_tensor_cores(device, dtype, monkeypat
 
 
 @needs_emulation
+@pytest.mark.parametrize("c_in,dtype", [(6, torch.float32), (16, torch.float32), (16, torch.float16)],
+                         ids=["scalar-gathers", "vector-gathers-fp32", "vector-gathers-fp16"])
 @pytest.mark.parametrize("device", ["sm61", "h100"])
-def test_emulated_channels_last_deterministic_reverse_order(device, monkeypatch):
+def test_emulated_channels_last_deterministic_reverse_order(device, c_in, dtype, monkeypatch):
     """Deterministic mode (grad_input in fixed point, in the input's layout), threads and blocks in
-    reverse order: the bits of the NCHW call in forward order."""
+    reverse order: the bits of the NCHW call in forward order; 3 channels an offset group (scalar
+    gathers) and 8 (vector gathers in every kernel)."""
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
-    args = make_dcn_inputs(n=2, c_in=6, c_out=8, h=8, w=7, offset_groups=2, dtype=torch.float32)
+    args = [t.to(dtype) for t in make_dcn_inputs(n=2, c_in=c_in, c_out=8, h=8, w=7, offset_groups=2)]
     torch.use_deterministic_algorithms(True)
     try:
         cl = _outputs(args, (True,) * 4, context=cuda_emulation.emulated_cuda(device, "reverse"))
@@ -219,9 +223,81 @@ def test_emulated_fused_path_makes_no_layout_copies(monkeypatch):
 def test_emulated_channels_last_opcheck(monkeypatch):
     """The emulated ops' fake kernels (the same Python) against the fused kernels' strides."""
     monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
-    for layouts in LAYOUTS[:3]:
+    for layouts in LAYOUTS[::5]:
         x, offset, weight, bias, mask = make_dcn_inputs(n=2, h=6, w=7, dtype=torch.float32, requires_grad=True)
         x, offset, mask = _in_layout(x, layouts[0]), _in_layout(offset, layouts[1]), _in_layout(mask, layouts[2])
         with cuda_emulation.emulated_cuda("sm61"):
             torch.library.opcheck(torch.ops.hybridops_emu.deform_conv2d.default,
                                   (x, offset, weight, mask, bias, [1, 1], [1, 1], [1, 1]))
+
+
+@needs_emulation
+@pytest.mark.parametrize("layouts", [(True, True, False, True), (False, True, False, False), (True, False, False, True)],
+                         ids=["CCnC", "nCnn", "CnnC"])
+@pytest.mark.parametrize("device", ["sm61", "h100"])
+def test_emulated_channels_last_without_mask(device, layouts, monkeypatch):
+    """DCNv1 (no mask) with channels-last input, offset and grad_output mixes, 8-channel chunks."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    args = make_dcn_inputs(n=2, c_in=8, c_out=6, h=7, w=9, use_mask=False, dtype=torch.float32)
+    cl = _outputs(args, layouts, context=cuda_emulation.emulated_cuda(device))
+    _check_layouts(*cl, layouts)
+    _assert_same_bits(cl, _outputs(args, (False,) * 4, context=cuda_emulation.emulated_cuda(device)))
+
+
+@needs_emulation
+def test_emulated_misaligned_channels_last_input_takes_scalar_gathers(monkeypatch):
+    """A channels-last input one element past an aligned address (a view into a larger buffer): the
+    vector gathers' alignment test sends it to scalar loads (the emulation raises on a misaligned
+    vector load), same bits as NCHW."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    x, offset, weight, bias, mask = make_dcn_inputs(n=2, c_in=8, c_out=4, h=6, w=7, dtype=torch.float32)
+    buf = torch.empty(x.numel() + 1)
+    shifted = buf[1:].view(2, 6, 7, 8).permute(0, 3, 1, 2)
+    shifted.copy_(x)
+    assert shifted.is_contiguous(memory_format=CL) and shifted.storage_offset() == 1
+    with cuda_emulation.emulated_cuda("h100"):
+        got = hybridops.deform_conv2d(shifted, offset, weight, bias, 1, 1, 1, mask)
+        expected = hybridops.deform_conv2d(x, offset, weight, bias, 1, 1, 1, mask)
+    assert torch.equal(got, expected) and got.is_contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("emu", marks=needs_emulation)])
+def test_channels_last_weight_is_read_as_nchw(backend, monkeypatch):
+    """A channels-last weight (Module.to(memory_format=torch.channels_last)) is copied to NCHW (it is
+    small): the output's layout follows the input only, and the bits are the NCHW weight's."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", "fused")
+    x, offset, weight, bias, mask = make_dcn_inputs(n=2, c_in=8, c_out=4, h=6, w=7, dtype=torch.float32)
+    ctx = cuda_emulation.emulated_cuda if backend == "emu" else contextlib.nullcontext
+    leaves = [t.clone().requires_grad_() for t in (weight, _in_layout(weight, True))]
+    outs = []
+    for w in leaves:
+        with ctx():
+            out = hybridops.deform_conv2d(x, offset, w, bias, 1, 1, 1, mask)
+            (gw,) = torch.autograd.grad(out, w, torch.ones_like(out))
+        outs.append((out, gw))
+    assert outs[1][0].is_contiguous() and torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def _fake_strides(op, args):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        return op(*fake).stride()
+
+
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("emu-fused", marks=needs_emulation),
+                                     pytest.param("emu-im2col", marks=needs_emulation)])
+@pytest.mark.parametrize("c_out,h,w,padding", [(1, 6, 7, 1), (4, 3, 3, 0)], ids=["one-channel", "1x1-output"])
+def test_output_strides_equal_the_fake_kernels_where_the_output_is_both_layouts(backend, c_out, h, w, padding,
+                                                                                 monkeypatch):
+    """A channels-last input whose output is both NCHW- and channels-last-contiguous (one output
+    channel, a 1x1 output): every path returns the fake kernel's exact strides (opcheck skips the
+    strides of size-1 dimensions)."""
+    monkeypatch.setenv("HYBRIDOPS_DCN_ALGO", backend.split("-")[-1] if backend != "cpu" else "fused")
+    x, offset, weight, bias, mask = make_dcn_inputs(n=2, c_in=8, c_out=c_out, h=h, w=w, padding=(padding, padding),
+                                                    dtype=torch.float32)
+    args = (_in_layout(x, True), offset, weight, mask, bias, [1, 1], [padding, padding], [1, 1])
+    op = torch.ops.hybridops_emu.deform_conv2d if backend != "cpu" else torch.ops.hybridops.deform_conv2d
+    with cuda_emulation.emulated_cuda() if backend != "cpu" else contextlib.nullcontext():
+        real = op(*args)
+    assert real.stride() == _fake_strides(op, args)

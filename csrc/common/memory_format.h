@@ -18,4 +18,15 @@ inline at::MemoryFormat result_format(const at::Tensor& t) {
   return use_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// An uninitialised tensor of `sizes` laid out as at::empty(sizes).contiguous(format) would be: a
+// shape that is both NCHW- and channels-last-contiguous (one channel, a 1x1 plane) keeps NCHW
+// strides. The same strides as the fake kernels' `new_empty(shape).contiguous(memory_format=...)`.
+inline at::Tensor empty_in_format(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
+  at::Tensor t = at::empty(sizes, options);
+  if (format == at::MemoryFormat::ChannelsLast && !t.is_contiguous(format)) {
+    t = at::empty(sizes, options.memory_format(format));
+  }
+  return t;
+}
+
 }  // namespace hybridops

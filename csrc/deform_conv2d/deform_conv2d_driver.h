@@ -268,8 +268,7 @@ inline ForwardArgs contiguous_args(ForwardArgs a, bool but_input = false) {
 // The (uninitialised) output [N, Cout, Ho, Wo] of a forward call, in `format` (forward<Backend>
 // writes NCHW; the op returns a.out_format).
 inline at::Tensor forward_output(const ForwardArgs& a, at::MemoryFormat format = at::MemoryFormat::Contiguous) {
-  return at::empty({a.input.size(0), a.weight.size(0), a.g.out_h, a.g.out_w},
-                   a.input.options().memory_format(format));
+  return empty_in_format({a.input.size(0), a.weight.size(0), a.g.out_h, a.g.out_w}, a.input.options(), format);
 }
 
 template <typename Backend>

@@ -242,10 +242,10 @@ inline c10::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>
   // Each tensor keeps its layout (BackwardArgs: contiguous or channels-last); the kernels scatter
   // grad_input in the layout they read the input in (the op returns it in a.grad_input_format) and
   // write grad_offset and grad_mask in the offset's and the mask's.
-  at::Tensor grad_input_acc =  // (at::zeros would drop the memory format)
-      at::empty(input.sizes(), input.options().dtype(acc_dtype).memory_format(result_format(input))).zero_();
-  at::Tensor grad_offset = at::empty(offset.sizes(), offset.options().memory_format(a.grad_offset_format));
-  at::Tensor grad_mask = g.use_mask ? at::empty(mask->sizes(), mask->options().memory_format(a.grad_mask_format))
+  at::Tensor grad_input_acc = empty_in_format(input.sizes(), input.options().dtype(acc_dtype), result_format(input));
+  grad_input_acc.zero_();
+  at::Tensor grad_offset = empty_in_format(offset.sizes(), offset.options(), a.grad_offset_format);
+  at::Tensor grad_mask = g.use_mask ? empty_in_format(mask->sizes(), mask->options(), a.grad_mask_format)
                                     : at::empty({0}, offset.options());
   at::Tensor grad_weight = at::zeros(weight.sizes(), weight.options());
   auto result = [&] {

@@ -61,23 +61,10 @@ __device__ __forceinline__ bool vector_gather(const FusedLayouts& l, const scala
          reinterpret_cast<uintptr_t>(plane) % (sizeof(scalar_t) * V) == 0;
 }
 
-// One step of a chunk's gather from `plane` (the chunk's first channel; channels channel_step
-// apart): BilinearCorners::sample (WithGrad: and sample_with_grad's d/dy and d/dx) of channel ci
-// into v[0] (dy[0], dx[0]), or, where vector_gather<V> says so, of channels ci .. ci + V - 1 into
-// v[0 .. V) from one load a corner. Returns the channels it produced (1 or V). Each channel's sums
-// run in sample's order either way: the same bits.
-template <bool WithGrad, typename scalar_t, typename acc_t, typename index_t, int V = kLoadVector<scalar_t>>
-__device__ __forceinline__ int gather_step(const BilinearCorners<acc_t, index_t>& c4, const scalar_t* plane,
-                                           int64_t channel_step, int ci, bool vector, acc_t (&v)[V], acc_t (&dy)[V],
-                                           acc_t (&dx)[V]) {
-  if (V == 1 || !vector) {
-    if constexpr (WithGrad) {
-      c4.sample_with_grad(plane + ci * channel_step, v[0], dy[0], dx[0]);
-    } else {
-      v[0] = c4.sample(plane + ci * channel_step);
-    }
-    return 1;
-  }
+// gather_step's vector path: channels ci .. ci + V - 1 of a channels-last chunk, one load a corner.
+template <bool WithGrad, typename scalar_t, typename acc_t, typename index_t, int V>
+__device__ __forceinline__ int gather_vector_step(const BilinearCorners<acc_t, index_t>& c4, const scalar_t* plane,
+                                                  int ci, acc_t (&v)[V], acc_t (&dy)[V], acc_t (&dx)[V]) {
 #pragma unroll
   for (int e = 0; e < V; ++e) {
     v[e] = 0;
@@ -86,7 +73,12 @@ __device__ __forceinline__ int gather_step(const BilinearCorners<acc_t, index_t>
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     if (c4.idx[i] < 0) continue;
-    const LoadVec<scalar_t, V> x = *reinterpret_cast<const LoadVec<scalar_t, V>*>(plane + ci + c4.idx[i]);
+    const scalar_t* src = plane + ci + c4.idx[i];
+#ifdef HYBRIDOPS_CUDA_EMULATION  // the GPU faults on a misaligned vector load; the CPU would not
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(src) % alignof(LoadVec<scalar_t, V>) == 0,
+                "hybridops CUDA emulation: a misaligned ", sizeof(LoadVec<scalar_t, V>), "-byte vector load");
+#endif
+    const LoadVec<scalar_t, V> x = *reinterpret_cast<const LoadVec<scalar_t, V>*>(src);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       const acc_t p = static_cast<acc_t>(x.v[e]);
@@ -100,6 +92,26 @@ __device__ __forceinline__ int gather_step(const BilinearCorners<acc_t, index_t>
 #pragma unroll
   for (int e = 0; e < V; ++e) v[e] = c4.inside ? v[e] : c4.outside;
   return V;
+}
+
+// One step of a chunk's gather from `plane` (the chunk's first channel; channels channel_step
+// apart): BilinearCorners::sample (WithGrad: and sample_with_grad's d/dy and d/dx) of channel ci
+// into v[0] (dy[0], dx[0]), or, where vector_gather<V> says so, of channels ci .. ci + V - 1 into
+// v[0 .. V) from one load a corner. Returns the channels it produced (1 or V). Each channel's sums
+// run in sample's order either way: the same bits.
+template <bool WithGrad, typename scalar_t, typename acc_t, typename index_t, int V = kLoadVector<scalar_t>>
+__device__ __forceinline__ int gather_step(const BilinearCorners<acc_t, index_t>& c4, const scalar_t* plane,
+                                           int64_t channel_step, int ci, bool vector, acc_t (&v)[V], acc_t (&dy)[V],
+                                           acc_t (&dx)[V]) {
+  if constexpr (V > 1) {
+    if (vector) return gather_vector_step<WithGrad>(c4, plane, ci, v, dy, dx);
+  }
+  if constexpr (WithGrad) {
+    c4.sample_with_grad(plane + ci * channel_step, v[0], dy[0], dx[0]);
+  } else {
+    v[0] = c4.sample(plane + ci * channel_step);
+  }
+  return 1;
 }
 
 // gather_step without the derivatives.
